@@ -1,0 +1,697 @@
+// Package runner sits between the decision feed and one enforcement backend.
+// It implements decisionfeed.Handler: the feed's snapshot becomes one
+// Reconcile of the backend, and changes are coalesced for a few milliseconds
+// and applied in batches, retried with backoff when the backend fails.
+//
+// The runner is where policy lives, so that every backend gets the same:
+// only ban decisions are enforced, and a decision whose prefix overlaps a
+// protected address (a configured whitelist and every address of the host's
+// own interfaces) is refused. It keeps the authoritative set of active bans,
+// sweeps out expired ones, and exports Prometheus metrics.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gaissmai/bart"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/enforcer"
+)
+
+// Config tunes a Runner. Start from DefaultConfig.
+type Config struct {
+	// Whitelist holds prefixes that are never banned, nor is any range
+	// that overlaps them.
+	Whitelist []netip.Prefix
+	// HostAddrs returns the host's own addresses, which are protected like
+	// the whitelist. Nil means no host addresses are protected; use
+	// InterfaceAddrs for the addresses of every interface.
+	HostAddrs func() ([]netip.Addr, error)
+	// HostAddrsRefresh is how often HostAddrs is called again (0: only at New).
+	HostAddrsRefresh time.Duration
+	// Coalesce is how long a burst of changes is collected before it is
+	// applied as one batch.
+	Coalesce time.Duration
+	// MaxBatch caps the changes handed to one Apply call.
+	MaxBatch int
+	// RetryMin and RetryMax bound the backoff between failed Apply calls.
+	RetryMin, RetryMax time.Duration
+	// SweepInterval is how often bans whose expiry has passed are deleted
+	// from the backend (0: never; the backend's own expiry still applies).
+	SweepInterval time.Duration
+	// MetricsSubsystem is the Prometheus subsystem of the runner's metrics.
+	MetricsSubsystem string
+	// FeedLag and FeedInvalid, when set, are exported as the feed's lag and
+	// invalid-message count (typically from the subscriber's Stats).
+	FeedLag     func() int64
+	FeedInvalid func() uint64
+	// OnRefused, when set, is told of every ban refused because it covers
+	// a protected address (key is the decision's key). OnApplyError is
+	// told of every failed backend call that Run will retry. Both are
+	// called with the runner's lock held and must not call back into it.
+	OnRefused    func(key, reason string)
+	OnApplyError func(err error)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the configuration used by fw-bouncer.
+func DefaultConfig() Config {
+	return Config{
+		HostAddrs:        InterfaceAddrs,
+		HostAddrsRefresh: 30 * time.Second,
+		Coalesce:         5 * time.Millisecond,
+		MaxBatch:         65536,
+		RetryMin:         100 * time.Millisecond,
+		RetryMax:         10 * time.Second,
+		SweepInterval:    time.Minute,
+		MetricsSubsystem: "enforcer",
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	for _, p := range c.Whitelist {
+		if !p.IsValid() {
+			return errors.New("whitelist: invalid prefix")
+		}
+	}
+	switch {
+	case c.HostAddrsRefresh < 0:
+		return fmt.Errorf("host_addrs_refresh: negative duration %s", c.HostAddrsRefresh)
+	case c.Coalesce < 0:
+		return fmt.Errorf("coalesce: negative duration %s", c.Coalesce)
+	case c.MaxBatch <= 0:
+		return fmt.Errorf("max_batch: %d is not positive", c.MaxBatch)
+	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
+		return fmt.Errorf("retry: need 0 < min (%s) <= max (%s)", c.RetryMin, c.RetryMax)
+	case c.SweepInterval < 0:
+		return fmt.Errorf("sweep_interval: negative duration %s", c.SweepInterval)
+	case c.MetricsSubsystem == "":
+		return errors.New("metrics_subsystem: missing")
+	}
+	return nil
+}
+
+// InterfaceAddrs returns the addresses of every interface of the host (of
+// the calling process's network namespace).
+func InterfaceAddrs() ([]netip.Addr, error) {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("list interface addresses: %w", err)
+	}
+	out := make([]netip.Addr, 0, len(as))
+	for _, a := range as {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out, nil
+}
+
+// Refusal reasons, as they appear in the refused_total metric.
+const (
+	RefusedWhitelist   = "whitelist"
+	RefusedHostAddress = "host_address"
+)
+
+// change is one pending operation on a prefix: an add when add is true.
+type change struct {
+	add   bool
+	entry enforcer.Entry
+}
+
+// labelKey identifies one series of the active-bans gauge.
+type labelKey struct{ origin, scenario string }
+
+// Runner applies the decision feed to one backend. It is safe for
+// concurrent use; Snapshot and Changes are called by the feed subscriber
+// while Run drives batching, retries and sweeps.
+type Runner struct {
+	cfg     Config
+	backend enforcer.Enforcer
+	now     func() time.Time
+
+	// backendMu serialises calls into the backend so that a snapshot and
+	// a batch never interleave.
+	backendMu sync.Mutex
+
+	mu        sync.Mutex
+	whitelist *bart.Lite
+	hosts     *bart.Lite
+	active    map[netip.Prefix]enforcer.Entry
+	counts    map[labelKey]int
+	pending   map[netip.Prefix]change
+	order     []netip.Prefix // pending prefixes in arrival order
+	strs      map[string]string
+	synced    bool
+
+	wake chan struct{}
+	m    metrics
+}
+
+type metrics struct {
+	active   *prometheus.GaugeVec
+	applied  *prometheus.CounterVec
+	refused  *prometheus.CounterVec
+	ignored  *prometheus.CounterVec
+	errors   *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	batch    prometheus.Histogram
+}
+
+// New returns a Runner for backend. Its metrics are registered on reg
+// (nil: not registered). HostAddrs is called once here, so a host whose
+// addresses cannot be read is an error at start.
+func New(cfg Config, backend enforcer.Enforcer, reg prometheus.Registerer) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("runner config: %w", err)
+	}
+	if backend == nil {
+		return nil, errors.New("runner: nil backend")
+	}
+	r := &Runner{
+		cfg:       cfg,
+		backend:   backend,
+		now:       cfg.Now,
+		whitelist: &bart.Lite{},
+		hosts:     &bart.Lite{},
+		active:    make(map[netip.Prefix]enforcer.Entry),
+		counts:    make(map[labelKey]int),
+		pending:   make(map[netip.Prefix]change),
+		strs:      make(map[string]string),
+		wake:      make(chan struct{}, 1),
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	for _, p := range cfg.Whitelist {
+		r.whitelist.Insert(normPrefix(p))
+	}
+	r.m = newMetrics(cfg.MetricsSubsystem)
+	if err := r.refreshHosts(); err != nil {
+		return nil, err
+	}
+	if reg != nil {
+		if err := r.register(reg); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+func newMetrics(sub string) metrics {
+	const ns = "portcullis"
+	return metrics{
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "active_bans",
+			Help: "Bans currently enforced, by origin and scenario.",
+		}, []string{"origin", "scenario"}),
+		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "applied_total",
+			Help: "Changes applied to the backend, by operation (add, delete).",
+		}, []string{"op"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "refused_total",
+			Help: "Ban decisions refused because they cover a protected address, by reason.",
+		}, []string{"reason"}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "ignored_total",
+			Help: "Decisions not enforced, by reason (type: not a ban; expired; invalid: not convertible).",
+		}, []string{"reason"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "errors_total",
+			Help: "Backend calls that failed, by operation (apply, reconcile, counters, host_addrs).",
+		}, []string{"op"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "apply_duration_seconds",
+			Help:    "Duration of successful backend calls, by operation (apply, reconcile).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"op"}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "batch_changes",
+			Help:    "Changes per Apply call.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
+		}),
+	}
+}
+
+func (r *Runner) register(reg prometheus.Registerer) error {
+	cs := []prometheus.Collector{r.m.active, r.m.applied, r.m.refused, r.m.ignored,
+		r.m.errors, r.m.duration, r.m.batch}
+	ns, sub := "portcullis", r.cfg.MetricsSubsystem
+	if cr, ok := r.backend.(enforcer.CounterReader); ok {
+		cs = append(cs, &dropCollector{
+			cr:     cr,
+			errors: r.m.errors,
+			packets: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "dropped_packets_total"),
+				"Packets dropped by the backend, by reason (scenario or origin).", []string{"reason"}, nil),
+			bytes: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "dropped_bytes_total"),
+				"Bytes dropped by the backend, by reason (scenario or origin).", []string{"reason"}, nil),
+		})
+	}
+	if f := r.cfg.FeedLag; f != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "feed_lag_messages",
+			Help: "Messages of the decisions topic not yet consumed.",
+		}, func() float64 { return float64(f()) }))
+	}
+	if f := r.cfg.FeedInvalid; f != nil {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "feed_invalid_total",
+			Help: "Messages of the decisions topic that failed validation.",
+		}, func() float64 { return float64(f()) }))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register runner metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// dropCollector reads the backend's drop counters at scrape time.
+type dropCollector struct {
+	cr             enforcer.CounterReader
+	errors         *prometheus.CounterVec
+	packets, bytes *prometheus.Desc
+}
+
+// Describe implements prometheus.Collector.
+func (d *dropCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- d.packets
+	ch <- d.bytes
+}
+
+// Collect implements prometheus.Collector.
+func (d *dropCollector) Collect(ch chan<- prometheus.Metric) {
+	c, err := d.cr.Counters()
+	if err != nil {
+		d.errors.WithLabelValues("counters").Inc()
+		return
+	}
+	for reason, n := range c.ByReason {
+		ch <- prometheus.MustNewConstMetric(d.packets, prometheus.CounterValue, float64(n.Packets), reason)
+		ch <- prometheus.MustNewConstMetric(d.bytes, prometheus.CounterValue, float64(n.Bytes), reason)
+	}
+}
+
+// normPrefix unmaps IPv4-in-IPv6 and masks, the form bart expects.
+func normPrefix(p netip.Prefix) netip.Prefix {
+	a := p.Addr()
+	if a.Is4In6() {
+		bits := p.Bits() - 96
+		if bits < 0 {
+			bits = 0
+		}
+		return netip.PrefixFrom(a.Unmap(), bits).Masked()
+	}
+	return p.Masked()
+}
+
+func (r *Runner) refreshHosts() error {
+	if r.cfg.HostAddrs == nil {
+		return nil
+	}
+	addrs, err := r.cfg.HostAddrs()
+	if err != nil {
+		return fmt.Errorf("host addresses: %w", err)
+	}
+	t := &bart.Lite{}
+	for _, a := range addrs {
+		a = a.Unmap().WithZone("")
+		if a.IsValid() {
+			t.Insert(netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	r.mu.Lock()
+	r.hosts = t
+	// A ban already in force that now covers one of the host's addresses
+	// is withdrawn, as it would have been refused.
+	n := 0
+	for p := range r.active {
+		if t.OverlapsPrefix(p) {
+			r.queueLocked(p, change{entry: enforcer.Entry{Prefix: p}})
+			r.m.refused.WithLabelValues(RefusedHostAddress).Inc()
+			n++
+		}
+	}
+	r.mu.Unlock()
+	if n > 0 {
+		r.signal()
+	}
+	return nil
+}
+
+// protectedLocked returns the refusal reason for p, or "" when p may be banned.
+func (r *Runner) protectedLocked(p netip.Prefix) string {
+	switch {
+	case r.whitelist.OverlapsPrefix(p):
+		return RefusedWhitelist
+	case r.hosts.OverlapsPrefix(p):
+		return RefusedHostAddress
+	}
+	return ""
+}
+
+// intern returns one shared copy of s, so a million bans with the same
+// scenario hold one string.
+func (r *Runner) intern(s string) string {
+	if v, ok := r.strs[s]; ok {
+		return v
+	}
+	r.strs[s] = s
+	return s
+}
+
+// convertLocked turns a decision into the change it asks for, or reports
+// that the decision does not concern the backend at all (ok false).
+func (r *Runner) convertLocked(d *decisionfeed.Decision, now time.Time) (p netip.Prefix, c change, ok bool) {
+	e, err := enforcer.FromDecision(d)
+	if err != nil {
+		r.m.ignored.WithLabelValues("invalid").Inc()
+		return netip.Prefix{}, change{}, false
+	}
+	p = normPrefix(e.Prefix)
+	e.Prefix = p
+	switch {
+	case d.Op == decisionfeed.OpDelete:
+		return p, change{entry: e}, true
+	case d.Type != decisionfeed.TypeBan:
+		// Another remedy replaces whatever the key held before.
+		r.m.ignored.WithLabelValues("type").Inc()
+		return p, change{entry: e}, true
+	case d.Expired(now):
+		r.m.ignored.WithLabelValues("expired").Inc()
+		return p, change{entry: e}, true
+	}
+	if why := r.protectedLocked(p); why != "" {
+		r.m.refused.WithLabelValues(why).Inc()
+		if r.cfg.OnRefused != nil {
+			r.cfg.OnRefused(d.Key(), why)
+		}
+		return p, change{entry: e}, true
+	}
+	e.Reason, e.Origin = r.intern(e.Reason), r.intern(e.Origin)
+	return p, change{add: true, entry: e}, true
+}
+
+// Snapshot implements decisionfeed.Handler: the backend is reconciled to
+// exactly the live bans, in one call. Changes still pending are superseded.
+func (r *Runner) Snapshot(ctx context.Context, live []decisionfeed.Decision) error {
+	r.backendMu.Lock()
+	defer r.backendMu.Unlock()
+
+	r.mu.Lock()
+	now := r.now()
+	want := make(map[netip.Prefix]enforcer.Entry, len(live))
+	for i := range live {
+		p, c, ok := r.convertLocked(&live[i], now)
+		if !ok {
+			continue
+		}
+		if c.add {
+			want[p] = c.entry
+		} else {
+			delete(want, p)
+		}
+	}
+	r.mu.Unlock()
+
+	entries := make([]enforcer.Entry, 0, len(want))
+	for _, e := range want {
+		entries = append(entries, e)
+	}
+	slices.SortFunc(entries, func(a, b enforcer.Entry) int { return comparePrefix(a.Prefix, b.Prefix) })
+
+	start := time.Now()
+	if err := r.backend.Reconcile(ctx, entries); err != nil {
+		r.m.errors.WithLabelValues("reconcile").Inc()
+		return fmt.Errorf("reconcile %d bans: %w", len(entries), err)
+	}
+	r.m.duration.WithLabelValues("reconcile").Observe(time.Since(start).Seconds())
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	clear(r.pending)
+	r.order = r.order[:0]
+	r.active = want
+	clear(r.counts)
+	r.m.active.Reset()
+	for _, e := range want {
+		r.countLocked(e, 1)
+	}
+	r.synced = true
+	return nil
+}
+
+// Changes implements decisionfeed.Handler: the changes are queued and
+// applied by Run after the coalescing delay. It does not fail: a backend
+// error is retried by Run, not by the feed.
+func (r *Runner) Changes(_ context.Context, changes []decisionfeed.Decision) error {
+	r.mu.Lock()
+	now := r.now()
+	n := 0
+	for i := range changes {
+		p, c, ok := r.convertLocked(&changes[i], now)
+		if !ok {
+			continue
+		}
+		r.queueLocked(p, c)
+		n++
+	}
+	r.mu.Unlock()
+	if n > 0 {
+		r.signal()
+	}
+	return nil
+}
+
+// queueLocked records c as the latest change for p; an earlier pending
+// change for the same prefix is replaced, keeping its place in the order.
+func (r *Runner) queueLocked(p netip.Prefix, c change) {
+	if _, ok := r.pending[p]; !ok {
+		r.order = append(r.order, p)
+	}
+	r.pending[p] = c
+}
+
+func (r *Runner) signal() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Runner) countLocked(e enforcer.Entry, d int) {
+	k := labelKey{origin: e.Origin, scenario: e.Reason}
+	n := r.counts[k] + d
+	if n <= 0 {
+		delete(r.counts, k)
+		r.m.active.DeleteLabelValues(k.origin, k.scenario)
+		return
+	}
+	r.counts[k] = n
+	r.m.active.WithLabelValues(k.origin, k.scenario).Set(float64(n))
+}
+
+// Run applies queued changes, sweeps expired bans and refreshes the host's
+// addresses until ctx ends. Changes still queued then are given one last
+// attempt of at most a second; whatever is lost is rebuilt from the topic
+// at the next start.
+func (r *Runner) Run(ctx context.Context) error {
+	var sweep, hosts <-chan time.Time
+	if r.cfg.SweepInterval > 0 {
+		t := time.NewTicker(r.cfg.SweepInterval)
+		defer t.Stop()
+		sweep = t.C
+	}
+	if r.cfg.HostAddrsRefresh > 0 && r.cfg.HostAddrs != nil {
+		t := time.NewTicker(r.cfg.HostAddrsRefresh)
+		defer t.Stop()
+		hosts = t.C
+	}
+	backoff := r.cfg.RetryMin
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = r.flush(fctx)
+			cancel()
+			return nil
+		case <-r.wake:
+			if retry != nil {
+				continue // a retry is scheduled; it will take these too
+			}
+			if r.cfg.Coalesce > 0 {
+				t := time.NewTimer(r.cfg.Coalesce)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					continue
+				case <-t.C:
+				}
+			}
+		case <-retry:
+			retry = nil
+		case <-sweep:
+			r.Sweep()
+		case <-hosts:
+			if err := r.refreshHosts(); err != nil {
+				r.m.errors.WithLabelValues("host_addrs").Inc()
+			}
+		}
+		if err := r.flush(ctx); err != nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			retry = time.After(backoff)
+			backoff = min(backoff*2, r.cfg.RetryMax)
+			continue
+		}
+		backoff = r.cfg.RetryMin
+	}
+}
+
+// Sweep queues a delete for every active ban whose expiry has passed and
+// returns how many it queued. Run calls it every SweepInterval.
+func (r *Runner) Sweep() int {
+	r.mu.Lock()
+	now := r.now()
+	n := 0
+	for p, e := range r.active {
+		if !e.Until.After(now) {
+			if c, ok := r.pending[p]; ok && c.add {
+				continue // a newer add is already on its way
+			}
+			r.queueLocked(p, change{entry: enforcer.Entry{Prefix: p}})
+			n++
+		}
+	}
+	r.mu.Unlock()
+	if n > 0 {
+		r.signal()
+	}
+	return n
+}
+
+// flush applies everything pending, MaxBatch changes per Apply call. On
+// error the failed batch goes back to the queue (unless a newer change for
+// the same prefix arrived meanwhile) and the error is returned.
+func (r *Runner) flush(ctx context.Context) error {
+	r.backendMu.Lock()
+	defer r.backendMu.Unlock()
+	for {
+		r.mu.Lock()
+		if len(r.order) == 0 {
+			r.mu.Unlock()
+			return nil
+		}
+		k := min(len(r.order), r.cfg.MaxBatch)
+		taken := make([]netip.Prefix, k)
+		copy(taken, r.order[:k])
+		r.order = slices.Delete(r.order, 0, k)
+		var b enforcer.Batch
+		inFlight := make(map[netip.Prefix]change, k)
+		for _, p := range taken {
+			c := r.pending[p]
+			delete(r.pending, p)
+			inFlight[p] = c
+			if c.add {
+				b.Add = append(b.Add, c.entry)
+			} else {
+				b.Delete = append(b.Delete, p)
+			}
+		}
+		r.mu.Unlock()
+
+		start := time.Now()
+		err := r.backend.Apply(ctx, b)
+		r.mu.Lock()
+		if err != nil {
+			// Put the batch back in front, unless superseded.
+			var back []netip.Prefix
+			for _, p := range taken {
+				if _, newer := r.pending[p]; newer {
+					continue
+				}
+				r.pending[p] = inFlight[p]
+				back = append(back, p)
+			}
+			r.order = append(back, r.order...)
+			err = fmt.Errorf("apply %d adds, %d deletes: %w", len(b.Add), len(b.Delete), err)
+			r.m.errors.WithLabelValues("apply").Inc()
+			if r.cfg.OnApplyError != nil {
+				r.cfg.OnApplyError(err)
+			}
+			r.mu.Unlock()
+			return err
+		}
+		r.m.duration.WithLabelValues("apply").Observe(time.Since(start).Seconds())
+		r.m.batch.Observe(float64(b.Len()))
+		r.m.applied.WithLabelValues("add").Add(float64(len(b.Add)))
+		r.m.applied.WithLabelValues("delete").Add(float64(len(b.Delete)))
+		for _, e := range b.Add {
+			if old, ok := r.active[e.Prefix]; ok {
+				r.countLocked(old, -1)
+			}
+			r.active[e.Prefix] = e
+			r.countLocked(e, 1)
+		}
+		for _, p := range b.Delete {
+			if old, ok := r.active[p]; ok {
+				r.countLocked(old, -1)
+				delete(r.active, p)
+			}
+		}
+		r.mu.Unlock()
+	}
+}
+
+// Synced reports whether a snapshot has been reconciled into the backend.
+func (r *Runner) Synced() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.synced
+}
+
+// Active returns the bans the runner has applied and not withdrawn, sorted
+// by prefix.
+func (r *Runner) Active() []enforcer.Entry {
+	r.mu.Lock()
+	out := make([]enforcer.Entry, 0, len(r.active))
+	for _, e := range r.active {
+		out = append(out, e)
+	}
+	r.mu.Unlock()
+	slices.SortFunc(out, func(a, b enforcer.Entry) int { return comparePrefix(a.Prefix, b.Prefix) })
+	return out
+}
+
+// Pending returns the number of changes waiting to be applied.
+func (r *Runner) Pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.order)
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
