@@ -153,7 +153,7 @@ type clock struct {
 	t  time.Time
 }
 
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 func testConfig(clk *clock) Config {
@@ -170,6 +170,13 @@ func testConfig(clk *clock) Config {
 	cfg.MetricsSubsystem = "fw_bouncer"
 	cfg.Now = clk.now
 	return cfg
+}
+
+// settle waits for the runner to finish the flush whose backend call the
+// recorder has already seen, so that its own state is updated too.
+func settle(r *Runner) {
+	r.backendMu.Lock()
+	r.backendMu.Unlock() //nolint:staticcheck // an empty critical section is the point
 }
 
 func startRunner(t *testing.T, cfg Config, f *recorder, reg prometheus.Registerer) *Runner {
@@ -255,6 +262,7 @@ func TestChangesCoalesceIntoOneBatch(t *testing.T) {
 		ban("203.0.113.1"), // host address: refused, so it withdraws nothing that is banned
 	})
 	calls := f.waitCalls(t, 2)
+	settle(r)
 	want := call{op: "apply",
 		adds:    []string{"192.0.2.4/32", "2001:db8:5::/48"},
 		deletes: []string{"192.0.2.3/32", "192.0.2.1/32", "203.0.113.1/32"}}
@@ -372,6 +380,7 @@ func TestSweepDeletesExpired(t *testing.T) {
 		t.Fatalf("Sweep at expiry queued %d, want 1", n)
 	}
 	calls := f.waitCalls(t, 2)
+	settle(r)
 	if c := calls[1]; c.op != "apply" || len(c.adds) != 0 || !slices.Equal(c.deletes, []string{"192.0.2.20/32"}) {
 		t.Fatalf("sweep batch = %+v", c)
 	}
@@ -482,6 +491,7 @@ func TestManyChangesAreSplitIntoBatches(t *testing.T) {
 	}
 	_ = r.Changes(context.Background(), ds)
 	calls := f.waitCalls(t, 4)
+	settle(r)
 	for i, n := range []int{100, 100, 50} {
 		if c := calls[i+1]; c.op != "apply" || len(c.adds) != n {
 			t.Fatalf("batch %d: %s with %d adds, want %d", i, c.op, len(c.adds), n)
