@@ -1,0 +1,165 @@
+package decisionfeed_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
+)
+
+// recorder is a Handler that keeps the live set it is told about.
+type recorder struct {
+	mu        sync.Mutex
+	snapshots int
+	live      map[string]decisionfeed.Decision
+	changes   []decisionfeed.Decision
+	ready     chan struct{}
+	notify    chan struct{}
+}
+
+func newRecorder() *recorder {
+	return &recorder{live: map[string]decisionfeed.Decision{}, ready: make(chan struct{}), notify: make(chan struct{}, 1)}
+}
+
+func (r *recorder) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.snapshots++
+	for _, d := range live {
+		r.live[d.Key()] = d
+	}
+	close(r.ready)
+	return nil
+}
+
+func (r *recorder) Changes(_ context.Context, cs []decisionfeed.Decision) error {
+	r.mu.Lock()
+	for _, d := range cs {
+		r.changes = append(r.changes, d)
+		if d.Op == decisionfeed.OpDelete {
+			delete(r.live, d.Key())
+		} else {
+			r.live[d.Key()] = d
+		}
+	}
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// ids returns the ids of the live set, sorted by key.
+func (r *recorder) ids() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keys := make([]string, 0, len(r.live))
+	for k := range r.live {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k + "=" + r.live[k].ID
+	}
+	return out
+}
+
+func idsOf(m map[string]decisionfeed.Decision) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k + "=" + m[k].ID
+	}
+	return out
+}
+
+func ip(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)}), 32)
+}
+
+func TestSnapshotEqualsLiveSet(t *testing.T) {
+	brokers := feedtest.Brokers(t)
+	topic := feedtest.CompactedTopic(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+
+	now := time.Now()
+	want := map[string]decisionfeed.Decision{}
+	var all []decisionfeed.Decision
+	add := func(d decisionfeed.Decision) {
+		all = append(all, d)
+		if d.Op == decisionfeed.OpDelete {
+			delete(want, d.Key())
+		} else {
+			want[d.Key()] = d
+		}
+	}
+	for i := range 300 {
+		add(decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(i), 4*time.Hour, "test", now))
+	}
+	for i := 0; i < 300; i += 3 {
+		add(decisionfeed.NewDecision(decisionfeed.OpDelete, decisionfeed.TypeBan, ip(i), 0, "test", now))
+	}
+	for i := 0; i < 300; i += 9 { // re-add some deleted keys
+		add(decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(i), time.Hour, "test", now))
+	}
+	// Expiring: published live, expired by the time the subscriber reads them.
+	var expiring []decisionfeed.Decision
+	for i := 1000; i < 1010; i++ {
+		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(i), 300*time.Millisecond, "test", now)
+		all = append(all, d)
+		expiring = append(expiring, d)
+	}
+	rng := netip.MustParsePrefix("2001:db8:1::/48")
+	add(decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeCaptcha, rng, time.Hour, "test", now))
+	if err := pub.Publish(ctx, all...); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	_ = expiring
+
+	for run := range 2 { // a restarted subscriber rebuilds the same state
+		sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: fmt.Sprintf("g-%s-%d", topic, run)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := newRecorder()
+		sctx, scancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- sub.Run(sctx, rec) }()
+		select {
+		case <-rec.ready:
+		case <-ctx.Done():
+			t.Fatal("no snapshot")
+		}
+		got, exp := rec.ids(), idsOf(want)
+		if fmt.Sprint(got) != fmt.Sprint(exp) {
+			t.Fatalf("run %d: snapshot has %d keys, want %d\ngot  %v\nwant %v", run, len(got), len(exp), got, exp)
+		}
+		if st := sub.Stats(); st.Live != len(want) || !st.Ready || st.Messages != uint64(len(all)) || st.Invalid != 0 {
+			t.Fatalf("run %d: stats %+v, want live %d messages %d", run, st, len(want), len(all))
+		}
+		scancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
