@@ -43,7 +43,7 @@ type SubscriberConfig struct {
 	// Group is the consumer group the subscriber commits its offsets under,
 	// for lag reporting only; it never joins the group and always starts
 	// from the earliest offset. It must be unique per host (default
-	// "portcullis-<program>-<hostname>").
+	// "portcullis-<program>-<hostname>"); "-" commits nothing.
 	Group string
 	// Limits validate every message (default DefaultLimits()).
 	Limits Limits
@@ -808,6 +808,9 @@ func (s *Subscriber) dispatch(ctx context.Context, h Handler, ch <-chan chunk) {
 // commit commits the handed-over offsets of every partition that moved
 // since the last commit, under the lag-reporting group.
 func (s *Subscriber) commit(ctx context.Context) {
+	if s.cfg.Group == "-" {
+		return
+	}
 	s.mu.Lock()
 	var cs []kafka.OffsetCommit
 	for p, st := range s.parts {

@@ -1,0 +1,131 @@
+// Command portcullis is the Portcullis suite's main binary: the detection
+// engine, the embedded broker and the operator commands. Each subcommand
+// lives in its own file and has one row in the commands table.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/portcullis-ips/portcullis/internal/cli"
+)
+
+// command is one subcommand: its name, a one-line summary for the command
+// list, and the function that parses its arguments and runs it.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout io.Writer) error
+}
+
+// commands is the subcommand table; a new subcommand is a file and a row here.
+var commands = []command{
+	{"broker", "run the embedded Kafka-protocol broker (one host, tests)", runBroker},
+	{"decisions", "list, add or delete ban decisions on the decision feed", runDecisions},
+}
+
+// errUsage marks an error in the command line; main exits with status 2.
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := cli.SignalContext()
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(os.Stderr, "portcullis:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "portcullis:", err)
+		os.Exit(1)
+	}
+}
+
+// run dispatches to the subcommand named by args[0].
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		usage(os.Stderr)
+		return fmt.Errorf("%w: no command given", errUsage)
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return nil
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], stdout)
+		}
+	}
+	usage(os.Stderr)
+	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+}
+
+func usage(w io.Writer) {
+	var b strings.Builder
+	b.WriteString(`NAME
+    portcullis - intrusion prevention: detection engine, decision feed, operator tools
+
+SYNOPSIS
+    portcullis COMMAND [OPTIONS]
+
+COMMANDS
+`)
+	for _, c := range commands {
+		fmt.Fprintf(&b, "    %-12s %s\n", c.name, c.summary)
+	}
+	b.WriteString(`
+    Run "portcullis COMMAND --help" for the options and examples of a command.
+
+EXAMPLES
+    portcullis broker --data-dir /var/lib/portcullis/broker
+    portcullis decisions add --ip 203.0.113.7 --duration 4h --reason "manual ban"
+    portcullis decisions list
+`)
+	fmt.Fprint(w, b.String())
+}
+
+// newFlagSet returns a flag set for a subcommand whose --help prints a
+// manual page: name, synopsis, description, options and examples.
+func newFlagSet(name, synopsis, description, examples string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "NAME\n    portcullis %s\n\nSYNOPSIS\n    %s\n\nDESCRIPTION\n%s\nOPTIONS\n", name, synopsis, indent(description))
+		fs.PrintDefaults()
+		fmt.Fprintf(w, "\nEXAMPLES\n%s", indent(examples))
+	}
+	return fs
+}
+
+// parse parses args into fs; a parse error is a usage error, --help is flag.ErrHelp.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %s: %v", errUsage, fs.Name(), err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: %s: unexpected argument %q", errUsage, fs.Name(), fs.Arg(0))
+	}
+	return nil
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		if l == "" {
+			b.WriteString("\n")
+			continue
+		}
+		b.WriteString("    " + l + "\n")
+	}
+	return b.String()
+}
