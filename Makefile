@@ -1,0 +1,81 @@
+# Portcullis — build, generate, lint, test, bench and demo.
+# `make test` and `make demo` install the system packages they need (Debian, as
+# root) through scripts/deps.sh before they run.
+
+GO ?= go
+# Flags for every go test run of `make test`.
+TEST_FLAGS ?= -race -count=1
+# Packages that run a second time against real Apache Kafka (test/kafka) in
+# `make test`; extend with `KAFKA_PKGS += ./yourpkg/...` or on the command line.
+KAFKA_PKGS ?= ./decisionfeed/... ./test/interop/...
+KAFKA_PORT ?= 19092
+# Benchmark selection and budget for `make bench`: bounded, the machine is shared.
+BENCH ?= .
+BENCH_FLAGS ?= -run '^$$' -benchmem -benchtime 1s -count 1
+BENCH_PKGS ?= ./...
+STATICCHECK_VERSION ?= v0.8.2
+# Commands `make demo` builds; the demo grows with the project.
+DEMO_CMDS ?= ./cmd/portcullis
+
+.PHONY: all build generate generate-check test bench lint demo deps kafka-start kafka-stop clean
+
+all: build
+
+## build: compile every command into bin/
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+## generate: regenerate the bpf2go bindings and objects under bpf/ (needs clang)
+generate:
+	$(GO) generate ./...
+
+## generate-check: fail when the committed bpf/ output differs from a fresh
+## generate; skipped (with a message) where clang is not installed
+generate-check:
+	@if ! command -v clang >/dev/null 2>&1; then \
+		echo "generate-check: clang not found, skipped (scripts/deps.sh installs it)"; \
+	else \
+		$(GO) generate ./... && \
+		git diff --exit-code --stat -- bpf/ && \
+		untracked=$$(git ls-files --others --exclude-standard -- bpf/) && \
+		if [ -n "$$untracked" ]; then \
+			echo "generate-check: generate made files that are not committed:"; \
+			echo "$$untracked"; exit 1; \
+		fi && \
+		echo "generate-check: bpf/ is up to date"; \
+	fi
+
+## deps: install the missing system packages for tests (Debian, as root)
+deps:
+	scripts/deps.sh test
+
+## test: all tests with -race on the embedded broker, then $(KAFKA_PKGS) on real Kafka
+test: deps
+	GO='$(GO)' TEST_FLAGS='$(TEST_FLAGS)' KAFKA_PKGS='$(KAFKA_PKGS)' KAFKA_PORT='$(KAFKA_PORT)' \
+		scripts/test.sh
+
+## bench: run the benchmarks once each, bounded ($(BENCH_FLAGS))
+bench:
+	$(GO) test $(BENCH_FLAGS) -bench '$(BENCH)' $(BENCH_PKGS)
+
+## lint: gofmt, go vet and staticcheck must all be clean
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt -l:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+## demo: the single-host pipeline on the embedded broker (grows with the project)
+demo:
+	scripts/deps.sh demo
+	$(GO) build -o bin/ $(DEMO_CMDS)
+	scripts/demo.sh
+
+## kafka-start / kafka-stop: a real Apache Kafka node on 127.0.0.1:$(KAFKA_PORT)
+kafka-start:
+	test/kafka/kafka.sh start $(KAFKA_PORT)
+kafka-stop:
+	test/kafka/kafka.sh stop $(KAFKA_PORT)
+
+clean:
+	rm -rf bin/

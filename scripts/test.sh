@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# test.sh — the full test run behind `make test`: every package with the race
+# detector on the embedded broker, then the Kafka-facing packages again against
+# a real Apache Kafka node started by test/kafka/kafka.sh. Kafka is stopped on
+# every exit path, failure included.
+#
+# Environment (the Makefile sets these):
+#   GO            go command (default go)
+#   TEST_FLAGS    flags for go test (default -race -count=1)
+#   KAFKA_PKGS    packages run against real Kafka (default ./decisionfeed/... ./test/interop/...)
+#   KAFKA_PORT    port of the real Kafka node (default 19092)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+read -r -a flags <<<"${TEST_FLAGS:--race -count=1}"
+read -r -a kafka_pkgs <<<"${KAFKA_PKGS:-./decisionfeed/... ./test/interop/...}"
+port=${KAFKA_PORT:-19092}
+
+# The real broker boots while the embedded-broker pass runs; its output goes to
+# a file so it does not interleave with go test's.
+kafka_out=$(mktemp)
+stop_kafka() {
+	wait "${kafka_start:-}" 2>/dev/null || true
+	test/kafka/kafka.sh stop "$port" || true
+	rm -f "$kafka_out"
+}
+trap stop_kafka EXIT
+test/kafka/kafka.sh start "$port" >"$kafka_out" 2>&1 &
+kafka_start=$!
+
+echo "== go test ${flags[*]} ./... (embedded broker)"
+env -u PORTCULLIS_TEST_BROKERS "$GO" test "${flags[@]}" ./...
+
+if ! wait "$kafka_start"; then
+	cat "$kafka_out" >&2
+	echo "test.sh: Apache Kafka did not start" >&2
+	exit 1
+fi
+cat "$kafka_out"
+echo "== go test ${flags[*]} ${kafka_pkgs[*]} (Apache Kafka on 127.0.0.1:$port)"
+PORTCULLIS_TEST_BROKERS=127.0.0.1:$port "$GO" test "${flags[@]}" "${kafka_pkgs[@]}"
