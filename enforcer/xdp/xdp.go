@@ -1,0 +1,231 @@
+//go:build linux
+
+// Package xdp is the XDP eBPF enforcement backend: it loads the program of
+// package bpf, attaches it to interfaces and keeps its ban maps in step with
+// the decision feed.
+//
+// Maps and links are pinned under Config.PinPath, so a restarted or upgraded
+// daemon re-opens the same maps and the attached program keeps dropping
+// throughout; an older program build in a pinned link is replaced
+// atomically. Close detaches nothing; Cleanup removes everything.
+//
+// Expiry is enforced by the program itself (a ban's expiry is stored in
+// CLOCK_BOOTTIME nanoseconds), so bans end on time with no process running.
+package xdp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/portcullis-ips/portcullis/bpf"
+	"github.com/portcullis-ips/portcullis/enforcer"
+)
+
+// ErrClosed is returned by methods called after Close.
+var ErrClosed = errors.New("xdp enforcer closed")
+
+// Interface checks.
+var (
+	_ enforcer.Enforcer      = (*Enforcer)(nil)
+	_ enforcer.CounterReader = (*Enforcer)(nil)
+	_ enforcer.Lister        = (*Enforcer)(nil)
+)
+
+// Enforcer holds the loaded program, its maps and the interface links.
+// Its methods are safe for concurrent use.
+type Enforcer struct {
+	mu      sync.Mutex
+	cfg     Config
+	objs    bpf.XdpObjects
+	links   []link.Link
+	attach  []Attachment
+	reasons *reasonTable
+	closed  bool
+}
+
+// New validates cfg, mounts bpffs if needed, loads the program with its maps
+// pinned under cfg.PinPath (re-using maps pinned by an earlier run) and
+// attaches it to every interface in cfg.Interfaces through a pinned link.
+// Links pinned by an earlier run for interfaces no longer configured are
+// removed, which detaches them.
+//
+// New must run in the network namespace of the interfaces.
+func New(cfg Config) (*Enforcer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("xdp config: %w", err)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise memlock limit: %w", err)
+	}
+	if err := ensureBPFFS(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.PinPath, 0o700); err != nil {
+		return nil, fmt.Errorf("create pin directory: %w", err)
+	}
+	e, err := open(cfg, cfg.PinPath)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range cfg.Interfaces {
+		if err := e.attachTo(name); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("attach to %s: %w", name, err)
+		}
+	}
+	if err := detachUnlisted(cfg.PinPath, cfg.Interfaces); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// open loads the program and maps, pinned under pinPath when it is not empty.
+// It attaches nothing.
+func open(cfg Config, pinPath string) (*Enforcer, error) {
+	if err := cfg.validateMaps(); err != nil {
+		return nil, fmt.Errorf("xdp config: %w", err)
+	}
+	spec, err := bpf.LoadXdp()
+	if err != nil {
+		return nil, fmt.Errorf("load xdp spec: %w", err)
+	}
+	sizes := map[string]uint32{
+		bpf.XdpMapPortcullisIp4:  cfg.MaxExactV4,
+		bpf.XdpMapPortcullisIp6:  cfg.MaxExactV6,
+		bpf.XdpMapPortcullisNet4: cfg.MaxRangesV4,
+		bpf.XdpMapPortcullisNet6: cfg.MaxRangesV6,
+		bpf.XdpMapPortcullisDrop: cfg.MaxReasons,
+		bpf.XdpMapPortcullisRsn:  cfg.MaxReasons,
+	}
+	for name, ms := range spec.Maps {
+		if n, ok := sizes[name]; ok {
+			ms.MaxEntries = n
+		}
+		if pinPath != "" {
+			ms.Pinning = ebpf.PinByName
+		}
+	}
+	e := &Enforcer{cfg: cfg}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinPath}}
+	if err := spec.LoadAndAssign(&e.objs, opts); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("load xdp objects: pinned maps in %s differ from this build or config (run cleanup to start afresh): %w", pinPath, err)
+		}
+		return nil, fmt.Errorf("load xdp objects: %w", err)
+	}
+	e.reasons, err = loadReasons(e.objs.PortcullisRsn, cfg.MaxReasons)
+	if err != nil {
+		e.objs.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Attachments reports how the program is attached to each interface.
+func (e *Enforcer) Attachments() []Attachment {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Attachment(nil), e.attach...)
+}
+
+// Close releases the enforcer's file descriptors. It detaches nothing: the
+// pinned link and maps keep enforcing. Calling Close twice is harmless.
+func (e *Enforcer) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	var errs []error
+	for _, l := range e.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close link: %w", err))
+		}
+	}
+	e.links = nil
+	if err := e.objs.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close xdp objects: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Apply adds and deletes bans. Deletes are applied before adds; adding a
+// present prefix refreshes its expiry and reason, deleting an absent one is
+// not an error, and an add whose Until has passed deletes the prefix.
+func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	clk, err := readClock()
+	if err != nil {
+		return err
+	}
+	var w writes
+	for i, p := range b.Delete {
+		np, err := normalize(p)
+		if err != nil {
+			return fmt.Errorf("apply: delete %d: %w", i, err)
+		}
+		w.del(np)
+	}
+	if err := e.planAdds(b.Add, clk, &w); err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	if err := e.write(ctx, &w); err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	return nil
+}
+
+// planAdds validates entries and queues them (or, when expired, their
+// deletion) into w. It allocates reason ids as needed.
+func (e *Enforcer) planAdds(entries []enforcer.Entry, clk clock, w *writes) error {
+	for i := range entries {
+		en := &entries[i]
+		p, err := normalize(en.Prefix)
+		if err != nil {
+			return fmt.Errorf("add %d: %w", i, err)
+		}
+		if en.Until.IsZero() {
+			return fmt.Errorf("add %d (%s): no expiry", i, p)
+		}
+		if !en.Until.After(clk.wall) {
+			w.del(p)
+			continue
+		}
+		id, err := e.reasons.id(en.Reason, en.Origin)
+		if err != nil {
+			return fmt.Errorf("add %d (%s): %w", i, p, err)
+		}
+		w.add(p, bpf.XdpBan{Expires: clk.toBoot(en.Until), Reason: id})
+	}
+	return nil
+}
+
+// normalize returns p masked, with IPv4-mapped IPv6 prefixes turned into
+// IPv4 ones, or an error for an invalid prefix.
+func normalize(p netip.Prefix) (netip.Prefix, error) {
+	if !p.IsValid() {
+		return netip.Prefix{}, fmt.Errorf("invalid prefix %q", p)
+	}
+	a := p.Addr()
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("prefix %s has a zone", p)
+	}
+	if a.Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked(), nil
+	}
+	return p.Masked(), nil
+}
