@@ -1,0 +1,189 @@
+//go:build linux
+
+// Package netns builds throw-away network topologies for privileged tests:
+// named network namespaces joined by veth pairs, with IPv4 and IPv6
+// documentation addresses, helpers to run code and commands inside a
+// namespace, servers and probes (TCP connect, UDP echo, ICMP echo) with
+// short timeouts, and teardown registered with t.Cleanup that runs even
+// when a test fails or panics. Nothing is changed in the caller's own
+// namespace.
+//
+// Code runs inside a namespace on a fresh goroutine locked to its OS thread
+// (the pattern of cilium/ebpf's NetNS.Do); the thread is returned to the
+// scheduler only when it was switched back successfully, otherwise it dies
+// with the goroutine. Sockets keep the namespace they were created in, so a
+// listener or connection made inside Do can be used from any goroutine
+// afterwards; likewise a process started inside Do lives in the namespace.
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	vns "github.com/vishvananda/netns"
+)
+
+// RequireRoot skips the test when it does not run as root, or fails it
+// when CI=true, where a missing privilege is a broken setup.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("needs root: network namespaces, veth pairs and firewall changes (CI=true)")
+	}
+	t.Skip("needs root: network namespaces, veth pairs and firewall changes")
+}
+
+// NS is a named network namespace created for one test.
+type NS struct {
+	// Name is the name under /run/netns, usable with `ip netns exec`.
+	Name   string
+	handle vns.NsHandle
+}
+
+var nsSeq atomic.Uint64
+
+// New creates a namespace named "pc-<role>-<pid>-<n>" with its loopback up,
+// and registers its removal with t.Cleanup. Processes still running in it
+// at cleanup keep the namespace alive until they exit; the test must end
+// them (Cmd does so).
+func New(t testing.TB, role string) *NS {
+	t.Helper()
+	name := fmt.Sprintf("pc-%s-%d-%d", role, os.Getpid(), nsSeq.Add(1))
+	var h vns.NsHandle
+	err := onLockedThread(func() error {
+		orig, err := vns.Get()
+		if err != nil {
+			return fmt.Errorf("get current netns: %w", err)
+		}
+		defer orig.Close()
+		h, err = vns.NewNamed(name)
+		if serr := vns.Set(orig); serr != nil {
+			return errors.Join(err, fmt.Errorf("restore netns: %w", serr), errThreadTainted)
+		}
+		if err != nil {
+			return fmt.Errorf("create netns %s: %w", name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("netns: %v", err)
+	}
+	n := &NS{Name: name, handle: h}
+	t.Cleanup(func() {
+		if err := n.handle.Close(); err != nil {
+			t.Errorf("close netns %s: %v", name, err)
+		}
+		if err := vns.DeleteNamed(name); err != nil {
+			t.Errorf("delete netns %s: %v", name, err)
+		}
+	})
+	nl := n.Netlink(t)
+	lo, err := nl.LinkByName("lo")
+	if err == nil {
+		err = nl.LinkSetUp(lo)
+	}
+	if err != nil {
+		t.Fatalf("netns %s: set lo up: %v", name, err)
+	}
+	return n
+}
+
+// errThreadTainted marks a failure after which the OS thread may still be
+// in another namespace; onLockedThread then keeps it locked so it exits.
+var errThreadTainted = errors.New("thread left in a foreign namespace")
+
+// onLockedThread runs fn on a fresh goroutine locked to its OS thread.
+// The thread is unlocked afterwards unless fn reports errThreadTainted (or
+// panics), in which case the runtime destroys it when the goroutine ends.
+func onLockedThread(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		tainted := true
+		defer func() {
+			if !tainted {
+				runtime.UnlockOSThread()
+			}
+			if p := recover(); p != nil {
+				errc <- fmt.Errorf("panic in namespace: %v", p)
+			}
+		}()
+		err := fn()
+		tainted = errors.Is(err, errThreadTainted)
+		errc <- err
+	}()
+	return <-errc
+}
+
+// Do runs fn with the calling thread inside n, then switches back.
+func (n *NS) Do(fn func() error) error {
+	return onLockedThread(func() error {
+		orig, err := vns.Get()
+		if err != nil {
+			return fmt.Errorf("get current netns: %w", err)
+		}
+		defer orig.Close()
+		if err := vns.Set(n.handle); err != nil {
+			return fmt.Errorf("enter netns %s: %w", n.Name, err)
+		}
+		ferr := fn()
+		if err := vns.Set(orig); err != nil {
+			return errors.Join(ferr, fmt.Errorf("leave netns %s: %w", n.Name, err), errThreadTainted)
+		}
+		return ferr
+	})
+}
+
+// Netlink returns a netlink handle bound to n, closed at cleanup.
+func (n *NS) Netlink(t testing.TB) *netlink.Handle {
+	t.Helper()
+	h, err := netlink.NewHandleAt(n.handle)
+	if err != nil {
+		t.Fatalf("netlink handle in %s: %v", n.Name, err)
+	}
+	t.Cleanup(h.Close)
+	return h
+}
+
+// Start starts cmd inside n: the child inherits the namespace of the
+// thread that forks it. Unlike `ip netns exec`, the child keeps the
+// caller's mount namespace, so /sys/fs/bpf pins are shared with the test.
+func (n *NS) Start(cmd *exec.Cmd) error {
+	return n.Do(cmd.Start)
+}
+
+// Run runs a command inside n and returns its combined output; the error
+// includes the output.
+func (n *NS) Run(name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	var out []byte
+	err := n.Do(func() error {
+		var err error
+		out, err = cmd.CombinedOutput()
+		return err
+	})
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), n.Name, err, out)
+	}
+	return string(out), nil
+}
+
+// MustRun is Run that fails the test on error.
+func (n *NS) MustRun(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := n.Run(name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
