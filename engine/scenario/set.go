@@ -1,0 +1,202 @@
+package scenario
+
+import (
+	"hash/maphash"
+	"net/netip"
+	"time"
+
+	"github.com/portcullis-ips/portcullis/engine/event"
+)
+
+// Overflow is a bucket that overflowed (or a trigger that fired).
+type Overflow struct {
+	Scenario *Scenario
+	// Source is the address of the event that overflowed the bucket.
+	Source netip.Addr
+	// Group is the groupby value; empty when grouping by source address.
+	Group string
+	// Events is the number of events counted in the bucket.
+	Events int
+	// First and Last are the event times of the first and last counted event.
+	First, Last time.Time
+}
+
+// Options bound a Set's memory.
+type Options struct {
+	// MaxBuckets is the most buckets one scenario keeps; when full, the
+	// least recently updated one is dropped. Zero means DefaultMaxBuckets.
+	MaxBuckets int
+}
+
+// DefaultMaxBuckets is the per-scenario bucket bound used when none is set.
+const DefaultMaxBuckets = 100_000
+
+// Stats counts a Set's work.
+type Stats struct {
+	Events    uint64 // events offered
+	Matched   uint64 // (event, scenario) filter matches
+	Overflows uint64
+	Silenced  uint64 // matches dropped by a blackhole
+	Evicted   uint64 // live buckets dropped to respect MaxBuckets
+	Buckets   int    // buckets held now, all scenarios
+}
+
+// Set runs scenarios over events. It is not safe for concurrent use: feed
+// it from one goroutine (shard by source address to use more cores).
+type Set struct {
+	byType map[string][]*runner
+	any    []*runner // scenarios whose filter names no event type
+	all    []*runner
+	stats  Stats
+}
+
+// NewSet prepares the scenarios to run. The order of scs is the order
+// overflows of one event are reported in (see Sort).
+func NewSet(scs []*Scenario, opt Options) *Set {
+	max := opt.MaxBuckets
+	if max <= 0 {
+		max = DefaultMaxBuckets
+	}
+	s := &Set{byType: map[string][]*runner{}}
+	for _, sc := range scs {
+		r := &runner{sc: sc, store: newStore(max)}
+		s.all = append(s.all, r)
+		if sc.types == nil {
+			s.any = append(s.any, r)
+		}
+	}
+	// Per type, keep the scenarios in the given order, merging typed and
+	// untyped ones.
+	for _, r := range s.all {
+		for _, t := range r.sc.types {
+			s.byType[t] = nil
+		}
+	}
+	for t := range s.byType {
+		var list []*runner
+		for _, r := range s.all {
+			if r.sc.types == nil || contains(r.sc.types, t) {
+				list = append(list, r)
+			}
+		}
+		s.byType[t] = list
+	}
+	return s
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Event offers one event to every scenario and appends the overflows it
+// causes to out.
+func (s *Set) Event(ev *event.Event, out []Overflow) []Overflow {
+	s.stats.Events++
+	runners, ok := s.byType[ev.Type]
+	if !ok {
+		runners = s.any
+	}
+	now := ev.Time.UnixNano()
+	for _, r := range runners {
+		if !r.sc.filter(ev) {
+			continue
+		}
+		s.stats.Matched++
+		var o Overflow
+		switch r.pour(ev, now, &o) {
+		case poured:
+		case overflowed:
+			s.stats.Overflows++
+			out = append(out, o)
+		case silenced:
+			s.stats.Silenced++
+		}
+	}
+	return out
+}
+
+// Stats returns the counters and the number of buckets held.
+func (s *Set) Stats() Stats {
+	st := s.stats
+	st.Buckets = 0
+	for _, r := range s.all {
+		st.Buckets += r.store.len()
+		st.Evicted += r.store.evicted
+	}
+	return st
+}
+
+type outcome uint8
+
+const (
+	poured outcome = iota
+	overflowed
+	silenced
+)
+
+type runner struct {
+	sc    *Scenario
+	store *store
+}
+
+var distinctSeed = maphash.MakeSeed()
+
+func (r *runner) pour(ev *event.Event, now int64, o *Overflow) outcome {
+	sc := r.sc
+	k := key{addr: ev.Source}
+	if sc.groupBy != nil {
+		k = key{s: sc.groupBy(ev)}
+	}
+	st := r.store
+	// Collect drained buckets so memory tracks live groups, not history.
+	st.gc(now)
+	b, idx := st.get(k, now)
+	if now < b.last {
+		now = b.last // time never runs backwards inside a bucket
+	}
+	if b.blackhole > now {
+		st.touch(idx)
+		return silenced
+	}
+	if sc.Type == Trigger {
+		*o = Overflow{Scenario: sc, Source: ev.Source, Group: k.s, Events: 1, First: ev.Time, Last: ev.Time}
+		b.blackhole = now + int64(sc.Blackhole)
+		b.last = now
+		b.tat = now
+		st.touch(idx)
+		return overflowed
+	}
+	leak := int64(sc.LeakSpeed)
+	if b.tat <= now {
+		// The bucket has drained: start afresh.
+		b.tat, b.first, b.count = now, now, 0
+		b.resetDistinct()
+	}
+	if sc.distinct != nil {
+		h := maphash.String(distinctSeed, sc.distinct(ev))
+		if b.seen(h) {
+			b.last = now
+			st.touch(idx)
+			return poured
+		}
+		b.remember(h)
+	}
+	b.tat += leak
+	b.count++
+	b.last = now
+	st.touch(idx)
+	if b.tat-now <= int64(sc.Capacity)*leak {
+		return poured
+	}
+	*o = Overflow{Scenario: sc, Source: ev.Source, Group: k.s, Events: int(b.count),
+		First: time.Unix(0, b.first).UTC(), Last: ev.Time}
+	b.tat, b.count = now, 0
+	b.resetDistinct()
+	b.blackhole = now + int64(sc.Blackhole)
+	return overflowed
+}

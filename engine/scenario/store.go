@@ -1,0 +1,155 @@
+package scenario
+
+import "net/netip"
+
+// key names a bucket: the source address, or the groupby value.
+type key struct {
+	addr netip.Addr
+	s    string
+}
+
+// bucket is one group's state. Times are Unix nanoseconds of event time.
+type bucket struct {
+	k         key
+	tat       int64 // when the bucket will be empty (theoretical arrival time)
+	first     int64
+	last      int64
+	blackhole int64 // silenced until
+	count     uint32
+	prev      int32 // LRU list: toward most recent
+	next      int32 // toward least recent
+	dn        uint8 // distinct values held
+	dpos      uint8 // next ring slot
+	distinct  []uint64
+}
+
+func (b *bucket) resetDistinct() { b.dn, b.dpos = 0, 0 }
+
+func (b *bucket) seen(h uint64) bool {
+	for _, x := range b.distinct[:b.dn] {
+		if x == h {
+			return true
+		}
+	}
+	return false
+}
+
+// remember adds h to the ring of distinct values, overwriting the oldest
+// once MaxDistinct are held.
+func (b *bucket) remember(h uint64) {
+	if b.distinct == nil {
+		b.distinct = make([]uint64, MaxDistinct)
+	}
+	b.distinct[b.dpos] = h
+	b.dpos = uint8((int(b.dpos) + 1) % MaxDistinct)
+	if b.dn < MaxDistinct {
+		b.dn++
+	}
+}
+
+// store holds one scenario's buckets in a slab with an index and an
+// intrusive LRU list, so its size is bounded and drained buckets are
+// reclaimed in O(1) per event.
+type store struct {
+	idx     map[key]int32
+	slab    []bucket
+	free    []int32
+	head    int32 // most recently updated, -1 if empty
+	tail    int32 // least recently updated
+	max     int
+	evicted uint64
+}
+
+func newStore(max int) *store {
+	return &store{idx: map[key]int32{}, head: -1, tail: -1, max: max}
+}
+
+func (s *store) len() int { return len(s.idx) }
+
+// get returns the bucket for k, creating it (and evicting the least
+// recently updated bucket if the store is full).
+func (s *store) get(k key, now int64) (*bucket, int32) {
+	if i, ok := s.idx[k]; ok {
+		return &s.slab[i], i
+	}
+	if len(s.idx) >= s.max {
+		s.evicted++
+		s.remove(s.tail)
+	}
+	var i int32
+	if n := len(s.free); n > 0 {
+		i = s.free[n-1]
+		s.free = s.free[:n-1]
+	} else {
+		s.slab = append(s.slab, bucket{})
+		i = int32(len(s.slab) - 1)
+	}
+	b := &s.slab[i]
+	d := b.distinct
+	*b = bucket{k: k, tat: now, first: now, last: now, prev: -1, next: s.head, distinct: d}
+	if s.head >= 0 {
+		s.slab[s.head].prev = i
+	}
+	s.head = i
+	if s.tail < 0 {
+		s.tail = i
+	}
+	s.idx[k] = i
+	return b, i
+}
+
+// touch moves bucket i to the head of the LRU list.
+func (s *store) touch(i int32) {
+	if s.head == i {
+		return
+	}
+	b := &s.slab[i]
+	// unlink
+	if b.prev >= 0 {
+		s.slab[b.prev].next = b.next
+	}
+	if b.next >= 0 {
+		s.slab[b.next].prev = b.prev
+	}
+	if s.tail == i {
+		s.tail = b.prev
+	}
+	// push front
+	b.prev = -1
+	b.next = s.head
+	s.slab[s.head].prev = i
+	s.head = i
+}
+
+func (s *store) remove(i int32) {
+	b := &s.slab[i]
+	if b.prev >= 0 {
+		s.slab[b.prev].next = b.next
+	} else {
+		s.head = b.next
+	}
+	if b.next >= 0 {
+		s.slab[b.next].prev = b.prev
+	} else {
+		s.tail = b.prev
+	}
+	delete(s.idx, b.k)
+	b.k = key{}
+	b.resetDistinct()
+	s.free = append(s.free, i)
+}
+
+// gc drops up to two buckets from the cold end that have drained and are
+// out of their blackhole: they hold nothing a new bucket would not.
+func (s *store) gc(now int64) {
+	for range 2 {
+		if s.tail < 0 {
+			return
+		}
+		b := &s.slab[s.tail]
+		if b.tat > now || b.blackhole > now {
+			return
+		}
+		s.remove(s.tail)
+	}
+}
