@@ -221,9 +221,6 @@ func normalize(p netip.Prefix) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("invalid prefix %q", p)
 	}
 	a := p.Addr()
-	if a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("prefix %s has a zone", p)
-	}
 	if a.Is4In6() && p.Bits() >= 96 {
 		return netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked(), nil
 	}
