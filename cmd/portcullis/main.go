@@ -27,6 +27,7 @@ type command struct {
 var commands = []command{
 	{"broker", "run the embedded Kafka-protocol broker (one host, tests)", runBroker},
 	{"decisions", "list, add or delete ban decisions on the decision feed", runDecisions},
+	{"replay", "run detection over log files offline and print the alerts", runReplay},
 }
 
 // errUsage marks an error in the command line; main exits with status 2.
