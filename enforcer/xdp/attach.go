@@ -92,13 +92,9 @@ func (e *Enforcer) reusePinned(pin string, ifindex int, a *Attachment) (link.Lin
 		return nil, err
 	}
 	if !keep {
-		// Removing the pin and closing the last descriptor detaches the
-		// stale link, so that a new one can take its place.
-		if err := l.Unpin(); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("unpin stale link %s: %w", pin, err)
+		if err := discard(l); err != nil {
+			return nil, fmt.Errorf("stale link %s: %w", pin, err)
 		}
-		l.Close()
 		return nil, nil
 	}
 	a.Reused = true
@@ -207,6 +203,35 @@ func (e *Enforcer) attachNew(ifindex int, a *Attachment) (link.Link, error) {
 	return l, nil
 }
 
+// discard detaches l, removes its pin and closes it. Dropping the last
+// reference would detach it too, but the kernel does that from a work queue;
+// detaching first makes the interface free for a new link at once.
+func discard(l link.Link) error {
+	defer l.Close()
+	if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		return err
+	}
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("unpin link: %w", err)
+	}
+	return nil
+}
+
+// removeLinkPin detaches and unpins the link pinned at path.
+func removeLinkPin(path string) error {
+	l, err := link.LoadPinnedLink(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open pinned link %s: %w", path, err)
+	}
+	if err := discard(l); err != nil {
+		return fmt.Errorf("remove link %s: %w", path, err)
+	}
+	return nil
+}
+
 // detachUnlisted removes the pinned links of interfaces not in ifaces.
 func detachUnlisted(pinPath string, ifaces []string) error {
 	ents, err := os.ReadDir(pinPath)
@@ -220,7 +245,7 @@ func detachUnlisted(pinPath string, ifaces []string) error {
 	for _, ent := range ents {
 		n := ent.Name()
 		if strings.HasPrefix(n, linkPrefix) && !listed[n] {
-			if err := os.Remove(filepath.Join(pinPath, n)); err != nil {
+			if err := removeLinkPin(filepath.Join(pinPath, n)); err != nil {
 				return fmt.Errorf("detach unlisted interface: %w", err)
 			}
 		}
@@ -250,9 +275,9 @@ var pinnedMaps = []string{
 	bpf.XdpMapPortcullisCfg, bpf.XdpMapPortcullisDrop, bpf.XdpMapPortcullisRsn,
 }
 
-// Cleanup removes what New installed under pinPath: it unpins every link,
-// which detaches the program from its interface, then the maps, which frees
-// them, then the directory. Files it did not create are left alone and
+// Cleanup removes what New installed under pinPath: it detaches and unpins
+// every link, then unpins the maps, which frees them once no enforcer has
+// them open, then removes the directory. Files it did not create are left alone and
 // reported. A missing directory is not an error.
 func Cleanup(pinPath string) error {
 	if err := ValidatePinPath(pinPath); err != nil {
@@ -276,8 +301,14 @@ func Cleanup(pinPath string) error {
 			foreign = append(foreign, n)
 			continue
 		}
-		// A pin holds one reference; the object goes (and a link
-		// detaches) when no descriptor or pin is left.
+		if strings.HasPrefix(n, linkPrefix) {
+			if err := removeLinkPin(filepath.Join(pinPath, n)); err != nil {
+				return fmt.Errorf("cleanup: %w", err)
+			}
+			continue
+		}
+		// A pin holds one reference; a map goes when no descriptor,
+		// pin or program refers to it any more.
 		if err := os.Remove(filepath.Join(pinPath, n)); err != nil {
 			return fmt.Errorf("cleanup: unpin %s: %w", n, err)
 		}
