@@ -1,0 +1,95 @@
+package nftables
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
+)
+
+func newInNS(t *testing.T, mod func(*Config)) (*Enforcer, Config, string) {
+	t.Helper()
+	path, name := enforcertest.NetNS(t)
+	cfg := DefaultConfig()
+	cfg.NetNS = path
+	if mod != nil {
+		mod(&cfg)
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return e, cfg, name
+}
+
+func TestConformance(t *testing.T) {
+	enforcertest.RequireRoot(t)
+	enforcertest.TestEnforcer(t, func(t *testing.T) enforcer.Enforcer {
+		e, _, _ := newInNS(t, nil)
+		return e
+	})
+}
+
+func TestConformanceSmallChunks(t *testing.T) {
+	enforcertest.RequireRoot(t)
+	enforcertest.TestEnforcer(t, func(t *testing.T) enforcer.Enforcer {
+		e, _, _ := newInNS(t, func(c *Config) { c.ChunkSize = 7 })
+		return e
+	})
+}
+
+func TestNestedRanges(t *testing.T) {
+	e, _, ns := newInNS(t, nil)
+	now := time.Now().Truncate(time.Second)
+	outer := enforcer.Entry{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Until: now.Add(time.Hour)}
+	inner := enforcer.Entry{Prefix: netip.MustParsePrefix("10.1.0.0/16"), Until: now.Add(2 * time.Hour)}
+	ctx := context.Background()
+	if err := e.Apply(ctx, enforcer.Batch{Add: []enforcer.Entry{outer}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Apply(ctx, enforcer.Batch{Add: []enforcer.Entry{inner}}); err != nil {
+		t.Fatalf("nested add: %v", err)
+	}
+	got, err := e.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s []string
+	for _, en := range got {
+		s = append(s, en.Prefix.String())
+	}
+	// 10.0.0.0/8 split around 10.1.0.0/16.
+	want := "10.0.0.0/16 10.1.0.0/16 10.2.0.0/15 10.4.0.0/14 10.8.0.0/13 10.16.0.0/12 10.32.0.0/11 10.64.0.0/10 10.128.0.0/9"
+	if strings.Join(s, " ") != want {
+		t.Fatalf("List = %s\nwant   %s", strings.Join(s, " "), want)
+	}
+	for _, en := range got {
+		w := outer.Until
+		if en.Prefix == inner.Prefix {
+			w = inner.Until
+		}
+		if en.Until.Sub(w).Abs() > enforcertest.Tolerance {
+			t.Errorf("%s until %s, want %s", en.Prefix, en.Until, w)
+		}
+	}
+	if err := e.Apply(ctx, enforcer.Batch{Delete: []netip.Prefix{outer.Prefix}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = e.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Prefix != inner.Prefix {
+		t.Fatalf("after deleting the outer range: %v", got)
+	}
+	t.Log(enforcertest.Run(t, ns, "nft", "list", "table", "inet", "portcullis"))
+}
