@@ -9,7 +9,8 @@
 #   test/kafka/kafka.sh status [port]   exit 0 when running and answering metadata
 #   test/kafka/kafka.sh fetch           only resolve the jars into test/kafka/dist
 #
-# port defaults to 19092; the controller listens on port+1. State (data, config,
+# port defaults to 19092; the controller listens on the first free port above
+# it. State (data, config,
 # pid file, kafka.log) lives in $PORTCULLIS_KAFKA_STATE, default
 # /tmp/portcullis-kafka-<port>. Every start formats fresh storage: this broker is
 # for tests, and a test run must not see a previous run's topics.
@@ -24,7 +25,6 @@ port=${2:-19092}
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 
 [[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 65535)) || die "port $port: not a TCP port"
-cport=$((port + 1))
 state=${PORTCULLIS_KAFKA_STATE:-/tmp/portcullis-kafka-$port}
 pidfile=$state/kafka.pid
 logfile=$state/kafka.log
@@ -57,6 +57,9 @@ ourpid() {
 	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "kafka.Kafka $state/server.properties" || return 1
 	echo "$pid"
 }
+
+# in_use succeeds when something accepts connections on 127.0.0.1:$1.
+in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # ready succeeds when the broker answers a metadata request listing itself.
 ready() {
@@ -100,7 +103,7 @@ CONF
 }
 
 start() {
-	local pid i uuid
+	local pid i uuid cport
 	if pid=$(ourpid); then
 		if ready; then
 			echo "kafka.sh: already running on 127.0.0.1:$port (pid $pid)"
@@ -110,9 +113,12 @@ start() {
 	fi
 	command -v kcat >/dev/null || die "kcat not found (run scripts/deps.sh)"
 	command -v "$java" >/dev/null || die "java not found (install openjdk-17-jre-headless)"
-	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-		die "127.0.0.1:$port is already in use by another process"
-	fi
+	in_use "$port" && die "127.0.0.1:$port is already in use by another process"
+	for ((cport = port + 1; cport < port + 100; cport++)); do
+		in_use "$cport" || break
+	done
+	in_use "$cport" && die "no free controller port in 127.0.0.1:$((port + 1))-$cport"
+
 	fetch
 	rm -rf "$state"
 	mkdir -p "$state/data"
@@ -135,7 +141,7 @@ start() {
 		# kill -0, not ourpid: right after the fork the child may not have
 		# exec'd java yet, so its command line does not name the broker.
 		if ! kill -0 "$pid" 2>/dev/null; then
-			tail -n 30 "$logfile" >&2
+			grep -m 5 -E '^\[.*\] (ERROR|FATAL)' "$logfile" >&2 || tail -n 30 "$logfile" >&2
 			die "broker exited during start-up (log: $logfile)"
 		fi
 		if ready; then
