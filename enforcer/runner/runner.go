@@ -7,7 +7,9 @@
 // only ban decisions are enforced, and a decision whose prefix overlaps a
 // protected address (a configured whitelist and every address of the host's
 // own interfaces) is refused. It keeps the authoritative set of active bans,
-// sweeps out expired ones, and exports Prometheus metrics.
+// sweeps out expired ones, and exports Prometheus metrics. The feed's own
+// metrics (lag, invalid messages) come from the subscriber, which is a
+// collector of its own.
 package runner
 
 import (
@@ -50,10 +52,6 @@ type Config struct {
 	SweepInterval time.Duration
 	// MetricsSubsystem is the Prometheus subsystem of the runner's metrics.
 	MetricsSubsystem string
-	// FeedLag and FeedInvalid, when set, are exported as the feed's lag and
-	// invalid-message count (typically from the subscriber's Stats).
-	FeedLag     func() int64
-	FeedInvalid func() uint64
 	// OnRefused, when set, is told of every ban refused because it covers
 	// a protected address (key is the decision's key). OnApplyError is
 	// told of every failed backend call that Run will retry. Both are
@@ -262,18 +260,6 @@ func (r *Runner) register(reg prometheus.Registerer) error {
 			bytes: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "dropped_bytes_total"),
 				"Bytes dropped by the backend, by reason (scenario or origin).", []string{"reason"}, nil),
 		})
-	}
-	if f := r.cfg.FeedLag; f != nil {
-		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: ns, Subsystem: sub, Name: "feed_lag_messages",
-			Help: "Messages of the decisions topic not yet consumed.",
-		}, func() float64 { return float64(f()) }))
-	}
-	if f := r.cfg.FeedInvalid; f != nil {
-		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "feed_invalid_total",
-			Help: "Messages of the decisions topic that failed validation.",
-		}, func() float64 { return float64(f()) }))
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

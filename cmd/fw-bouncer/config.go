@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/enforcer/xdp"
+)
+
+// Config is fw-bouncer's configuration: defaults, then the YAML file, then
+// flags. Each backend owns its section and its validation.
+type Config struct {
+	// Mode names the backend, a row of the backends table.
+	Mode string `yaml:"mode"`
+	// Brokers are the Kafka bootstrap brokers.
+	Brokers []string `yaml:"brokers"`
+	// Topic is the decisions topic.
+	Topic string `yaml:"topic"`
+	// Group is the per-host consumer group offsets are committed under,
+	// for lag reporting only.
+	Group string `yaml:"group"`
+	// MetricsListen is the Prometheus endpoint's address; empty: off.
+	MetricsListen string `yaml:"metrics_listen"`
+	// DryRun logs what would be applied and touches nothing.
+	DryRun bool `yaml:"dry_run"`
+	// Whitelist holds addresses and CIDR ranges that are never banned,
+	// nor is any range that overlaps them.
+	Whitelist []hostPrefix `yaml:"whitelist"`
+	// ProtectHostAddresses refuses bans covering any address of the host's
+	// interfaces (re-read every HostAddressesRefresh).
+	ProtectHostAddresses bool          `yaml:"protect_host_addresses"`
+	HostAddressesRefresh time.Duration `yaml:"host_addresses_refresh"`
+	// Coalesce is how long a burst of changes is gathered into one batch.
+	Coalesce time.Duration `yaml:"coalesce"`
+	// SweepInterval is how often expired bans are deleted from the
+	// backend's tables (they stop matching at expiry regardless).
+	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// XDP is the xdp backend's own section.
+	XDP xdp.Config `yaml:"xdp"`
+}
+
+// DefaultConfig returns the configuration used for what is not set.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	return Config{
+		Mode:                 "xdp",
+		Topic:                decisionfeed.TopicDecisions,
+		Group:                "portcullis-fw-bouncer-" + host,
+		ProtectHostAddresses: true,
+		HostAddressesRefresh: 30 * time.Second,
+		Coalesce:             5 * time.Millisecond,
+		SweepInterval:        time.Minute,
+		XDP:                  xdp.DefaultConfig(),
+	}
+}
+
+// Validate checks the settings shared by every mode, then the chosen
+// backend's section; it does no I/O.
+func (c *Config) Validate() error {
+	b, err := lookupBackend(c.Mode)
+	if err != nil {
+		return err
+	}
+	if len(c.Brokers) == 0 {
+		return errors.New("brokers: none given")
+	}
+	for i, br := range c.Brokers {
+		if _, _, err := net.SplitHostPort(br); err != nil {
+			return fmt.Errorf("brokers[%d]: %q is not host:port", i, br)
+		}
+	}
+	if c.Topic == "" {
+		return errors.New("topic: empty")
+	}
+	if c.Group == "" {
+		return errors.New("group: empty")
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics_listen: %q is not host:port", c.MetricsListen)
+		}
+	}
+	for i, p := range c.Whitelist {
+		if !netip.Prefix(p).IsValid() {
+			return fmt.Errorf("whitelist[%d]: invalid prefix", i)
+		}
+	}
+	if c.HostAddressesRefresh < 0 {
+		return fmt.Errorf("host_addresses_refresh: %s is negative", c.HostAddressesRefresh)
+	}
+	if c.Coalesce < 0 || c.Coalesce > time.Second {
+		return fmt.Errorf("coalesce: %s is outside 0..1s", c.Coalesce)
+	}
+	if c.SweepInterval < 0 {
+		return fmt.Errorf("sweep_interval: %s is negative", c.SweepInterval)
+	}
+	if err := b.validate(c); err != nil {
+		return fmt.Errorf("%s: %w", b.name, err)
+	}
+	return nil
+}
+
+// loadConfig decodes a YAML file over c. Unknown keys, a second document
+// and values of the wrong type are errors naming the file and line.
+func loadConfig(path string, c *Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	return decodeConfig(path, data, c)
+}
+
+func decodeConfig(name string, data []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: empty document", name)
+		}
+		// yaml.v3 reports "yaml: line N: ..." or, for several problems,
+		// "yaml: unmarshal errors:\n  line N: ...": keep every line, each
+		// prefixed with the file name.
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		msg = strings.TrimPrefix(msg, "unmarshal errors:\n")
+		var lines []string
+		for _, l := range strings.Split(msg, "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				lines = append(lines, name+": "+l)
+			}
+		}
+		return errors.New(strings.Join(lines, "\n"))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s: line %d: a second YAML document; one per file", name, extra.Line)
+	}
+	return nil
+}
+
+// hostPrefix is a whitelist entry: a CIDR range, or a bare address that
+// stands for its /32 or /128.
+type hostPrefix netip.Prefix
+
+// UnmarshalYAML implements yaml.Unmarshaler; errors name the line.
+func (h *hostPrefix) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want an address or CIDR range", n.Line)
+	}
+	ps, err := parsePrefixes(n.Value)
+	if err == nil && len(ps) != 1 {
+		err = fmt.Errorf("%q is not one address or range", n.Value)
+	}
+	if err != nil {
+		return fmt.Errorf("line %d: whitelist: %w", n.Line, err)
+	}
+	*h = hostPrefix(ps[0])
+	return nil
+}
+
+// whitelist returns the whitelist as prefixes.
+func (c *Config) whitelist() []netip.Prefix {
+	out := make([]netip.Prefix, len(c.Whitelist))
+	for i, p := range c.Whitelist {
+		out[i] = netip.Prefix(p)
+	}
+	return out
+}
+
+// parsePrefixes parses addresses and CIDR ranges, comma-separated; a bare
+// address becomes a /32 or /128.
+func parsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if strings.Contains(f, "/") {
+			p, err := netip.ParsePrefix(f)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a CIDR range", f)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address", f)
+		}
+		a = a.Unmap().WithZone("")
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/enforcer/runner"
+	"github.com/portcullis-ips/portcullis/internal/cli"
+)
+
+// runDaemon follows the feed into the backend until ctx ends.
+func runDaemon(ctx context.Context, o *options) (err error) {
+	cfg := o.cfg
+	log, err := o.common.Logger("fw-bouncer")
+	if err != nil {
+		return err
+	}
+	b, err := lookupBackend(cfg.Mode)
+	if err != nil {
+		return err
+	}
+	var be enforcer.Enforcer
+	if cfg.DryRun {
+		be = &dryRun{mode: cfg.Mode, log: log}
+	} else if be, err = b.open(cfg, log); err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := be.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close %s: %w", cfg.Mode, cerr))
+		}
+	}()
+
+	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
+		Brokers: cfg.Brokers,
+		Topic:   cfg.Topic,
+		Group:   cfg.Group,
+		Logger:  log.With("part", "feed"),
+	})
+	if err != nil {
+		return fmt.Errorf("decision feed: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sub)
+
+	rcfg := runner.DefaultConfig()
+	rcfg.Whitelist = cfg.whitelist()
+	if !cfg.ProtectHostAddresses {
+		rcfg.HostAddrs = nil
+	}
+	rcfg.HostAddrsRefresh = cfg.HostAddressesRefresh
+	rcfg.Coalesce = cfg.Coalesce
+	rcfg.SweepInterval = cfg.SweepInterval
+	rcfg.MetricsSubsystem = "fw_bouncer"
+	rcfg.OnRefused = func(key, reason string) {
+		log.Warn("refused ban of a protected address", "key", key, "reason", reason)
+	}
+	rcfg.OnApplyError = func(err error) {
+		log.Error("backend apply failed; retrying", "err", err)
+	}
+	r, err := runner.New(rcfg, be, reg)
+	if err != nil {
+		return err
+	}
+	if err := cli.ServeMetrics(ctx, cfg.MetricsListen, reg, log); err != nil {
+		return err
+	}
+	log.Info("fw-bouncer started", "mode", cfg.Mode, "dry_run", cfg.DryRun, "brokers", cfg.Brokers,
+		"topic", cfg.Topic, "group", cfg.Group, "whitelist", len(rcfg.Whitelist))
+
+	runDone := make(chan error, 1)
+	go func() { runDone <- r.Run(ctx) }()
+	ferr := sub.Run(ctx, &feedHandler{r: r, log: log})
+	rerr := <-runDone
+	msg := "fw-bouncer stopped; bans stay in force in the kernel"
+	if cfg.DryRun {
+		msg = "fw-bouncer stopped"
+	}
+	log.Info(msg, "mode", cfg.Mode, "dry_run", cfg.DryRun, "bans", len(r.Active()))
+	return errors.Join(ferr, rerr)
+}
+
+// feedHandler passes the feed to the runner and logs the snapshot, the
+// moment an operator (and a test) wants to see.
+type feedHandler struct {
+	r   *runner.Runner
+	log *slog.Logger
+}
+
+// Snapshot implements decisionfeed.Handler.
+func (h *feedHandler) Snapshot(ctx context.Context, live []decisionfeed.Decision) error {
+	start := time.Now()
+	if err := h.r.Snapshot(ctx, live); err != nil {
+		h.log.Error("reconcile failed; the feed retries", "live", len(live), "err", err)
+		return err
+	}
+	h.log.Info("reconciled to the feed's snapshot", "live", len(live), "bans", len(h.r.Active()),
+		"took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Changes implements decisionfeed.Handler.
+func (h *feedHandler) Changes(ctx context.Context, changes []decisionfeed.Decision) error {
+	h.log.Debug("changes", "n", len(changes))
+	return h.r.Changes(ctx, changes)
+}

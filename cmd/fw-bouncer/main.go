@@ -1,0 +1,282 @@
+// Command fw-bouncer enforces the decision feed in the kernel of an edge
+// host: it follows the decisions topic, reconciles the chosen backend (XDP,
+// nftables or iptables+ipset) to the live set of bans at start, then applies
+// every change as it arrives. It runs as root.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/portcullis-ips/portcullis/enforcer/xdp"
+	"github.com/portcullis-ips/portcullis/internal/cli"
+)
+
+const usageHead = `NAME
+    fw-bouncer - enforce Portcullis ban decisions in the kernel
+
+SYNOPSIS
+    fw-bouncer [--mode MODE] [--iface IF]... [OPTIONS]
+    fw-bouncer cleanup [--mode MODE] [--config FILE]
+
+DESCRIPTION
+    fw-bouncer follows the decisions topic (every partition from the earliest
+    offset, under its own per-host consumer group), rebuilds the live set of
+    bans, makes the backend hold exactly that set in one batch, and then
+    applies each add and delete as it arrives, coalescing bursts for a few
+    milliseconds. Only decisions of type ban are enforced.
+
+    It refuses to ban the whitelist (--whitelist, config "whitelist") and
+    every address of the host's own interfaces, and any range that overlaps
+    them; refusals are logged and counted.
+
+    On SIGTERM or SIGINT it stops and leaves the bans in force: the XDP
+    program and its maps are pinned under bpffs, netfilter sets stay
+    loaded, and expiry keeps working in the kernel. "fw-bouncer cleanup"
+    removes everything it installed (the --mode backend, or all of them)
+    and nothing else: every object it creates is named portcullis*.
+
+    Settings come from the defaults, then the YAML file of --config (unknown
+    keys are errors naming the file and line), then the flags given.
+
+MODES
+%s
+OPTIONS
+`
+
+const usageTail = `
+EXAMPLES
+    # XDP on two interfaces, with metrics:
+    fw-bouncer --mode xdp --iface eth0 --iface eth1 --metrics-listen 127.0.0.1:9101
+
+    # See what would be enforced, touching nothing:
+    fw-bouncer --dry-run --iface eth0 --log-level debug
+
+    # Never ban the office network:
+    fw-bouncer --iface eth0 --whitelist 198.51.100.0/24,2001:db8:1::/48
+
+    # Everything from a file (see the CONFIGURATION section):
+    fw-bouncer --config /etc/portcullis/fw-bouncer.yaml
+
+    # Remove the program, maps and pins (or netfilter tables and sets):
+    fw-bouncer cleanup --config /etc/portcullis/fw-bouncer.yaml
+
+CONFIGURATION
+    mode: xdp
+    brokers: [127.0.0.1:9092]
+    topic: crowdsec-decisions
+    group: portcullis-fw-bouncer-web-1
+    metrics_listen: 127.0.0.1:9101
+    whitelist: [198.51.100.0/24, 192.0.2.10]
+    protect_host_addresses: true
+    coalesce: 5ms
+    sweep_interval: 1m
+    xdp:
+      interfaces: [eth0]
+      mode: auto            # native, generic or auto
+      pin_path: /sys/fs/bpf/portcullis
+`
+
+const cleanupUsage = `NAME
+    fw-bouncer cleanup - remove everything fw-bouncer installed
+
+SYNOPSIS
+    fw-bouncer cleanup [--mode MODE] [--config FILE]
+
+DESCRIPTION
+    Removes the XDP links and pinned maps under xdp.pin_path, and the
+    tables, chains and sets of the netfilter modes: only objects named
+    portcullis*, so the host's own firewall stays as it is. Modes: %s.
+    Bans stop being enforced. Without --mode every backend is cleaned.
+    Run it with the --config the daemon used, for its pin path and names.
+
+EXAMPLES
+    fw-bouncer cleanup
+    fw-bouncer cleanup --mode xdp --config /etc/portcullis/fw-bouncer.yaml
+
+OPTIONS
+`
+
+func main() {
+	ctx, stop := cli.SignalContext()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "fw-bouncer:", err)
+		os.Exit(1)
+	}
+}
+
+// run dispatches to the daemon or to the cleanup command.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "cleanup" {
+		return runCleanup(args[1:], stdout, stderr)
+	}
+	o, err := parseArgs(args, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	return runDaemon(ctx, o)
+}
+
+// options are a parsed command line: the effective configuration and the
+// common flags.
+type options struct {
+	cfg    *Config
+	common cli.Common
+}
+
+// stringList is a repeatable flag; each use may also hold a comma list.
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+
+func (s *stringList) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			*s = append(*s, f)
+		}
+	}
+	return nil
+}
+
+func newFlagSet(name string, stdout, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		var modes strings.Builder
+		for _, b := range backends {
+			fmt.Fprintf(&modes, "    %-10s %s\n", b.name, b.summary)
+		}
+		fmt.Fprintf(stdout, usageHead, modes.String())
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(stderr)
+		fmt.Fprint(stdout, usageTail)
+	}
+	return fs
+}
+
+// parseArgs builds the effective configuration: defaults, the --config
+// file, then the flags that were given.
+func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
+	fs := newFlagSet("fw-bouncer", stdout, stderr)
+	o := &options{}
+	o.common.Register(fs)
+	mode := fs.String("mode", "xdp", "backend: "+modeNames())
+	var ifaces, whitelist stringList
+	fs.Var(&ifaces, "iface", "interface to enforce on (repeatable, or comma-separated)")
+	xdpMode := fs.String("xdp-mode", "auto", "XDP attach mode: native, generic or auto (native, falling back to generic with a warning)")
+	dryRun := fs.Bool("dry-run", false, "log what would be applied; touch nothing")
+	fs.Var(&whitelist, "whitelist", "addresses or CIDR ranges never to ban (repeatable, or comma-separated), added to the config's")
+	topic := fs.String("topic", "", "decisions topic (default "+DefaultConfig().Topic+")")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("command line: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("command line: unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	cfg := DefaultConfig()
+	if o.common.Config != "" {
+		if err := loadConfig(o.common.Config, &cfg); err != nil {
+			return nil, err
+		}
+	}
+	if set["mode"] {
+		cfg.Mode = *mode
+	}
+	if set["brokers"] || len(cfg.Brokers) == 0 {
+		cfg.Brokers = o.common.BrokerList()
+	}
+	if set["metrics-listen"] {
+		cfg.MetricsListen = o.common.MetricsListen
+	}
+	if set["dry-run"] {
+		cfg.DryRun = *dryRun
+	}
+	if set["topic"] {
+		cfg.Topic = *topic
+	}
+	if set["xdp-mode"] {
+		cfg.XDP.Mode = xdp.Mode(*xdpMode)
+	}
+	if len(whitelist) > 0 {
+		ps, err := parsePrefixes(strings.Join(whitelist, ","))
+		if err != nil {
+			return nil, fmt.Errorf("--whitelist: %w", err)
+		}
+		for _, p := range ps {
+			cfg.Whitelist = append(cfg.Whitelist, hostPrefix(p))
+		}
+	}
+	b, err := lookupBackend(cfg.Mode)
+	if err != nil {
+		return nil, err
+	}
+	if set["iface"] {
+		b.ifaces(&cfg, ifaces)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	o.cfg = &cfg
+	return o, nil
+}
+
+// runCleanup removes what the backends installed: the --mode one, or
+// every one in the table.
+func runCleanup(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fw-bouncer cleanup", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, cleanupUsage, modeNames())
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(stderr)
+	}
+	cfgPath := fs.String("config", "", "YAML configuration file (for pin paths and table names)")
+	mode := fs.String("mode", "", "backend to clean up (default: every backend)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("command line: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("command line: unexpected argument %q", fs.Arg(0))
+	}
+	if *mode != "" {
+		if _, err := lookupBackend(*mode); err != nil {
+			return err
+		}
+	}
+	cfg := DefaultConfig()
+	if *cfgPath != "" {
+		if err := loadConfig(*cfgPath, &cfg); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	for _, b := range backends {
+		if *mode != "" && b.name != *mode {
+			continue
+		}
+		if err := b.cleanup(&cfg); err != nil {
+			errs = append(errs, fmt.Errorf("cleanup %s: %w", b.name, err))
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: removed everything fw-bouncer installed\n", b.name)
+	}
+	return errors.Join(errs...)
+}
