@@ -127,11 +127,15 @@ func (s *SyslogSource) runTCP(ctx context.Context, h Handler) error {
 	sem := make(chan struct{}, syslogMaxConns)
 	connCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	defer s.Close() // before wg.Wait: no accept after a failed handler
 	for {
 		conn, err := s.tcp.Accept()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return context.Cause(connCtx)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return context.Cause(connCtx) // a connection's handler failed, or nil
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {

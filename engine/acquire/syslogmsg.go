@@ -98,7 +98,7 @@ func parse5424(m SyslogMessage, b []byte, now time.Time) (SyslogMessage, error) 
 		if err != nil {
 			return m, fmt.Errorf("rfc5424 timestamp %q: not RFC 3339", truncate(string(ts), 40))
 		}
-		m.Time, m.Stamp = t, string(ts)
+		m.Time, m.Stamp = t.UTC(), string(ts)
 	}
 	var host, app, procid, msgid []byte
 	host, b = field(b)
@@ -222,7 +222,7 @@ func parse3164(m SyslogMessage, b []byte, now time.Time) (SyslogMessage, error) 
 	default:
 		ts, rest := field(b)
 		if t, err := time.Parse(time.RFC3339Nano, string(ts)); err == nil && len(ts) >= 20 {
-			m.Time, m.Stamp, b = t, string(ts), rest
+			m.Time, m.Stamp, b = t.UTC(), string(ts), rest
 		} else {
 			m.Stamp = now.Format(time.Stamp)
 		}
