@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/portcullis-ips/portcullis/decisionfeed"
+)
+
+// FailMode says what /check answers before the feed delivered its snapshot.
+type FailMode string
+
+// The fail modes.
+const (
+	// FailOpen allows every request until the bans are known (the default:
+	// a bouncer outage does not take the site down).
+	FailOpen FailMode = "open"
+	// FailClosed refuses every request until the bans are known.
+	FailClosed FailMode = "closed"
+)
+
+// Config is the nginx bouncer's configuration: the YAML file, then flags.
+type Config struct {
+	// Listen is the address of the auth_request service.
+	Listen string `yaml:"listen"`
+	// TrustedProxies are the peers whose X-Real-IP / X-Forwarded-For are
+	// believed; any other peer is the client itself.
+	TrustedProxies PrefixList `yaml:"trusted_proxies"`
+	// FailMode is "open" or "closed".
+	FailMode FailMode `yaml:"fail_mode"`
+	// BanTemplate is an html/template file for GET /ban; empty uses the
+	// built-in page.
+	BanTemplate string `yaml:"ban_template"`
+	// Brokers are the Kafka bootstrap brokers.
+	Brokers []string `yaml:"brokers"`
+	// Topic is the decisions topic.
+	Topic string `yaml:"topic"`
+	// Group is the per-host lag-reporting consumer group.
+	Group string `yaml:"group"`
+	// MetricsListen is the Prometheus endpoint's address; empty turns it off.
+	MetricsListen string `yaml:"metrics_listen"`
+	// SweepInterval is how often expired entries are dropped from memory
+	// (lookups ignore them as soon as they expire).
+	SweepInterval time.Duration `yaml:"sweep_interval"`
+}
+
+// DefaultConfig returns the configuration used for what is not set.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	return Config{
+		Listen:         "127.0.0.1:8090",
+		TrustedProxies: PrefixList{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		FailMode:       FailOpen,
+		Topic:          decisionfeed.TopicDecisions,
+		Group:          "portcullis-nginx-bouncer-" + host,
+		SweepInterval:  time.Minute,
+	}
+}
+
+// Validate checks the configuration without doing any I/O.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen: %q is not host:port", c.Listen)
+	}
+	for i, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			return fmt.Errorf("trusted_proxies[%d]: invalid prefix", i)
+		}
+	}
+	switch c.FailMode {
+	case FailOpen, FailClosed:
+	default:
+		return fmt.Errorf("fail_mode: %q is neither open nor closed", c.FailMode)
+	}
+	if len(c.Brokers) == 0 {
+		return errors.New("brokers: none given")
+	}
+	for i, b := range c.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			return fmt.Errorf("brokers[%d]: %q is not host:port", i, b)
+		}
+	}
+	if c.Topic == "" {
+		return errors.New("topic: empty")
+	}
+	if c.Group == "" {
+		return errors.New("group: empty")
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics_listen: %q is not host:port", c.MetricsListen)
+		}
+	}
+	if c.SweepInterval <= 0 {
+		return fmt.Errorf("sweep_interval: %s is not positive", c.SweepInterval)
+	}
+	return nil
+}
+
+// loadConfig decodes a YAML file over c. Unknown keys, a second document
+// and values of the wrong type are errors naming the file and line.
+func loadConfig(path string, c *Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	return decodeConfig(path, data, c)
+}
+
+func decodeConfig(name string, data []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: empty document", name)
+		}
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return fmt.Errorf("%s: %s", name, strings.Join(te.Errors, "; "))
+		}
+		return fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s: line %d: a second YAML document; one per file", name, extra.Line)
+	}
+	return nil
+}
+
+// PrefixList is a list of prefixes that YAML and flags may also write as
+// bare addresses (a /32 or /128).
+type PrefixList []netip.Prefix
+
+// UnmarshalYAML decodes a sequence of addresses and prefixes, naming the
+// line of a bad one.
+func (l *PrefixList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.SequenceNode {
+		return fmt.Errorf("line %d: want a list of addresses and prefixes", n.Line)
+	}
+	out := make(PrefixList, 0, len(n.Content))
+	for _, item := range n.Content {
+		if item.Kind != yaml.ScalarNode {
+			return fmt.Errorf("line %d: want an address or prefix", item.Line)
+		}
+		p, err := parseTrusted(item.Value)
+		if err != nil || len(p) != 1 {
+			return fmt.Errorf("line %d: %q is not an address or prefix", item.Line, item.Value)
+		}
+		out = append(out, p[0])
+	}
+	*l = out
+	return nil
+}
+
+// parseTrusted parses a comma-separated list of addresses and prefixes.
+func parseTrusted(s string) (PrefixList, error) {
+	var out PrefixList
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if strings.Contains(f, "/") {
+			p, err := netip.ParsePrefix(f)
+			if err != nil {
+				return nil, fmt.Errorf("trusted proxy %q: not a CIDR prefix", f)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("trusted proxy %q: not an IP address", f)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecodeConfig(t *testing.T) {
+	cfg := DefaultConfig()
+	src := `listen: 127.0.0.1:9000
+trusted_proxies: [10.0.0.0/8, "::1"]
+fail_mode: closed
+brokers: [k1:9092, k2:9092]
+topic: decisions
+sweep_interval: 30s
+`
+	if err := decodeConfig("c.yaml", []byte(src), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:9000" || cfg.FailMode != FailClosed || cfg.Topic != "decisions" ||
+		cfg.SweepInterval != 30*time.Second || len(cfg.Brokers) != 2 ||
+		len(cfg.TrustedProxies) != 2 || cfg.TrustedProxies[0] != netip.MustParsePrefix("10.0.0.0/8") {
+		t.Errorf("decoded %+v", cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	for _, tc := range []struct{ src, want string }{
+		{"listen: a:1\nnope: 1\n", "c.yaml: line 2: field nope not found"},
+		{"trusted_proxies: [10.0.0.1, banana]\n", `c.yaml: line 1: "banana" is not an address or prefix`},
+		{"trusted_proxies: 10.0.0.1\n", "c.yaml: line 1: want a list"},
+		{"sweep_interval: soon\n", "c.yaml: line 1:"},
+		{"", "c.yaml: empty document"},
+		{"listen: a:1\n---\nlisten: b:2\n", "c.yaml: line 2: a second YAML document"},
+	} {
+		c := DefaultConfig()
+		err := decodeConfig("c.yaml", []byte(tc.src), &c)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("decode %q: %v, want %q", tc.src, err, tc.want)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		mutate func(*Config)
+		want   string
+	}{
+		{func(c *Config) { c.Listen = "8090" }, "listen:"},
+		{func(c *Config) { c.FailMode = "maybe" }, `fail_mode: "maybe"`},
+		{func(c *Config) { c.Brokers = nil }, "brokers: none"},
+		{func(c *Config) { c.Brokers = []string{"k1"} }, "brokers[0]:"},
+		{func(c *Config) { c.TrustedProxies = PrefixList{{}} }, "trusted_proxies[0]"},
+		{func(c *Config) { c.Topic = "" }, "topic: empty"},
+		{func(c *Config) { c.Group = "" }, "group: empty"},
+		{func(c *Config) { c.MetricsListen = "x" }, "metrics_listen:"},
+		{func(c *Config) { c.SweepInterval = 0 }, "sweep_interval:"},
+	} {
+		c := DefaultConfig()
+		c.Brokers = []string{"k:9092"}
+		tc.mutate(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate: %v, want %q", err, tc.want)
+		}
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(file, []byte("listen: 127.0.0.1:7000\nfail_mode: closed\nbrokers: [file:9092]\ntopic: from-file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PORTCULLIS_BROKERS", "env:9092")
+	cfg, _, err := parseArgs([]string{"--config", file, "--fail-mode", "open", "--trusted-proxy", "10.0.0.1, 192.0.2.0/24"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file beats defaults and the environment; flags beat the file.
+	if cfg.Listen != "127.0.0.1:7000" || cfg.FailMode != FailOpen || cfg.Topic != "from-file" ||
+		strings.Join(cfg.Brokers, ",") != "file:9092" ||
+		len(cfg.TrustedProxies) != 2 || cfg.TrustedProxies[0] != netip.MustParsePrefix("10.0.0.1/32") {
+		t.Errorf("parsed %+v", cfg)
+	}
+	cfg, _, err = parseArgs([]string{"--config", file, "--brokers", "flag:9092"}, io.Discard)
+	if err != nil || strings.Join(cfg.Brokers, ",") != "flag:9092" {
+		t.Errorf("--brokers over the file: %v %v", cfg, err)
+	}
+	cfg, _, err = parseArgs(nil, io.Discard)
+	if err != nil || strings.Join(cfg.Brokers, ",") != "env:9092" || cfg.FailMode != FailOpen {
+		t.Errorf("defaults: %+v %v", cfg, err)
+	}
+	for _, args := range [][]string{
+		{"--fail-mode", "shut"},
+		{"--trusted-proxy", "10.0.0.300"},
+		{"--config", filepath.Join(dir, "missing.yaml")},
+		{"extra"},
+	} {
+		if _, _, err := parseArgs(args, io.Discard); err == nil {
+			t.Errorf("parseArgs(%q): no error", args)
+		}
+	}
+}

@@ -1,0 +1,255 @@
+// Command nginx-bouncer is the nginx auth_request service of Portcullis. It
+// follows the decision feed into an in-memory prefix set and answers
+// GET /check with 204 (allow), 403 (ban) or 401 (captcha), renders the ban
+// page at GET /ban and reports readiness at GET /ready.
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"html/template"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/enforcer/prefixset"
+	"github.com/portcullis-ips/portcullis/internal/cli"
+)
+
+//go:embed ban.html
+var defaultBanPage string
+
+const usage = `nginx-bouncer: the nginx auth_request service of Portcullis.
+
+It follows the decisions topic and answers, for the client nginx names:
+  GET /check   204 allow, 403 ban, 401 captcha (X-Portcullis-Decision names it);
+               before the first snapshot: 204 (--fail-mode open) or 503 (closed)
+  GET /ban     the ban page (an html/template file, --ban-template)
+  GET /ready   200 once the decisions are loaded, 503 before; JSON with the fail mode
+
+Examples:
+  nginx-bouncer --listen 127.0.0.1:8090 --brokers kafka-1:9092,kafka-2:9092
+  nginx-bouncer --config /etc/portcullis/nginx-bouncer.yaml --metrics-listen 127.0.0.1:9101
+  nginx-bouncer --trusted-proxy 127.0.0.1,10.0.0.0/24 --fail-mode closed
+
+Flags set on the command line override the configuration file.
+
+Flags:
+`
+
+func main() {
+	ctx, stop := cli.SignalContext()
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "nginx-bouncer:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the parsed command line.
+type options struct {
+	common cli.Common
+	set    map[string]bool // flags given explicitly
+}
+
+func parseArgs(args []string, stderr io.Writer) (*Config, *cli.Common, error) {
+	fs := flag.NewFlagSet("nginx-bouncer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	var o options
+	def := DefaultConfig()
+	o.common.Register(fs)
+	listen := fs.String("listen", def.Listen, "address of the auth_request service")
+	trusted := fs.String("trusted-proxy", "127.0.0.0/8,::1", "comma-separated addresses or prefixes of proxies whose X-Real-IP / X-Forwarded-For are believed")
+	failMode := fs.String("fail-mode", string(def.FailMode), "answer before the decisions are loaded: open (allow) or closed (503)")
+	banTemplate := fs.String("ban-template", "", "html/template file for the ban page (default: built-in)")
+	topic := fs.String("topic", def.Topic, "decisions topic")
+	group := fs.String("group", def.Group, "per-host consumer group for lag reporting")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	o.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
+
+	cfg := def
+	if o.common.Config != "" {
+		if err := loadConfig(o.common.Config, &cfg); err != nil {
+			return nil, nil, err
+		}
+	}
+	if o.set["listen"] {
+		cfg.Listen = *listen
+	}
+	if o.set["trusted-proxy"] {
+		ps, err := parseTrusted(*trusted)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--trusted-proxy: %w", err)
+		}
+		cfg.TrustedProxies = ps
+	}
+	if o.set["fail-mode"] {
+		cfg.FailMode = FailMode(*failMode)
+	}
+	if o.set["ban-template"] {
+		cfg.BanTemplate = *banTemplate
+	}
+	if o.set["topic"] {
+		cfg.Topic = *topic
+	}
+	if o.set["group"] {
+		cfg.Group = *group
+	}
+	if o.set["metrics-listen"] || cfg.MetricsListen == "" {
+		cfg.MetricsListen = o.common.MetricsListen
+	}
+	// --brokers defaults to PORTCULLIS_BROKERS, then 127.0.0.1:9092; the
+	// file's list is used unless the flag was given.
+	if o.set["brokers"] || len(cfg.Brokers) == 0 {
+		cfg.Brokers = o.common.BrokerList()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("config: %w", err)
+	}
+	return &cfg, &o.common, nil
+}
+
+// loadBanPage parses the ban page template and renders it once with
+// sample data, so a template that cannot render is refused at start.
+func loadBanPage(path string) (*template.Template, error) {
+	src, name := defaultBanPage, "ban.html"
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("ban template: %w", err)
+		}
+		src, name = string(b), path
+	}
+	t, err := template.New(name).Parse(src)
+	if err != nil {
+		return nil, fmt.Errorf("ban template: %w", err)
+	}
+	sample := banPageData{IP: "192.0.2.1", Banned: true, Type: "ban", Scenario: "sample/scenario", Origin: "engine", Until: time.Now()}
+	if err := t.Execute(io.Discard, sample); err != nil {
+		return nil, fmt.Errorf("ban template %s: %w", name, err)
+	}
+	return t, nil
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, common, err := parseArgs(args, stderr)
+	if err != nil {
+		return err
+	}
+	logger, err := common.Logger("nginx-bouncer")
+	if err != nil {
+		return err
+	}
+	banPage, err := loadBanPage(cfg.BanTemplate)
+	if err != nil {
+		return err
+	}
+	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
+		Brokers: cfg.Brokers,
+		Topic:   cfg.Topic,
+		Group:   cfg.Group,
+		Logger:  logger.With("part", "feed"),
+	})
+	if err != nil {
+		return fmt.Errorf("decision feed: %w", err)
+	}
+
+	set := prefixset.New()
+	defer set.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sub)
+	m := newMetrics(reg, set)
+	var ready atomic.Bool
+	srv := newServer(set, cfg, &ready, banPage, m, logger)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := cli.ServeMetrics(ctx, cfg.MetricsListen, reg, logger); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	httpSrv := &http.Server{
+		Handler:           srv.handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       2 * time.Minute, // nginx keeps its upstream connections open
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	logger.Info("serving auth_request", "listen", ln.Addr().String(), "fail_mode", cfg.FailMode,
+		"trusted_proxies", fmt.Sprint(cfg.TrustedProxies), "brokers", strings.Join(cfg.Brokers, ","), "topic", cfg.Topic)
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Go(func() {
+		if err := sub.Run(ctx, &feedHandler{set: set, ready: &ready, logger: logger}); err != nil {
+			errc <- fmt.Errorf("decision feed: %w", err)
+		}
+	})
+	wg.Go(func() { sweep(ctx, set, cfg.SweepInterval, m, logger) })
+	wg.Go(func() {
+		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serve %s: %w", ln.Addr(), err)
+		}
+	})
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	cancel()
+	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("shutdown", "err", err)
+	}
+	wg.Wait()
+	logger.Info("stopped")
+	return runErr
+}
+
+// sweep drops expired entries from memory every interval.
+func sweep(ctx context.Context, set *prefixset.Set, every time.Duration, m *metrics, logger *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			n, err := set.Sweep(now)
+			if err != nil {
+				logger.Error("sweep expired entries", "err", err)
+				continue
+			}
+			m.swept.Add(float64(n))
+		}
+	}
+}
