@@ -205,7 +205,7 @@ func unhex(c byte) byte {
 	if isDigit(c) {
 		return c - '0'
 	}
-	return c|0x20 - 'a' + 10
+	return c | 0x20 - 'a' + 10
 }
 
 // parseAddr parses an IPv4 or IPv6 client address; v4-mapped v6 addresses
