@@ -27,6 +27,7 @@ type command struct {
 var commands = []command{
 	{"broker", "run the embedded Kafka-protocol broker (one host, tests)", runBroker},
 	{"decisions", "list, add or delete ban decisions on the decision feed", runDecisions},
+	{"engine", "run the detection engine live over the sources of an acquis.yaml", runEngine},
 	{"replay", "run detection over log files offline and print the alerts", runReplay},
 }
 
