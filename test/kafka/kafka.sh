@@ -40,8 +40,13 @@ fetch() {
 	command -v mvn >/dev/null || die "mvn not found (run scripts/deps.sh)"
 	rm -rf "$dist"
 	echo "kafka.sh: fetching Apache Kafka jars with Maven into $dist" >&2
-	mvn -B -q -f "$here/pom.xml" dependency:copy-dependencies >&2 ||
+	# Maven 3.8 prints bare colour resets even with -B -q: show its output
+	# only when it fails.
+	local out
+	out=$(mvn -B -q -f "$here/pom.xml" dependency:copy-dependencies 2>&1) || {
+		echo "$out" >&2
 		die "mvn dependency:copy-dependencies failed"
+	}
 	echo "$want" >"$dist/.stamp"
 }
 
