@@ -111,7 +111,10 @@ func Load(file string) (Config, error) {
 }
 
 // Parse decodes profiles from data (named file in errors) over
-// DefaultConfig: scenario entries are merged, lists replaced.
+// DefaultConfig: a scenario entry in the file replaces the shipped entry of
+// that scenario (its missing fields inherit the file's default), other
+// shipped entries stay, and the whitelist is the file's alone (New always
+// adds the host's addresses).
 func Parse(file string, data []byte) (Config, error) {
 	cfg := DefaultConfig()
 	cfg.Whitelist = nil
