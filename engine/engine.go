@@ -34,7 +34,8 @@ type Alert struct {
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
 	// Decision is the remedy decided for this alert; nil when the scenario
-	// asks for none or a longer decision on the address is already running.
+	// asks for none or a decision at least as long is already running on
+	// the address.
 	Decision  *AlertDecision `json:"decision"`
 	Simulated bool           `json:"simulated"`
 	// Host is the engine host name, when configured.
@@ -185,8 +186,9 @@ func (e *Engine) overflow(o *scenario.Overflow) {
 	until := now.Add(dur)
 	off.run(sc.Name, until)
 	a.Simulated = rem.IsSimulated()
-	if !a.Simulated && !until.After(off.until) {
-		// A longer decision already covers the address.
+	if !a.Simulated && off.banned(now) && (dur <= off.dur || !until.After(off.until)) {
+		// A decision at least as long is already running on the address:
+		// only a more severe remedy replaces it.
 		e.stats.Alerts++
 		e.sink.Alert(a)
 		return
@@ -205,7 +207,7 @@ func (e *Engine) overflow(o *scenario.Overflow) {
 		e.stats.Invalid++
 		return
 	}
-	off.until = until
+	off.until, off.dur = until, dur
 	e.stats.Decisions++
 	e.sink.Decision(d)
 }
@@ -225,10 +227,11 @@ func ShortDuration(d time.Duration) string {
 // offender is what the engine remembers about an address that overflowed.
 type offender struct {
 	addr     netip.Addr
-	until    time.Time // end of the longest decision published on it
-	offences int       // offences within the escalation window
-	last     time.Time // time of the last offence
-	running  []running // per scenario, until when its remedy runs
+	until    time.Time     // end of the decision last published on it
+	dur      time.Duration // and its duration
+	offences int           // offences within the escalation window
+	last     time.Time     // time of the last offence
+	running  []running     // per scenario, until when its remedy runs
 }
 
 type running struct {
