@@ -3,8 +3,9 @@
 # root) through scripts/deps.sh before they run.
 
 GO ?= go
-# Flags for every go test run of `make test`.
+# Flags and packages of the first `make test` pass (embedded broker).
 TEST_FLAGS ?= -race -count=1
+TEST_PKGS ?= ./...
 # Packages that run a second time against real Apache Kafka (test/kafka) in
 # `make test`; extend with `KAFKA_PKGS += ./yourpkg/...` or on the command line.
 KAFKA_PKGS ?= ./decisionfeed/... ./test/interop/...
@@ -49,9 +50,9 @@ generate-check:
 deps:
 	scripts/deps.sh test
 
-## test: all tests with -race on the embedded broker, then $(KAFKA_PKGS) on real Kafka
+## test: $(TEST_PKGS) with -race on the embedded broker, then $(KAFKA_PKGS) on real Kafka
 test: deps
-	GO='$(GO)' TEST_FLAGS='$(TEST_FLAGS)' KAFKA_PKGS='$(KAFKA_PKGS)' KAFKA_PORT='$(KAFKA_PORT)' \
+	GO='$(GO)' TEST_FLAGS='$(TEST_FLAGS)' TEST_PKGS='$(TEST_PKGS)' KAFKA_PKGS='$(KAFKA_PKGS)' KAFKA_PORT='$(KAFKA_PORT)' \
 		scripts/test.sh
 
 ## bench: run the benchmarks once each, bounded ($(BENCH_FLAGS))

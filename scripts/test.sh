@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# test.sh — the full test run behind `make test`: every package with the race
-# detector on the embedded broker, then the Kafka-facing packages again against
+# test.sh — the full test run behind `make test`: every package (TEST_PKGS) with
+# the race detector on the embedded broker, then the Kafka-facing packages again against
 # a real Apache Kafka node started by test/kafka/kafka.sh. Kafka is stopped on
 # every exit path, failure included.
 #
 # Environment (the Makefile sets these):
 #   GO            go command (default go)
 #   TEST_FLAGS    flags for go test (default -race -count=1)
+#   TEST_PKGS     packages of the embedded-broker pass (default ./...)
 #   KAFKA_PKGS    packages run against real Kafka (default ./decisionfeed/... ./test/interop/...)
 #   KAFKA_PORT    port of the real Kafka node (default 19092)
 set -euo pipefail
@@ -14,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 read -r -a flags <<<"${TEST_FLAGS:--race -count=1}"
+read -r -a pkgs <<<"${TEST_PKGS:-./...}"
 read -r -a kafka_pkgs <<<"${KAFKA_PKGS:-./decisionfeed/... ./test/interop/...}"
 port=${KAFKA_PORT:-19092}
 
@@ -21,7 +23,7 @@ port=${KAFKA_PORT:-19092}
 # a file so it does not interleave with go test's.
 kafka_out=$(mktemp)
 stop_kafka() {
-	wait "${kafka_start:-}" 2>/dev/null || true
+	[[ -n ${kafka_start:-} ]] && wait "$kafka_start" 2>/dev/null
 	test/kafka/kafka.sh stop "$port" || true
 	rm -f "$kafka_out"
 }
@@ -29,14 +31,24 @@ trap stop_kafka EXIT
 test/kafka/kafka.sh start "$port" >"$kafka_out" 2>&1 &
 kafka_start=$!
 
-echo "== go test ${flags[*]} ./... (embedded broker)"
-env -u PORTCULLIS_TEST_BROKERS "$GO" test "${flags[@]}" ./...
+# Both passes run even when the first fails, so one run reports everything.
+failed=()
+echo "== go test ${flags[*]} ${pkgs[*]} (embedded broker)"
+env -u PORTCULLIS_TEST_BROKERS "$GO" test "${flags[@]}" "${pkgs[@]}" || failed+=("embedded broker")
 
-if ! wait "$kafka_start"; then
+if wait "$kafka_start"; then
+	cat "$kafka_out"
+	echo "== go test ${flags[*]} ${kafka_pkgs[*]} (Apache Kafka on 127.0.0.1:$port)"
+	PORTCULLIS_TEST_BROKERS=127.0.0.1:$port "$GO" test "${flags[@]}" "${kafka_pkgs[@]}" ||
+		failed+=("Apache Kafka")
+else
 	cat "$kafka_out" >&2
-	echo "test.sh: Apache Kafka did not start" >&2
+	failed+=("Apache Kafka did not start")
+fi
+kafka_start=
+
+if ((${#failed[@]})); then
+	printf 'test.sh: FAILED: %s\n' "${failed[@]}" >&2
 	exit 1
 fi
-cat "$kafka_out"
-echo "== go test ${flags[*]} ${kafka_pkgs[*]} (Apache Kafka on 127.0.0.1:$port)"
-PORTCULLIS_TEST_BROKERS=127.0.0.1:$port "$GO" test "${flags[@]}" "${kafka_pkgs[@]}"
+echo "test.sh: all passes succeeded"
