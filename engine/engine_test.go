@@ -21,7 +21,7 @@ type recorder struct {
 	decisions []decisionfeed.Decision
 }
 
-func (r *recorder) Alert(a Alert)                     { r.alerts = append(r.alerts, a) }
+func (r *recorder) Alert(a Alert)                    { r.alerts = append(r.alerts, a) }
 func (r *recorder) Decision(d decisionfeed.Decision) { r.decisions = append(r.decisions, d) }
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
@@ -175,7 +175,7 @@ func TestFeed(t *testing.T) {
 	}
 	b.WriteString("garbage line\n")
 	b.WriteString(strings.Repeat("x", MaxLineBytes+1) + "\n")
-	b.WriteString(strings.Repeat("y", 300<<10) + "\n") // longer than the read buffer
+	b.WriteString(strings.Repeat("y", 300<<10) + "\n")                                                    // longer than the read buffer
 	b.WriteString("Nov 25 10:00:09 web-1 sshd[1]: Accepted password for bob from 192.0.2.45 port 1 ssh2") // no final newline
 	p := &Pipeline{Parser: parse.New(parse.Config{Reference: t0}), Engine: eng}
 	var errLines []uint64

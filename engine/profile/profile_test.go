@@ -67,7 +67,7 @@ scenarios:
 			t.Errorf("%s: %s %s simulated=%v, want %s %s %v", name, r.Type, r.Duration, r.IsSimulated(), typ, d, sim)
 		}
 	}
-	check("crowdsecurity/ssh-bf", decisionfeed.TypeBan, 4*time.Hour, false) // shipped default kept
+	check("crowdsecurity/ssh-bf", decisionfeed.TypeBan, 4*time.Hour, false)      // shipped default kept
 	check("crowdsecurity/http-probing", decisionfeed.TypeBan, 2*time.Hour, true) // entry replaced, duration from default
 	check("x/captcha", decisionfeed.TypeCaptcha, 2*time.Hour, false)
 	check("unlisted/scenario", decisionfeed.TypeBan, 2*time.Hour, false)
