@@ -84,7 +84,7 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	if cfg.DryRun {
 		msg = "fw-bouncer stopped"
 	}
-	log.Info(msg, "mode", cfg.Mode, "dry_run", cfg.DryRun, "bans", len(r.Active()))
+	log.Info(msg, "mode", cfg.Mode, "dry_run", cfg.DryRun, "bans", r.Len())
 	return errors.Join(ferr, rerr)
 }
 
@@ -102,7 +102,7 @@ func (h *feedHandler) Snapshot(ctx context.Context, live []decisionfeed.Decision
 		h.log.Error("reconcile failed; the feed retries", "live", len(live), "err", err)
 		return err
 	}
-	h.log.Info("reconciled to the feed's snapshot", "live", len(live), "bans", len(h.r.Active()),
+	h.log.Info("reconciled to the feed's snapshot", "live", len(live), "bans", h.r.Len(),
 		"took", time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -417,11 +417,12 @@ func (r *Runner) Snapshot(ctx context.Context, live []decisionfeed.Decision) err
 	}
 	r.mu.Unlock()
 
+	// In map order: sorting a million entries would cost more than
+	// every backend's own bookkeeping of them.
 	entries := make([]enforcer.Entry, 0, len(want))
 	for _, e := range want {
 		entries = append(entries, e)
 	}
-	slices.SortFunc(entries, func(a, b enforcer.Entry) int { return comparePrefix(a.Prefix, b.Prefix) })
 
 	start := time.Now()
 	if err := r.backend.Reconcile(ctx, entries); err != nil {
@@ -666,6 +667,13 @@ func (r *Runner) Active() []enforcer.Entry {
 	r.mu.Unlock()
 	slices.SortFunc(out, func(a, b enforcer.Entry) int { return comparePrefix(a.Prefix, b.Prefix) })
 	return out
+}
+
+// Len returns the number of bans the runner has applied and not withdrawn.
+func (r *Runner) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.active)
 }
 
 // Pending returns the number of changes waiting to be applied.

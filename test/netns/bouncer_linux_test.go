@@ -34,8 +34,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// binary returns the path of a freshly built command of this module.
-func binary(t testing.TB, name string) string {
+// bin returns the path of a freshly built command of this module.
+func bin(t testing.TB, name string) string {
 	t.Helper()
 	binOnce.Do(func() {
 		binDir, binErr = os.MkdirTemp("", "portcullis-e2e-")
@@ -94,8 +94,8 @@ var modes = []modeSpec{
 
 // available reports whether the built fw-bouncer has a mode: its --help
 // lists every row of its backends table.
-func available(t *testing.T, mode string) bool {
-	out, _ := exec.Command(binary(t, "fw-bouncer"), "--help").Output()
+func available(t testing.TB, mode string) bool {
+	out, _ := exec.Command(bin(t, "fw-bouncer"), "--help").Output()
 	_, modesAndMore, _ := strings.Cut(string(out), "\nMODES\n")
 	list, _, _ := strings.Cut(modesAndMore, "\n\n")
 	for _, l := range strings.Split(list, "\n") {
@@ -111,7 +111,7 @@ func available(t *testing.T, mode string) bool {
 type env struct {
 	// t is the running step's test; root is the mode's, which owns the
 	// processes that outlive a step.
-	t, root *testing.T
+	t, root testing.TB
 	mode    modeSpec
 	top     *netns.Topology
 	srv     netns.Servers
@@ -124,7 +124,12 @@ type env struct {
 
 var envSeq int
 
-func newEnv(t *testing.T, m modeSpec) *env {
+func newEnv(t testing.TB, m modeSpec) *env {
+	return newEnvCoalesce(t, m, 2*time.Millisecond)
+}
+
+// newEnvCoalesce is newEnv with fw-bouncer's coalescing delay set.
+func newEnvCoalesce(t testing.TB, m modeSpec, coalesce time.Duration) *env {
 	t.Helper()
 	top := netns.NewTopology(t)
 	envSeq++
@@ -152,8 +157,8 @@ brokers: [%s]
 topic: %s
 group: portcullis-fw-bouncer-e2e
 whitelist: [%s]
-coalesce: 2ms
-%s`, m.name, strings.Join(e.brokers, ", "), e.topic, top.Bystander6, m.section(e))
+coalesce: %s
+%s`, m.name, strings.Join(e.brokers, ", "), e.topic, top.Bystander6, coalesce, m.section(e))
 	e.cfgPath = filepath.Join(t.TempDir(), "fw-bouncer.yaml")
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -161,7 +166,7 @@ coalesce: 2ms
 	// Whatever happens, the backend's state is removed; the namespaces
 	// take their interfaces with them, but pins live in the host's bpffs.
 	t.Cleanup(func() {
-		_, _ = top.Victim.Run(binary(t, "fw-bouncer"), "cleanup", "--mode", m.name, "--config", e.cfgPath)
+		_, _ = top.Victim.Run(bin(t, "fw-bouncer"), "cleanup", "--mode", m.name, "--config", e.cfgPath)
 		_ = os.RemoveAll(e.pinPath)
 	})
 	return e
@@ -193,7 +198,7 @@ func host(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
 func (e *env) cli(args ...string) string {
 	e.t.Helper()
 	args = append(args, "--brokers", strings.Join(e.brokers, ","), "--topic", e.topic)
-	out, err := exec.Command(binary(e.t, "portcullis"), args...).CombinedOutput()
+	out, err := exec.Command(bin(e.t, "portcullis"), args...).CombinedOutput()
 	if err != nil {
 		e.t.Fatalf("portcullis %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -212,7 +217,7 @@ type bouncer struct {
 func (e *env) startBouncer(extra ...string) *bouncer {
 	e.t.Helper()
 	args := append([]string{"--config", e.cfgPath, "--log-level", "debug"}, extra...)
-	cmd := exec.Command(binary(e.t, "fw-bouncer"), args...)
+	cmd := exec.Command(bin(e.t, "fw-bouncer"), args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		e.t.Fatal(err)
@@ -276,7 +281,7 @@ func (b *bouncer) mark() int {
 }
 
 // waitLog waits for a log line after mark containing every substring.
-func (b *bouncer) waitLog(t *testing.T, mark int, timeout time.Duration, substrs ...string) string {
+func (b *bouncer) waitLog(t testing.TB, mark int, timeout time.Duration, substrs ...string) string {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -305,7 +310,7 @@ func (b *bouncer) waitLog(t *testing.T, mark int, timeout time.Duration, substrs
 }
 
 // stop sends SIGTERM and requires a clean exit.
-func (b *bouncer) stop(t *testing.T) {
+func (b *bouncer) stop(t testing.TB) {
 	t.Helper()
 	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -210,7 +210,7 @@ func testMode(t *testing.T, m modeSpec) {
 
 	step("cleanup removes everything", func(t *testing.T) {
 		b.stop(t)
-		out := e.top.Victim.MustRun(t, binary(t, "fw-bouncer"), "cleanup", "--mode", m.name, "--config", e.cfgPath)
+		out := e.top.Victim.MustRun(t, bin(t, "fw-bouncer"), "cleanup", "--mode", m.name, "--config", e.cfgPath)
 		if !strings.Contains(out, m.name+": removed") {
 			t.Errorf("cleanup said %q", out)
 		}
