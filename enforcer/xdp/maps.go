@@ -56,6 +56,36 @@ type writes struct {
 	net6 tableWrites[bpf.XdpLpmKey6]
 }
 
+// presize sizes the add maps for entries, so that a bulk load does not
+// spend its time growing them. The counts are hints: invalid prefixes are
+// rejected later.
+func (w *writes) presize(entries []enforcer.Entry) {
+	var ip4, ip6, net4, net6 int
+	for i := range entries {
+		p := entries[i].Prefix
+		switch v4 := p.Addr().Unmap().Is4(); {
+		case v4 && p.IsSingleIP():
+			ip4++
+		case v4:
+			net4++
+		case p.IsSingleIP():
+			ip6++
+		default:
+			net6++
+		}
+	}
+	presize(&w.ip4, ip4)
+	presize(&w.ip6, ip6)
+	presize(&w.net4, net4)
+	presize(&w.net6, net6)
+}
+
+func presize[K comparable](t *tableWrites[K], n int) {
+	if t.adds == nil && n > 0 {
+		t.adds = make(map[K]bpf.XdpBan, n)
+	}
+}
+
 func (w *writes) add(p netip.Prefix, v bpf.XdpBan) {
 	a := p.Addr()
 	switch {

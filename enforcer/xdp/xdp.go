@@ -192,6 +192,14 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 // planAdds validates entries and queues them (or, when expired, their
 // deletion) into w. It allocates reason ids as needed.
 func (e *Enforcer) planAdds(entries []enforcer.Entry, clk clock, w *writes) error {
+	w.presize(entries)
+	// Bulk loads repeat one reason many times; remembering the last one
+	// saves hashing both strings per entry.
+	var (
+		last   reasonName
+		lastID uint32
+		known  bool
+	)
 	for i := range entries {
 		en := &entries[i]
 		p, err := normalize(en.Prefix)
@@ -205,11 +213,14 @@ func (e *Enforcer) planAdds(entries []enforcer.Entry, clk clock, w *writes) erro
 			w.del(p)
 			continue
 		}
-		id, err := e.reasons.id(en.Reason, en.Origin)
-		if err != nil {
-			return fmt.Errorf("add %d (%s): %w", i, p, err)
+		if !known || en.Reason != last.reason || en.Origin != last.origin {
+			id, err := e.reasons.id(en.Reason, en.Origin)
+			if err != nil {
+				return fmt.Errorf("add %d (%s): %w", i, p, err)
+			}
+			last, lastID, known = reasonName{en.Reason, en.Origin}, id, true
 		}
-		w.add(p, bpf.XdpBan{Expires: clk.toBoot(en.Until), Reason: id})
+		w.add(p, bpf.XdpBan{Expires: clk.toBoot(en.Until), Reason: lastID})
 	}
 	return nil
 }
