@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/enforcer/iptables"
+	"github.com/portcullis-ips/portcullis/enforcer/nftables"
 	"github.com/portcullis-ips/portcullis/enforcer/xdp"
 )
 
@@ -15,7 +17,8 @@ import (
 type backend struct {
 	name    string
 	summary string
-	// ifaces applies the --iface flags to the backend's section.
+	// ifaces applies the --iface flags to the backend's section; nil for
+	// a backend that filters every interface and takes none.
 	ifaces func(c *Config, names []string)
 	// validate checks the backend's section, without I/O.
 	validate func(c *Config) error
@@ -36,6 +39,33 @@ var backends = []backend{
 		},
 		open:    openXDP,
 		cleanup: func(c *Config) error { return xdp.Cleanup(c.XDP.PinPath) },
+	},
+	{
+		name:     "nftables",
+		summary:  "inet table with IPv4/IPv6 timeout sets on the input hook; each --iface also gets a netdev ingress chain for early drop",
+		ifaces:   func(c *Config, names []string) { c.NFTables.Ingress = names },
+		validate: func(c *Config) error { return c.NFTables.Validate() },
+		open: func(c *Config, _ *slog.Logger) (enforcer.Enforcer, error) {
+			e, err := nftables.New(c.NFTables)
+			if err != nil {
+				return nil, fmt.Errorf("nftables: %w", err)
+			}
+			return e, nil
+		},
+		cleanup: func(c *Config) error { return nftables.Cleanup(c.NFTables) },
+	},
+	{
+		name:     "iptables",
+		summary:  "ipset hash:net sets with timeouts matched from a chain of its own, jumped to from INPUT (iptables.hooks); takes no --iface",
+		validate: func(c *Config) error { return c.IPTables.Validate() },
+		open: func(c *Config, _ *slog.Logger) (enforcer.Enforcer, error) {
+			e, err := iptables.New(c.IPTables)
+			if err != nil {
+				return nil, fmt.Errorf("iptables: %w", err)
+			}
+			return e, nil
+		},
+		cleanup: func(c *Config) error { return iptables.Cleanup(c.IPTables) },
 	},
 }
 

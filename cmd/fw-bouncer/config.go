@@ -14,6 +14,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/enforcer/iptables"
+	"github.com/portcullis-ips/portcullis/enforcer/nftables"
 	"github.com/portcullis-ips/portcullis/enforcer/xdp"
 )
 
@@ -45,8 +47,10 @@ type Config struct {
 	// SweepInterval is how often expired bans are deleted from the
 	// backend's tables (they stop matching at expiry regardless).
 	SweepInterval time.Duration `yaml:"sweep_interval"`
-	// XDP is the xdp backend's own section.
-	XDP xdp.Config `yaml:"xdp"`
+	// XDP, NFTables and IPTables are the backends' own sections.
+	XDP      xdp.Config      `yaml:"xdp"`
+	NFTables nftables.Config `yaml:"nftables"`
+	IPTables iptables.Config `yaml:"iptables"`
 }
 
 // DefaultConfig returns the configuration used for what is not set.
@@ -64,6 +68,8 @@ func DefaultConfig() Config {
 		Coalesce:             5 * time.Millisecond,
 		SweepInterval:        time.Minute,
 		XDP:                  xdp.DefaultConfig(),
+		NFTables:             nftables.DefaultConfig(),
+		IPTables:             iptables.DefaultConfig(),
 	}
 }
 

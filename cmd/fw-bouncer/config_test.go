@@ -96,11 +96,30 @@ func TestConfigValidate(t *testing.T) {
 		"bad xdp mode":   {[]string{"--iface", "eth0", "--xdp-mode", "turbo"}, "xdp: mode"},
 		"bad metrics":    {[]string{"--iface", "eth0", "--metrics-listen", "9100"}, `metrics_listen: "9100" is not host:port`},
 		"stray argument": {[]string{"--iface", "eth0", "now"}, `unexpected argument "now"`},
+		"iptables iface": {[]string{"--mode", "iptables", "--iface", "eth0"}, "--iface: mode iptables filters every interface"},
+		"nft table name": {[]string{"--mode", "nftables", "--config", writeConfig(t, "nftables:\n  table: mine\n")}, `nftables: table: "mine" does not start with "portcullis"`},
 	} {
 		_, err := parseArgs(tc.args, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error = %v, want %q", name, err, tc.want)
 		}
+	}
+}
+
+func TestIfaceGoesToTheModesSection(t *testing.T) {
+	o, err := parseArgs([]string{"--mode", "nftables", "--iface", "eth0,eth1"}, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(o.cfg.NFTables.Ingress, []string{"eth0", "eth1"}) || len(o.cfg.XDP.Interfaces) != 0 {
+		t.Errorf("nftables ingress = %v, xdp interfaces = %v", o.cfg.NFTables.Ingress, o.cfg.XDP.Interfaces)
+	}
+	o, err = parseArgs([]string{"--mode", "iptables"}, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.Mode != "iptables" || !o.cfg.IPTables.IPv6 {
+		t.Errorf("iptables config = %+v", o.cfg.IPTables)
 	}
 }
 
@@ -110,7 +129,7 @@ func TestHelpListsModesAndExamples(t *testing.T) {
 	if err == nil {
 		t.Fatal("--help returned no error")
 	}
-	for _, want := range []string{"NAME\n    fw-bouncer", "MODES\n    xdp ", "EXAMPLES", "fw-bouncer cleanup", "-iface", "-dry-run"} {
+	for _, want := range []string{"NAME\n    fw-bouncer", "MODES\n    xdp ", "\n    nftables ", "\n    iptables ", "EXAMPLES", "fw-bouncer cleanup", "-iface", "-dry-run"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}

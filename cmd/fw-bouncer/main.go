@@ -63,6 +63,10 @@ EXAMPLES
     # Everything from a file (see the CONFIGURATION section):
     fw-bouncer --config /etc/portcullis/fw-bouncer.yaml
 
+    # nftables, with an early-drop ingress chain on eth0; or iptables+ipset:
+    fw-bouncer --mode nftables --iface eth0
+    fw-bouncer --mode iptables
+
     # Remove the program, maps and pins (or netfilter tables and sets):
     fw-bouncer cleanup --config /etc/portcullis/fw-bouncer.yaml
 
@@ -80,6 +84,16 @@ CONFIGURATION
       interfaces: [eth0]
       mode: auto            # native, generic or auto
       pin_path: /sys/fs/bpf/portcullis
+    nftables:
+      table: portcullis
+      priority: -200
+      ingress: [eth0]
+      deny_action: drop     # or reject
+    iptables:
+      flavor: auto          # legacy, nft or auto
+      name: portcullis
+      hooks: [INPUT]        # and FORWARD, DOCKER-USER
+      ipv6: true
 `
 
 const cleanupUsage = `NAME
@@ -225,6 +239,9 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 		return nil, err
 	}
 	if set["iface"] {
+		if b.ifaces == nil {
+			return nil, fmt.Errorf("--iface: mode %s filters every interface and takes no --iface", b.name)
+		}
 		b.ifaces(&cfg, ifaces)
 	}
 	if err := cfg.Validate(); err != nil {
