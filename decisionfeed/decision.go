@@ -189,7 +189,8 @@ func validateValue(scope Scope, value string, lim Limits) error {
 		if err != nil {
 			return fmt.Errorf("value: %q is not an IP address", value)
 		}
-		if a.Zone() != "" || a.Is4In6() || a.String() != value {
+		var buf [64]byte // compare without allocating the canonical form
+		if a.Zone() != "" || a.Is4In6() || string(a.AppendTo(buf[:0])) != value {
 			return fmt.Errorf("value: %q is not in canonical form (want %q)", value, a.Unmap().WithZone("").String())
 		}
 		if a.IsUnspecified() {
@@ -200,7 +201,8 @@ func validateValue(scope Scope, value string, lim Limits) error {
 		if err != nil {
 			return fmt.Errorf("value: %q is not a CIDR range", value)
 		}
-		if p.Addr().Is4In6() || p.Masked() != p || p.String() != value {
+		var buf [64]byte
+		if p.Addr().Is4In6() || p.Masked() != p || string(p.AppendTo(buf[:0])) != value {
 			return fmt.Errorf("value: %q is not in canonical form (want %q)", value, p.Masked().String())
 		}
 		if p.IsSingleIP() {
@@ -256,9 +258,24 @@ func isCountry(s string) bool {
 // Decode parses and validates one message value. Unknown fields, trailing
 // data and values above lim.MaxMessageBytes are errors.
 func Decode(b []byte, lim Limits) (Decision, error) {
-	var d Decision
+	dc := decoder{lim: lim}
+	return dc.decode(b)
+}
+
+// checkSize rejects a message above lim.MaxMessageBytes.
+func checkSize(b []byte, lim Limits) error {
 	if lim.MaxMessageBytes > 0 && len(b) > lim.MaxMessageBytes {
-		return d, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), lim.MaxMessageBytes)
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), lim.MaxMessageBytes)
+	}
+	return nil
+}
+
+// decodeStrict is Decode with encoding/json alone, the reference the fast
+// path is held to.
+func decodeStrict(b []byte, lim Limits) (Decision, error) {
+	var d Decision
+	if err := checkSize(b, lim); err != nil {
+		return d, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()

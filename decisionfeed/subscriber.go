@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -54,7 +55,9 @@ type SubscriberConfig struct {
 	DLQTopic string
 	// MaxBatch is the most changes handed to one Changes call (default 4096).
 	MaxBatch int
-	// FetchMaxBytes is the most bytes asked for in one fetch (default 16 MiB).
+	// FetchMaxBytes is the most bytes asked for in one fetch of one
+	// partition (default 4 MiB); the response is held in memory while it
+	// is decoded.
 	FetchMaxBytes int
 	// MaxWait is how long one fetch waits at the end of the log for new
 	// messages (default 500ms). It does not delay delivery: a fetch returns
@@ -111,7 +114,7 @@ type Subscriber struct {
 
 	mu    sync.Mutex
 	parts []partState
-	live  map[string]int32
+	live  keySet
 	ready bool
 }
 
@@ -157,7 +160,7 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		cfg.MaxBatch = 4096
 	}
 	if cfg.FetchMaxBytes <= 0 {
-		cfg.FetchMaxBytes = 16 << 20
+		cfg.FetchMaxBytes = 4 << 20
 	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = 500 * time.Millisecond
@@ -215,7 +218,9 @@ func (s *Subscriber) Stats() SubscriberStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.Ready = s.ready
-	st.Live = len(s.live)
+	if s.live.m != nil {
+		st.Live = s.live.len()
+	}
 	st.Partitions = len(s.parts)
 	for _, p := range s.parts {
 		if p.hwm > p.next {
@@ -412,9 +417,9 @@ func (s *Subscriber) rebuild(ctx context.Context) ([]Decision, []int64, error) {
 	if firstErr != nil {
 		return nil, nil, firstErr
 	}
-	live := set.handOver(s.cfg.Now())
+	live, keys := set.handOver(s.cfg.Now())
 	s.mu.Lock()
-	s.live = set.idx
+	s.live = keys
 	for p := range n {
 		s.parts[p].next = next[p]
 	}
@@ -426,18 +431,16 @@ func (s *Subscriber) rebuild(ctx context.Context) ([]Decision, []int64, error) {
 // end, applying each message to set, and returns the next offset.
 func (s *Subscriber) readUpTo(ctx context.Context, p int, from, end int64, set *liveSet) (int64, error) {
 	off := from
-	var batch []change
+	dc := newDecoder(s.cfg.Limits)
 	for off < end {
 		res, err := s.fetch(ctx, p, off)
 		if err != nil {
 			return off, err
 		}
-		batch = batch[:0]
-		newOff, err := s.readRecords(ctx, p, off, res, func(c change) { batch = append(batch, c) })
+		newOff, err := s.readRecords(ctx, dc, p, off, res, set.apply)
 		if err != nil {
 			return off, err
 		}
-		set.apply(batch)
 		s.setHWM(p, res.HighWatermark)
 		if newOff == off && res.HighWatermark > off {
 			// Nothing readable at off, yet the log goes on; step past it.
@@ -498,7 +501,7 @@ func (s *Subscriber) fetch(ctx context.Context, p int, off int64) (*kafka.FetchR
 // readRecords reads the records of a fetch response at or after off,
 // validates each and hands the valid ones to emit. Invalid messages are
 // counted, logged and copied to the DLQ. It returns the next offset.
-func (s *Subscriber) readRecords(ctx context.Context, p int, off int64, res *kafka.FetchResponse, emit func(change)) (int64, error) {
+func (s *Subscriber) readRecords(ctx context.Context, dc *decoder, p int, off int64, res *kafka.FetchResponse, emit func(change)) (int64, error) {
 	var key, val []byte
 	one := func(r *protocol.Record) error {
 		if r.Offset < off {
@@ -514,7 +517,7 @@ func (s *Subscriber) readRecords(ctx context.Context, p int, off int64, res *kaf
 			return fmt.Errorf("read value at %s/%d@%d: %w", s.cfg.Topic, p, r.Offset, err)
 		}
 		s.messages.Add(1)
-		c, err := s.decodeRecord(key, val, tombstone, r.Time)
+		c, err := s.decodeRecord(dc, key, val, tombstone, r.Time)
 		if err != nil {
 			s.reject(ctx, p, r.Offset, key, val, err)
 			return nil
@@ -560,11 +563,14 @@ func eachRecord(rr protocol.RecordReader, fn func(*protocol.Record) error) error
 	}
 }
 
-// readBytes reads all of b into buf, reusing its storage.
+// readBytes reads all of b into buf, reusing its storage, and closes b,
+// which hands kafka-go's buffer pages back to its pool once every record
+// of a response is read: far less garbage during a rebuild.
 func readBytes(b protocol.Bytes, buf []byte) ([]byte, error) {
 	if b == nil {
 		return buf[:0], nil
 	}
+	defer b.Close()
 	n := b.Len()
 	if cap(buf) < n {
 		buf = make([]byte, n)
@@ -577,7 +583,7 @@ func readBytes(b protocol.Bytes, buf []byte) ([]byte, error) {
 }
 
 // decodeRecord turns one record into a change, or says why it is invalid.
-func (s *Subscriber) decodeRecord(key, val []byte, tombstone bool, ts time.Time) (change, error) {
+func (s *Subscriber) decodeRecord(dc *decoder, key, val []byte, tombstone bool, ts time.Time) (change, error) {
 	if tombstone {
 		scope, value, err := parseKey(key, s.cfg.Limits)
 		if err != nil {
@@ -589,14 +595,21 @@ func (s *Subscriber) decodeRecord(key, val []byte, tombstone bool, ts time.Time)
 		}
 		return change{value: value, d: d, del: true}, nil
 	}
-	d, err := Decode(val, s.cfg.Limits)
+	d, err := dc.decode(val)
 	if err != nil {
 		return change{}, err
 	}
-	if k := d.Key(); k != string(key) {
-		return change{}, fmt.Errorf("key: %q does not match the decision's key %q", key, k)
+	if !keyMatches(key, &d) {
+		return change{}, fmt.Errorf("key: %q does not match the decision's key %q", key, d.Key())
 	}
 	return change{value: d.Value, d: d, del: d.Op == OpDelete}, nil
+}
+
+// keyMatches reports whether key is d.Key(), without building it.
+func keyMatches(key []byte, d *Decision) bool {
+	return len(key) == len(d.Scope)+1+len(d.Value) &&
+		string(key[:len(d.Scope)]) == string(d.Scope) && key[len(d.Scope)] == ':' &&
+		string(key[len(d.Scope)+1:]) == d.Value
 }
 
 // parseKey splits and validates a message key "scope:value".
@@ -691,6 +704,7 @@ func (s *Subscriber) stream(ctx context.Context, h Handler, next []int64) {
 
 // follow fetches partition p from off forever and sends what it reads to ch.
 func (s *Subscriber) follow(ctx context.Context, p int, off int64, ch chan<- chunk) {
+	dc := newDecoder(s.cfg.Limits)
 	for ctx.Err() == nil {
 		res, err := s.fetch(ctx, p, off)
 		if errors.Is(err, kafka.OffsetOutOfRange) {
@@ -701,7 +715,7 @@ func (s *Subscriber) follow(ctx context.Context, p int, off int64, ch chan<- chu
 			return // ctx ended
 		}
 		var cs []change
-		newOff, err := s.readRecords(ctx, p, off, res, func(c change) { cs = append(cs, c) })
+		newOff, err := s.readRecords(ctx, dc, p, off, res, func(c change) { cs = append(cs, c) })
 		s.setHWM(p, res.HighWatermark)
 		if err != nil {
 			s.fetchErrors.Add(1)
@@ -793,10 +807,10 @@ func (s *Subscriber) dispatch(ctx context.Context, h Handler, ch <-chan chunk) {
 		s.mu.Lock()
 		for _, c := range pend {
 			for i := range c.changes {
-				if c.changes[i].del || c.changes[i].d.Op == OpDelete {
-					delete(s.live, c.changes[i].value)
+				if c.changes[i].del {
+					s.live.del(c.changes[i].value)
 				} else {
-					s.live[c.changes[i].value] = 0
+					s.live.add(c.changes[i].value)
 				}
 			}
 			s.parts[c.p].next = c.next
@@ -848,37 +862,61 @@ func (s *Subscriber) commit(ctx context.Context) {
 
 // liveSet is the live set under construction: the latest add per key.
 // Values are unique across scopes (a range holds a '/', an address none),
-// so the map is keyed by value and shares the decision's string.
+// so the value identifies the key. The index maps a 64-bit hash of the
+// value to its slot, which costs a third of a map keyed by string; the
+// rare value whose hash collides with another's goes to spill.
 type liveSet struct {
 	mu    sync.Mutex
-	idx   map[string]int32
+	seed  maphash.Seed
+	idx   map[uint64]int32
+	spill map[string]int32
 	slots []Decision
 	free  []int32
+	// hashFn replaces the hash in tests that force collisions.
+	hashFn func(string) uint64
 }
 
 func newLiveSet(capHint int) *liveSet {
-	return &liveSet{idx: make(map[string]int32, capHint), slots: make([]Decision, 0, capHint)}
+	return &liveSet{
+		seed:  maphash.MakeSeed(),
+		idx:   make(map[uint64]int32, capHint),
+		spill: map[string]int32{},
+		slots: make([]Decision, 0, capHint),
+	}
 }
 
-// apply applies changes of one partition, in order.
-func (l *liveSet) apply(cs []change) {
+func (l *liveSet) hash(value string) uint64 {
+	if l.hashFn != nil {
+		return l.hashFn(value)
+	}
+	return maphash.String(l.seed, value)
+}
+
+// apply applies one change. Changes of one partition come in order;
+// partitions share no key, so their interleaving does not matter.
+func (l *liveSet) apply(c change) {
+	h := l.hash(c.value)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i := range cs {
-		c := &cs[i]
-		slot, ok := l.idx[c.value]
-		if c.del {
-			if ok {
-				delete(l.idx, c.value)
-				l.slots[slot] = Decision{}
-				l.free = append(l.free, slot)
-			}
-			continue
-		}
-		if ok {
-			l.slots[slot] = c.d
-			continue
-		}
+	slot, inIdx := l.idx[h]
+	if inIdx && l.slots[slot].Value != c.value {
+		inIdx = false // another value with the same hash
+	}
+	inSpill := false
+	if !inIdx {
+		slot, inSpill = l.spill[c.value]
+	}
+	switch {
+	case c.del && inIdx:
+		delete(l.idx, h)
+	case c.del && inSpill:
+		delete(l.spill, c.value)
+	case c.del:
+		return
+	case inIdx || inSpill:
+		l.slots[slot] = c.d
+		return
+	default:
 		if n := len(l.free); n > 0 {
 			slot = l.free[n-1]
 			l.free = l.free[:n-1]
@@ -887,13 +925,21 @@ func (l *liveSet) apply(cs []change) {
 			slot = int32(len(l.slots))
 			l.slots = append(l.slots, c.d)
 		}
-		l.idx[c.value] = slot
+		if _, taken := l.idx[h]; taken {
+			l.spill[c.value] = slot
+		} else {
+			l.idx[h] = slot
+		}
+		return
 	}
+	l.slots[slot] = Decision{}
+	l.free = append(l.free, slot)
 }
 
 // handOver drops the free slots and the adds expired at now, and returns
-// the live decisions. The index is left holding the live keys.
-func (l *liveSet) handOver(now time.Time) []Decision {
+// the live decisions. What is left is a set of the hashes of the live
+// keys, which the subscriber keeps to count them.
+func (l *liveSet) handOver(now time.Time) ([]Decision, keySet) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := l.slots[:0]
@@ -903,15 +949,32 @@ func (l *liveSet) handOver(now time.Time) []Decision {
 			continue
 		}
 		if d.Expired(now) {
-			delete(l.idx, d.Value)
+			if _, ok := l.spill[d.Value]; ok {
+				delete(l.spill, d.Value)
+			} else {
+				delete(l.idx, l.hash(d.Value))
+			}
 			continue
 		}
 		out = append(out, *d)
 	}
 	clear(l.slots[len(out):])
-	l.slots, l.free = nil, nil
-	for k := range l.idx {
-		l.idx[k] = 0
+	for v := range l.spill {
+		l.idx[l.hash(v)] = 0
 	}
-	return out
+	keys := keySet{hash: l.hash, m: l.idx}
+	l.slots, l.free, l.idx, l.spill = nil, nil, nil, nil
+	return out, keys
 }
+
+// keySet is the set of live keys after the snapshot, by 64-bit hash of
+// the value; it only feeds the live gauge, where a collision in a million
+// keys (odds about 1 in 10^7) would be an off-by-one.
+type keySet struct {
+	hash func(string) uint64
+	m    map[uint64]int32
+}
+
+func (k keySet) add(v string) { k.m[k.hash(v)] = 0 }
+func (k keySet) del(v string) { delete(k.m, k.hash(v)) }
+func (k keySet) len() int     { return len(k.m) }
