@@ -2,12 +2,13 @@ package corpus
 
 import (
 	"bytes"
+	"cmp"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
+	gocmp "github.com/google/go-cmp/cmp"
 
 	"github.com/portcullis-ips/portcullis/config/scenarios"
 	"github.com/portcullis-ips/portcullis/decisionfeed"
@@ -22,7 +23,7 @@ type recorder struct {
 	decisions []decisionfeed.Decision
 }
 
-func (r *recorder) Alert(a engine.Alert)                { r.alerts = append(r.alerts, a) }
+func (r *recorder) Alert(a engine.Alert)             { r.alerts = append(r.alerts, a) }
 func (r *recorder) Decision(d decisionfeed.Decision) { r.decisions = append(r.decisions, d) }
 
 // replay runs the corpus files through the engine the way `portcullis
@@ -81,12 +82,9 @@ func TestReplayFindsExactlyTheAttackers(t *testing.T) {
 		}
 	}
 	slices.SortFunc(got, func(a, b Alert) int {
-		if a.IP != b.IP {
-			return cmpString(a.IP, b.IP)
-		}
-		return cmpString(a.Scenario, b.Scenario)
+		return cmp.Or(cmp.Compare(a.IP, b.IP), cmp.Compare(a.Scenario, b.Scenario))
 	})
-	if d := cmp.Diff(m.Expected, got); d != "" {
+	if d := gocmp.Diff(m.Expected, got); d != "" {
 		t.Errorf("alerts (-expected +replayed):\n%s", d)
 	}
 	// Every scenario shipped is exercised.
@@ -121,16 +119,6 @@ func TestReplayFindsExactlyTheAttackers(t *testing.T) {
 	if m.MalformedNginx == 0 || m.MalformedAuth == 0 {
 		t.Errorf("corpus has no malformed lines: %d/%d", m.MalformedNginx, m.MalformedAuth)
 	}
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // The same seed writes the same bytes; another seed does not.
