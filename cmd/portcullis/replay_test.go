@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/portcullis-ips/portcullis/engine"
+)
+
+const replayLog = `185.220.101.5 - - [25/Nov/2026:10:00:05 +0000] "GET /cgi-bin/.%2e/.%2e/etc/passwd HTTP/1.1" 400 0 "-" "curl/8.0"
+2001:db8::66 - - [25/Nov/2026:10:05:30 +0000] "GET / HTTP/1.1" 200 10 "-" "sqlmap/1.5"
+this line is not a log line
+198.51.100.1 - - [25/Nov/2026:10:06:00 +0000] "GET / HTTP/1.1" 200 10 "-" "Mozilla/5.0"
+`
+
+func writeTemp(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestReplayOperatorView(t *testing.T) {
+	log := writeTemp(t, "access.log", replayLog)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"replay", "--type", "nginx", log}, &out); err != nil {
+		t.Fatal(err)
+	}
+	want := `=== Alerts ===
+ [ban 48h] 185.220.101.5
+ Scenario: crowdsecurity/http-cve-2021-41773 | Time: 2026-11-25 10:00:05 | Events: 1
+ [ban 24h] 2001:db8::66
+ Scenario: crowdsecurity/http-bad-user-agent | Time: 2026-11-25 10:05:30 | Events: 1
+
+=== Summary ===
+ lines: 4 (malformed 1) | events: 3 (whitelisted 0) | alerts: 2 | decisions: 2
+`
+	if out.String() != want {
+		t.Errorf("output:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
+func TestReplayJSON(t *testing.T) {
+	log := writeTemp(t, "access.log", replayLog)
+	prof := writeTemp(t, "profiles.yaml", "scenarios:\n  crowdsecurity/http-bad-user-agent: {duration: 2h, simulated: true}\nwhitelist: [185.220.101.0/24]\n")
+	var out bytes.Buffer
+	// Flags after the file are accepted too.
+	if err := run(context.Background(), []string{"replay", log, "--json", "--type=nginx", "--profiles", prof}, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("output lines = %q", lines)
+	}
+	var a engine.Alert
+	if err := json.Unmarshal([]byte(lines[0]), &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.IP != "2001:db8::66" || a.Scenario != "crowdsecurity/http-bad-user-agent" || !a.Simulated ||
+		a.Decision == nil || a.Decision.Duration != "2h0m0s" || a.Events != 1 || a.V != 1 {
+		t.Errorf("alert = %+v", a)
+	}
+	for _, key := range []string{`"v":1`, `"ip":`, `"scenario":`, `"country":`, `"events":`, `"first_seen":`, `"last_seen":`, `"decision":`, `"simulated":true`} {
+		if !strings.Contains(lines[0], key) {
+			t.Errorf("alert JSON lacks %s: %s", key, lines[0])
+		}
+	}
+}
+
+func TestReplayUsageErrors(t *testing.T) {
+	log := writeTemp(t, "access.log", replayLog)
+	for _, args := range [][]string{
+		{"replay", log},
+		{"replay", "--type", "iis", log},
+		{"replay", "--type", "nginx"},
+		{"replay", "--type", "nginx", "--reference-time", "yesterday", log},
+	} {
+		err := run(context.Background(), args, &bytes.Buffer{})
+		if !errors.Is(err, errUsage) {
+			t.Errorf("%q: err = %v, want a usage error", args, err)
+		}
+	}
+	err := run(context.Background(), []string{"replay", "--type", "nginx", filepath.Join(t.TempDir(), "missing.log")}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "missing.log") {
+		t.Errorf("missing file: err = %v", err)
+	}
+	bad := writeTemp(t, "p.yaml", "whitelist: [nope]\n")
+	err = run(context.Background(), []string{"replay", "--type", "nginx", "--profiles", bad, log}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), `p.yaml:1: whitelist: "nope" is neither an address nor a CIDR range`) {
+		t.Errorf("bad profiles: err = %v", err)
+	}
+}
