@@ -90,6 +90,40 @@ var modes = []modeSpec{
 			return nil
 		},
 	},
+	{
+		name: "nftables",
+		section: func(e *env) string {
+			return "nftables:\n  table: portcullis\n  deny_action: drop\n"
+		},
+		leftovers: func(e *env) error {
+			out, err := e.top.Victim.Run("nft", "list", "tables")
+			if err != nil {
+				return err
+			}
+			if strings.Contains(out, "portcullis") {
+				return fmt.Errorf("nft tables left: %s", out)
+			}
+			return nil
+		},
+	},
+	{
+		name: "iptables",
+		section: func(e *env) string {
+			return "iptables:\n  name: portcullis\n  hooks: [INPUT]\n  ipv6: true\n"
+		},
+		leftovers: func(e *env) error {
+			for _, c := range [][]string{{"iptables-save"}, {"ip6tables-save"}, {"ipset", "list", "-n"}} {
+				out, err := e.top.Victim.Run(c[0], c[1:]...)
+				if err != nil {
+					return err
+				}
+				if strings.Contains(strings.ToLower(out), "portcullis") {
+					return fmt.Errorf("%s still shows portcullis objects:\n%s", c[0], out)
+				}
+			}
+			return nil
+		},
+	},
 }
 
 // available reports whether the built fw-bouncer has a mode: its --help
