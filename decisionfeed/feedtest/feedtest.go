@@ -117,7 +117,7 @@ func CreateTopic(ctx context.Context, brokers []string, name string, partitions 
 	}
 	for {
 		md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{name}})
-		if err == nil && ready(md, name, partitions) {
+		if err == nil && ready(md, name, partitions) && servesOffsets(ctx, c, name, partitions) {
 			return nil
 		}
 		select {
@@ -126,6 +126,26 @@ func CreateTopic(ctx context.Context, brokers []string, name string, partitions 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// servesOffsets reports whether the leaders answer for every partition:
+// Apache Kafka lists a new topic in metadata a little before its leader
+// serves it.
+func servesOffsets(ctx context.Context, c *kafka.Client, name string, partitions int) bool {
+	reqs := make([]kafka.OffsetRequest, partitions)
+	for p := range partitions {
+		reqs[p] = kafka.LastOffsetOf(p)
+	}
+	res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{name: reqs}})
+	if err != nil || len(res.Topics[name]) != partitions {
+		return false
+	}
+	for _, po := range res.Topics[name] {
+		if po.Error != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func ready(md *kafka.MetadataResponse, name string, partitions int) bool {
