@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"sort"
 	"sync"
 	"testing"
@@ -161,5 +162,48 @@ func TestSnapshotEqualsLiveSet(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestNoGoroutineLeft runs a publisher and a subscriber through a snapshot
+// and a change, stops both, and checks that every goroutine they started
+// is gone.
+func TestNoGoroutineLeft(t *testing.T) {
+	brokers := feedtest.Brokers(t)
+	topic := feedtest.Topic(t, 3)
+	time.Sleep(100 * time.Millisecond)
+	before := runtime.NumGoroutine()
+
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "g-" + topic, CommitInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sub.Run(ctx, rec) }()
+	<-rec.ready
+	if err := pub.Publish(ctx, decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(1), time.Hour, "test", time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	<-rec.notify
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
