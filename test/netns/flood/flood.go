@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"time"
 	"unsafe"
 
@@ -124,10 +125,31 @@ type Result struct {
 	Sent int
 	// Elapsed is the wall time of the run.
 	Elapsed time.Duration
+	// CPU is the CPU time of the sending thread. On veth the receiving
+	// side's processing (XDP, netfilter, the stack) mostly runs as a
+	// softirq in the sender's context, and without IRQ time accounting
+	// the kernel charges it to the sender, so this is most of the cost
+	// of handling the packets too.
+	CPU time.Duration
 }
 
-// Run sends up to n frames, for at most timeout (and until ctx ends).
+// Run sends up to n frames, for at most timeout (and until ctx ends), on
+// one OS thread whose CPU time it reports.
 func (s *Sender) Run(ctx context.Context, n int, timeout time.Duration) (Result, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var t0, t1 unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &t0); err != nil {
+		return Result{}, fmt.Errorf("flood: thread clock: %w", err)
+	}
+	res, err := s.run(ctx, n, timeout)
+	if cerr := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &t1); cerr == nil {
+		res.CPU = time.Duration(t1.Nano() - t0.Nano())
+	}
+	return res, err
+}
+
+func (s *Sender) run(ctx context.Context, n int, timeout time.Duration) (Result, error) {
 	msgs := make([]unix.Mmsghdr, s.batch)
 	iovs := make([]unix.Iovec, s.batch)
 	start := time.Now()
