@@ -231,7 +231,7 @@ func TestNewDecision(t *testing.T) {
 		}
 	}
 	del := NewDecision(OpDelete, TypeBan, netip.MustParsePrefix("203.0.113.7/32"), 0, "cli", now)
-	if !del.Until.IsZero() || del.Duration != "" {
+	if !del.Until.IsZero() || del.Duration != "0s" {
 		t.Fatalf("delete has until %s duration %q", del.Until, del.Duration)
 	}
 	if err := del.Validate(DefaultLimits()); err != nil {

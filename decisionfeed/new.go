@@ -11,7 +11,8 @@ import (
 // id, the canonical scope and value (a single address becomes scope ip, a
 // 4-in-6 address is unmapped, a range is masked), created_at (now, UTC, to
 // the millisecond) and, when dur is positive, until (created_at + dur) and
-// duration. The result is not validated; Publish and Encode do that.
+// duration; a delete without a duration gets duration "0s". The result is
+// not validated; Publish and Encode do that.
 func NewDecision(op Op, typ Type, prefix netip.Prefix, dur time.Duration, origin string, now time.Time) Decision {
 	d := Decision{
 		V:         SchemaVersion,
@@ -22,9 +23,15 @@ func NewDecision(op Op, typ Type, prefix netip.Prefix, dur time.Duration, origin
 		CreatedAt: now.UTC().Truncate(time.Millisecond),
 	}
 	d.Scope, d.Value = canonical(prefix)
-	if dur > 0 {
+	switch {
+	case dur > 0:
 		d.Until = d.CreatedAt.Add(dur)
 		d.Duration = dur.String()
+	case op == OpDelete:
+		// What is left of a deleted decision lasts nothing. Consumers that
+		// know no op, like the seed's Python one, read duration from every
+		// message and fail without it.
+		d.Duration = "0s"
 	}
 	return d
 }

@@ -590,7 +590,7 @@ func (s *Subscriber) decodeRecord(dc *decoder, key, val []byte, tombstone bool, 
 			return change{}, fmt.Errorf("tombstone: %w", err)
 		}
 		d := Decision{
-			V: SchemaVersion, ID: "tombstone", Op: OpDelete, Type: TypeBan,
+			V: SchemaVersion, ID: "tombstone", Op: OpDelete, Type: TypeBan, Duration: "0s",
 			Scope: scope, Value: value, Origin: "tombstone", CreatedAt: ts.UTC(),
 		}
 		return change{value: value, d: d, del: true}, nil
