@@ -12,6 +12,9 @@ import (
 type corpus struct {
 	nginx []string
 	auth  []string
+	// all holds both files' lines merged in time order, as a shipper
+	// tailing both would send them.
+	all []typedLine
 	// attackers maps each attacking address to the one scenario that must
 	// catch it; every other address must not be banned.
 	attackers map[string]string
@@ -20,6 +23,11 @@ type corpus struct {
 type stamped struct {
 	t    time.Time
 	line string
+	typ  string
+}
+
+type typedLine struct {
+	typ, line string
 }
 
 // genCorpus writes the corpus with event times from base on. Attack volumes
@@ -30,11 +38,11 @@ func genCorpus(base time.Time) corpus {
 	rng := rand.New(rand.NewPCG(7, 11))
 	var web, auth []stamped
 	access := func(t time.Time, ip, method, path string, status int, ua string) {
-		web = append(web, stamped{t, fmt.Sprintf(`%s - - [%s] "%s %s HTTP/1.1" %d %d "-" "%s"`,
+		web = append(web, stamped{t: t, typ: "nginx", line: fmt.Sprintf(`%s - - [%s] "%s %s HTTP/1.1" %d %d "-" "%s"`,
 			ip, t.Format("02/Jan/2006:15:04:05 -0700"), method, path, status, 200+rng.IntN(5000), ua)})
 	}
 	sshFail := func(t time.Time, ip, user string, port int) {
-		auth = append(auth, stamped{t, fmt.Sprintf("%s bastion sshd[%d]: Failed password for %s from %s port %d ssh2",
+		auth = append(auth, stamped{t: t, typ: "syslog", line: fmt.Sprintf("%s bastion sshd[%d]: Failed password for %s from %s port %d ssh2",
 			t.Format(time.Stamp), 1000+port%97, user, ip, port)})
 	}
 	const browser = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0"
@@ -97,15 +105,16 @@ func genCorpus(base time.Time) corpus {
 	for i := range 2 {
 		sshFail(base.Add(300*time.Second+time.Duration(i)*5*time.Second), "192.0.2.200", "alice", 43000+i)
 	}
-	auth = append(auth, stamped{base.Add(301 * time.Second), base.Add(301*time.Second).Format(time.Stamp) +
+	auth = append(auth, stamped{t: base.Add(301 * time.Second), typ: "syslog", line: base.Add(301*time.Second).Format(time.Stamp) +
 		" bastion sshd[99]: Accepted password for alice from 192.0.2.200 port 43002 ssh2"})
 	// Malformed lines: parse errors, not events.
-	web = append(web, stamped{base.Add(5 * time.Second), "this is not an access log line"})
-	web = append(web, stamped{base.Add(6 * time.Second), `192.0.2.1 - - [32/Foo/2026:99:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "-"`})
-	auth = append(auth, stamped{base.Add(7 * time.Second), "garbage in auth.log"})
+	web = append(web, stamped{t: base.Add(5 * time.Second), typ: "nginx", line: "this is not an access log line"})
+	web = append(web, stamped{t: base.Add(6 * time.Second), typ: "nginx", line: `192.0.2.1 - - [32/Foo/2026:99:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "-"`})
+	auth = append(auth, stamped{t: base.Add(7 * time.Second), typ: "syslog", line: "garbage in auth.log"})
 
+	byTime := func(a, b stamped) int { return a.t.Compare(b.t) }
 	sortLines := func(s []stamped) []string {
-		slices.SortStableFunc(s, func(a, b stamped) int { return a.t.Compare(b.t) })
+		slices.SortStableFunc(s, byTime)
 		out := make([]string, len(s))
 		for i := range s {
 			out[i] = s[i].line
@@ -113,5 +122,10 @@ func genCorpus(base time.Time) corpus {
 		return out
 	}
 	c.nginx, c.auth = sortLines(web), sortLines(auth)
+	merged := append(slices.Clone(web), auth...)
+	slices.SortStableFunc(merged, byTime)
+	for _, m := range merged {
+		c.all = append(c.all, typedLine{m.typ, m.line})
+	}
 	return c
 }

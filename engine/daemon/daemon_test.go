@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -192,7 +193,7 @@ func readTopic(t *testing.T, brokers []string, topic string, n int, settle time.
 	for len(out) < n {
 		m, err := r.ReadMessage(ctx)
 		if err != nil {
-			t.Fatalf("read %s: got %d of %d messages: %v", topic, len(out), n, err)
+			t.Fatalf("read %s: got %d of %d messages: %v\n%s", topic, len(out), n, err, bytes.Join(out, []byte("\n")))
 		}
 		out = append(out, m.Value)
 	}
