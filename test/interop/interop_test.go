@@ -37,12 +37,18 @@ func TestMain(m *testing.M) {
 		"github.com/portcullis-ips/portcullis/cmd/portcullis").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "interop: go build ./cmd/portcullis: %v\n%s", err, out)
-		os.RemoveAll(dir)
+		removeAll(dir)
 		os.Exit(1)
 	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	removeAll(dir)
 	os.Exit(code)
+}
+
+func removeAll(dir string) {
+	if err := os.RemoveAll(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "interop: remove build dir:", err)
+	}
 }
 
 // requireTool skips the test when a client it needs is missing, or fails it
