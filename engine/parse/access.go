@@ -143,17 +143,20 @@ func splitRequest(req string, ev *event.Event) {
 // field was terminated. Backslash escapes (\" \\ Apache, \xHH nginx) are
 // decoded; only then does the field cost an allocation.
 func quoted(s string) (string, string, bool) {
-	esc := false
-	for i := 1; i < len(s); i++ {
-		switch s[i] {
+	body := s[1:]
+	i := strings.IndexByte(body, '"')
+	if i < 0 {
+		return "", "", false
+	}
+	if strings.IndexByte(body[:i], '\\') < 0 {
+		return body[:i], body[i+1:], true // the common case: no escapes
+	}
+	for j := 0; j < len(body); j++ {
+		switch body[j] {
 		case '\\':
-			esc = true
-			i++ // skip the escaped byte
+			j++ // skip the escaped byte
 		case '"':
-			if esc {
-				return unescape(s[1:i]), s[i+1:], true
-			}
-			return s[1:i], s[i+1:], true
+			return unescape(body[:j]), body[j+1:], true
 		}
 	}
 	return "", "", false

@@ -91,7 +91,7 @@ func userFromIP(s string, ev *event.Event) string {
 		ev.InvalidUser = true
 		s = s[len("invalid user "):]
 	}
-	i := strings.LastIndex(s, " from ")
+	i := lastIndex(s, " from ")
 	if i < 0 {
 		return "no \"from\" address"
 	}
@@ -111,7 +111,7 @@ func userFromIP(s string, ev *event.Event) string {
 
 // userIPPort parses "[invalid user USER |authenticating user USER |user USER ]IP port N".
 func userIPPort(s string, ev *event.Event) string {
-	i := strings.LastIndex(s, " port ")
+	i := lastIndex(s, " port ")
 	if i < 0 {
 		return "no \"port\" after the address"
 	}
@@ -138,4 +138,18 @@ func userIPPort(s string, ev *event.Event) string {
 		return "unexpected words before the address"
 	}
 	return ""
+}
+
+// lastIndex is strings.LastIndex by repeated forward search, which is
+// vectorised and several times faster on these short lines.
+func lastIndex(s, sep string) int {
+	last := -1
+	for off := 0; ; {
+		i := strings.Index(s[off:], sep)
+		if i < 0 {
+			return last
+		}
+		last = off + i
+		off = last + 1
+	}
 }

@@ -3,7 +3,6 @@ package scenario
 import (
 	"fmt"
 	"regexp"
-	"strings"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -12,164 +11,92 @@ import (
 	"github.com/portcullis-ips/portcullis/engine/event"
 )
 
-// A filter is checked by expr against the Event type, then lowered: every
-// node of a supported shape (field against literal comparisons, in-lists,
-// contains/startsWith/endsWith/matches with literal arguments, lower/upper of
-// a field, !, &&, ||) becomes a Go closure, so common filters run without
-// the expr VM. A subtree of any other shape is compiled on its own and run
-// by the VM. Both paths give the same answer; a fuzz test checks it.
+// A filter is checked by expr against the Event type, then lowered into a
+// small tree of its own: every node of a supported shape (field against
+// literal comparisons, in-lists, contains/startsWith/endsWith/matches with
+// literal arguments, lower/upper of a field, !, &&, ||) is evaluated
+// natively; a subtree of any other shape is compiled on its own and run by
+// the expr VM. When a Set is built, the `contains` literals of all its
+// scenarios are gathered per field into one Aho-Corasick automaton, so each
+// field of an event is scanned once whatever the number of patterns. Both
+// paths give expr's answer; a fuzz test checks it.
 
-type pred func(*event.Event) bool
+type nodeOp uint8
 
-type strGetter func(*event.Event) string
+const (
+	opAnd nodeOp = iota
+	opOr
+	opNot
+	opConst
+	opBoolField
+	opStrEq
+	opStrIn
+	opIntCmp
+	opIntIn
+	opContains
+	opPrefix
+	opSuffix
+	opRegex
+	opVM
+)
 
-type intGetter func(*event.Event) int64
-
-var strFields = map[string]strGetter{
-	"Type":      func(e *event.Event) string { return e.Type },
-	"Parser":    func(e *event.Event) string { return e.Parser },
-	"Host":      func(e *event.Event) string { return e.Host },
-	"Method":    func(e *event.Event) string { return e.Method },
-	"Path":      func(e *event.Event) string { return e.Path },
-	"Proto":     func(e *event.Event) string { return e.Proto },
-	"UserAgent": func(e *event.Event) string { return e.UserAgent },
-	"Referer":   func(e *event.Event) string { return e.Referer },
-	"User":      func(e *event.Event) string { return e.User },
-	"Message":   func(e *event.Event) string { return e.Message },
+// node is one lowered filter node.
+type node struct {
+	op    nodeOp
+	kids  []*node
+	field int    // index into strFields / intFields / boolFields
+	fold  byte   // 0, 'l' (lower(field)) or 'u' (upper(field))
+	str   string // literal
+	strs  map[string]struct{}
+	ints  []int64
+	cmp   string // <, <=, >, >=, ==
+	b     bool
+	re    *regexp.Regexp
+	prog  *vm.Program
 }
 
-var intFields = map[string]intGetter{
-	"Status": func(e *event.Event) int64 { return int64(e.Status) },
-	"Bytes":  func(e *event.Event) int64 { return e.Bytes },
-}
+var strFieldNames = []string{"Type", "Parser", "Host", "Method", "Path", "Proto", "UserAgent", "Referer", "User", "Message"}
 
-var boolFields = map[string]pred{
-	"Static":      func(e *event.Event) bool { return e.Static },
-	"InvalidUser": func(e *event.Event) bool { return e.InvalidUser },
-}
-
-// envOptions are the expr options every scenario expression compiles with.
-func envOptions(extra ...expr.Option) []expr.Option {
-	return append([]expr.Option{expr.Env(&event.Event{})}, extra...)
-}
-
-// lowerer turns expression nodes into closures.
-type lowerer struct {
-	// vmNodes counts subtrees left to the VM, for tests and stats.
-	vmNodes int
-}
-
-func (l *lowerer) boolNode(n ast.Node) (pred, error) {
-	switch n := n.(type) {
-	case *ast.BoolNode:
-		v := n.Value
-		return func(*event.Event) bool { return v }, nil
-	case *ast.IdentifierNode:
-		if f, ok := boolFields[n.Value]; ok {
-			return f, nil
-		}
-	case *ast.UnaryNode:
-		if n.Operator == "!" || n.Operator == "not" {
-			p, err := l.boolNode(n.Node)
-			if err != nil {
-				return nil, err
-			}
-			return func(e *event.Event) bool { return !p(e) }, nil
-		}
-	case *ast.BinaryNode:
-		if p, ok, err := l.binary(n); ok || err != nil {
-			return p, err
-		}
+func strField(e *event.Event, i int) string {
+	switch i {
+	case 0:
+		return e.Type
+	case 1:
+		return e.Parser
+	case 2:
+		return e.Host
+	case 3:
+		return e.Method
+	case 4:
+		return e.Path
+	case 5:
+		return e.Proto
+	case 6:
+		return e.UserAgent
+	case 7:
+		return e.Referer
+	case 8:
+		return e.User
 	}
-	return l.vm(n)
+	return e.Message
 }
 
-func (l *lowerer) binary(n *ast.BinaryNode) (pred, bool, error) {
-	switch n.Operator {
-	case "&&", "and", "||", "or":
-		a, err := l.boolNode(n.Left)
-		if err != nil {
-			return nil, true, err
-		}
-		b, err := l.boolNode(n.Right)
-		if err != nil {
-			return nil, true, err
-		}
-		if n.Operator == "&&" || n.Operator == "and" {
-			return func(e *event.Event) bool { return a(e) && b(e) }, true, nil
-		}
-		return func(e *event.Event) bool { return a(e) || b(e) }, true, nil
-	case "==", "!=":
-		neg := n.Operator == "!="
-		if p, ok := compareEq(n.Left, n.Right); ok {
-			return negate(p, neg), true, nil
-		}
-		if p, ok := compareEq(n.Right, n.Left); ok {
-			return negate(p, neg), true, nil
-		}
-	case "<", "<=", ">", ">=":
-		if f, lit, ok := intFieldLit(n.Left, n.Right); ok {
-			return intCmp(f, n.Operator, lit), true, nil
-		}
-		if f, lit, ok := intFieldLit(n.Right, n.Left); ok {
-			return intCmp(f, flip(n.Operator), lit), true, nil
-		}
-	case "in":
-		if p, ok := inList(n.Left, n.Right); ok {
-			return p, true, nil
-		}
-	case "contains", "startsWith", "endsWith":
-		lit, ok := n.Right.(*ast.StringNode)
-		if !ok {
-			break
-		}
-		if get, fold, ok := strOperand(n.Left); ok {
-			return strOp(n.Operator, get, fold, lit.Value), true, nil
-		}
-	case "matches":
-		lit, ok := n.Right.(*ast.StringNode)
-		if !ok {
-			break
-		}
-		get, ok := strFields[ident(n.Left)]
-		if !ok {
-			break
-		}
-		re, err := regexp.Compile(lit.Value)
-		if err != nil {
-			return nil, true, fmt.Errorf("matches %q: %w", lit.Value, err)
-		}
-		return func(e *event.Event) bool { return re.MatchString(get(e)) }, true, nil
+var intFieldNames = []string{"Status", "Bytes"}
+
+func intField(e *event.Event, i int) int64 {
+	if i == 0 {
+		return int64(e.Status)
 	}
-	return nil, false, nil
+	return e.Bytes
 }
 
-// vm compiles the subtree on its own and runs it with the expr VM.
-func (l *lowerer) vm(n ast.Node) (pred, error) {
-	prog, err := expr.Compile(n.String(), envOptions(expr.AsBool())...)
-	if err != nil {
-		return nil, fmt.Errorf("compile %q: %w", n.String(), err)
-	}
-	l.vmNodes++
-	return vmPred(prog), nil
-}
+var boolFieldNames = []string{"Static", "InvalidUser"}
 
-func vmPred(prog *vm.Program) pred {
-	return func(e *event.Event) bool {
-		out, err := expr.Run(prog, e)
-		if err != nil {
-			return false // a runtime error (nil, index) means no match
-		}
-		b, _ := out.(bool)
-		return b
+func boolField(e *event.Event, i int) bool {
+	if i == 0 {
+		return e.Static
 	}
-}
-
-func negate(p pred, neg bool) pred {
-	if !neg {
-		return p
-	}
-	return func(e *event.Event) bool { return !p(e) }
+	return e.InvalidUser
 }
 
 func ident(n ast.Node) string {
@@ -179,38 +106,163 @@ func ident(n ast.Node) string {
 	return ""
 }
 
-func compareEq(field, lit ast.Node) (pred, bool) {
-	name := ident(field)
-	switch v := lit.(type) {
-	case *ast.StringNode:
-		if get, ok := strFields[name]; ok {
-			s := v.Value
-			return func(e *event.Event) bool { return get(e) == s }, true
-		}
-	case *ast.IntegerNode:
-		if get, ok := intFields[name]; ok {
-			x := int64(v.Value)
-			return func(e *event.Event) bool { return get(e) == x }, true
-		}
-	case *ast.BoolNode:
-		if get, ok := boolFields[name]; ok {
-			x := v.Value
-			return func(e *event.Event) bool { return get(e) == x }, true
+func fieldIndex(names []string, n ast.Node) int {
+	id, ok := n.(*ast.IdentifierNode)
+	if !ok {
+		return -1
+	}
+	for i, name := range names {
+		if name == id.Value {
+			return i
 		}
 	}
-	return nil, false
+	return -1
 }
 
-func intFieldLit(field, lit ast.Node) (intGetter, int64, bool) {
-	get, ok := intFields[ident(field)]
-	if !ok {
-		return nil, 0, false
+// envOptions are the expr options every scenario expression compiles with.
+func envOptions(extra ...expr.Option) []expr.Option {
+	return append([]expr.Option{expr.Env(&event.Event{})}, extra...)
+}
+
+// lowerer turns expression nodes into lowered nodes.
+type lowerer struct {
+	// vmNodes counts subtrees left to the VM, for tests and stats.
+	vmNodes int
+}
+
+func (l *lowerer) boolNode(n ast.Node) (*node, error) {
+	switch n := n.(type) {
+	case *ast.BoolNode:
+		return &node{op: opConst, b: n.Value}, nil
+	case *ast.IdentifierNode:
+		if i := fieldIndex(boolFieldNames, n); i >= 0 {
+			return &node{op: opBoolField, field: i}, nil
+		}
+	case *ast.UnaryNode:
+		if n.Operator == "!" || n.Operator == "not" {
+			k, err := l.boolNode(n.Node)
+			if err != nil {
+				return nil, err
+			}
+			return &node{op: opNot, kids: []*node{k}}, nil
+		}
+	case *ast.BinaryNode:
+		if p, err := l.binary(n); p != nil || err != nil {
+			return p, err
+		}
 	}
+	return l.vm(n)
+}
+
+func (l *lowerer) binary(n *ast.BinaryNode) (*node, error) {
+	switch n.Operator {
+	case "&&", "and", "||", "or":
+		a, err := l.boolNode(n.Left)
+		if err != nil {
+			return nil, err
+		}
+		b, err := l.boolNode(n.Right)
+		if err != nil {
+			return nil, err
+		}
+		op := opAnd
+		if n.Operator == "||" || n.Operator == "or" {
+			op = opOr
+		}
+		// Flatten chains so a long || of contains is one node.
+		var kids []*node
+		for _, k := range []*node{a, b} {
+			if k.op == op {
+				kids = append(kids, k.kids...)
+			} else {
+				kids = append(kids, k)
+			}
+		}
+		return &node{op: op, kids: kids}, nil
+	case "==", "!=":
+		p := compareEq(n.Left, n.Right)
+		if p == nil {
+			p = compareEq(n.Right, n.Left)
+		}
+		if p != nil && n.Operator == "!=" {
+			p = &node{op: opNot, kids: []*node{p}}
+		}
+		return p, nil
+	case "<", "<=", ">", ">=":
+		if f, lit, ok := intFieldLit(n.Left, n.Right); ok {
+			return &node{op: opIntCmp, field: f, cmp: n.Operator, ints: []int64{lit}}, nil
+		}
+		if f, lit, ok := intFieldLit(n.Right, n.Left); ok {
+			return &node{op: opIntCmp, field: f, cmp: flip(n.Operator), ints: []int64{lit}}, nil
+		}
+	case "in":
+		return inList(n.Left, n.Right), nil
+	case "contains", "startsWith", "endsWith":
+		lit, ok := n.Right.(*ast.StringNode)
+		if !ok {
+			break
+		}
+		if f, fold, ok := strOperand(n.Left); ok {
+			op := map[string]nodeOp{"contains": opContains, "startsWith": opPrefix, "endsWith": opSuffix}[n.Operator]
+			return &node{op: op, field: f, fold: fold, str: lit.Value}, nil
+		}
+	case "matches":
+		lit, ok := n.Right.(*ast.StringNode)
+		if !ok {
+			break
+		}
+		f := fieldIndex(strFieldNames, n.Left)
+		if f < 0 {
+			break
+		}
+		re, err := regexp.Compile(lit.Value)
+		if err != nil {
+			return nil, fmt.Errorf("matches %q: %w", lit.Value, err)
+		}
+		return &node{op: opRegex, field: f, re: re}, nil
+	}
+	return nil, nil
+}
+
+// vm compiles the subtree on its own, to run with the expr VM.
+func (l *lowerer) vm(n ast.Node) (*node, error) {
+	prog, err := expr.Compile(n.String(), envOptions(expr.AsBool())...)
+	if err != nil {
+		return nil, fmt.Errorf("compile %q: %w", n.String(), err)
+	}
+	l.vmNodes++
+	return &node{op: opVM, prog: prog}, nil
+}
+
+func compareEq(field, lit ast.Node) *node {
+	switch v := lit.(type) {
+	case *ast.StringNode:
+		if f := fieldIndex(strFieldNames, field); f >= 0 {
+			return &node{op: opStrEq, field: f, str: v.Value}
+		}
+	case *ast.IntegerNode:
+		if f := fieldIndex(intFieldNames, field); f >= 0 {
+			return &node{op: opIntCmp, field: f, cmp: "==", ints: []int64{int64(v.Value)}}
+		}
+	case *ast.BoolNode:
+		if f := fieldIndex(boolFieldNames, field); f >= 0 {
+			p := &node{op: opBoolField, field: f}
+			if !v.Value {
+				p = &node{op: opNot, kids: []*node{p}}
+			}
+			return p
+		}
+	}
+	return nil
+}
+
+func intFieldLit(field, lit ast.Node) (int, int64, bool) {
+	f := fieldIndex(intFieldNames, field)
 	v, ok := lit.(*ast.IntegerNode)
-	if !ok {
-		return nil, 0, false
+	if f < 0 || !ok {
+		return 0, 0, false
 	}
-	return get, int64(v.Value), true
+	return f, int64(v.Value), true
 }
 
 func flip(op string) string {
@@ -225,165 +277,46 @@ func flip(op string) string {
 	return "<="
 }
 
-func intCmp(get intGetter, op string, x int64) pred {
-	switch op {
-	case "<":
-		return func(e *event.Event) bool { return get(e) < x }
-	case "<=":
-		return func(e *event.Event) bool { return get(e) <= x }
-	case ">":
-		return func(e *event.Event) bool { return get(e) > x }
-	}
-	return func(e *event.Event) bool { return get(e) >= x }
-}
-
-func inList(field, list ast.Node) (pred, bool) {
+func inList(field, list ast.Node) *node {
 	arr, ok := list.(*ast.ArrayNode)
 	if !ok {
-		return nil, false
+		return nil
 	}
-	name := ident(field)
-	if get, ok := strFields[name]; ok {
+	if f := fieldIndex(strFieldNames, field); f >= 0 {
 		set := make(map[string]struct{}, len(arr.Nodes))
 		for _, n := range arr.Nodes {
 			s, ok := n.(*ast.StringNode)
 			if !ok {
-				return nil, false
+				return nil
 			}
 			set[s.Value] = struct{}{}
 		}
-		return func(e *event.Event) bool { _, ok := set[get(e)]; return ok }, true
+		return &node{op: opStrIn, field: f, strs: set}
 	}
-	if get, ok := intFields[name]; ok {
+	if f := fieldIndex(intFieldNames, field); f >= 0 {
 		vals := make([]int64, 0, len(arr.Nodes))
 		for _, n := range arr.Nodes {
 			i, ok := n.(*ast.IntegerNode)
 			if !ok {
-				return nil, false
+				return nil
 			}
 			vals = append(vals, int64(i.Value))
 		}
-		return func(e *event.Event) bool {
-			x := get(e)
-			for _, v := range vals {
-				if v == x {
-					return true
-				}
-			}
-			return false
-		}, true
+		return &node{op: opIntIn, field: f, ints: vals}
 	}
-	return nil, false
+	return nil
 }
 
 // strOperand accepts a string field or lower(field)/upper(field); fold is
 // 'l' or 'u' for the case-mapped forms.
-func strOperand(n ast.Node) (strGetter, byte, bool) {
-	if get, ok := strFields[ident(n)]; ok {
-		return get, 0, true
+func strOperand(n ast.Node) (int, byte, bool) {
+	if f := fieldIndex(strFieldNames, n); f >= 0 {
+		return f, 0, true
 	}
 	if b, ok := n.(*ast.BuiltinNode); ok && (b.Name == "lower" || b.Name == "upper") && len(b.Arguments) == 1 {
-		if get, ok := strFields[ident(b.Arguments[0])]; ok {
-			return get, b.Name[0], true
+		if f := fieldIndex(strFieldNames, b.Arguments[0]); f >= 0 {
+			return f, b.Name[0], true
 		}
 	}
-	return nil, 0, false
-}
-
-func strOp(op string, get strGetter, fold byte, lit string) pred {
-	var f func(s, sub string) bool
-	switch op {
-	case "contains":
-		f = strings.Contains
-	case "startsWith":
-		f = strings.HasPrefix
-	default:
-		f = strings.HasSuffix
-	}
-	if fold == 0 {
-		return func(e *event.Event) bool { return f(get(e), lit) }
-	}
-	upper := fold == 'u'
-	// A literal holding letters of the other case can match only through
-	// Unicode case mapping of non-ASCII input, which the slow path handles.
-	folded := foldLit(lit, upper)
-	var fast func(s, sub string, upper bool) bool
-	switch op {
-	case "contains":
-		fast = containsFold
-	case "startsWith":
-		fast = func(s, sub string, upper bool) bool { return len(s) >= len(sub) && equalFold(s[:len(sub)], sub, upper) }
-	default:
-		fast = func(s, sub string, upper bool) bool {
-			return len(s) >= len(sub) && equalFold(s[len(s)-len(sub):], sub, upper)
-		}
-	}
-	return func(e *event.Event) bool {
-		s := get(e)
-		if !isASCII(s) {
-			if upper {
-				return f(strings.ToUpper(s), lit)
-			}
-			return f(strings.ToLower(s), lit)
-		}
-		return folded && fast(s, lit, upper)
-	}
-}
-
-// foldLit reports whether lit is already in the target case, i.e. could
-// match a case-mapped ASCII string at all.
-func foldLit(lit string, upper bool) bool {
-	for i := 0; i < len(lit); i++ {
-		c := lit[i]
-		if (upper && c >= 'a' && c <= 'z') || (!upper && c >= 'A' && c <= 'Z') {
-			return false
-		}
-	}
-	return true
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
-func foldByte(c byte, upper bool) byte {
-	if upper {
-		if c >= 'a' && c <= 'z' {
-			return c - 'a' + 'A'
-		}
-		return c
-	}
-	if c >= 'A' && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
-}
-
-// equalFold compares s, case-mapped, with sub, already in the target case.
-func equalFold(s, sub string, upper bool) bool {
-	for i := 0; i < len(sub); i++ {
-		if foldByte(s[i], upper) != sub[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// containsFold reports whether s, case-mapped, contains sub.
-func containsFold(s, sub string, upper bool) bool {
-	if len(sub) == 0 {
-		return true
-	}
-	first := sub[0]
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if foldByte(s[i], upper) == first && equalFold(s[i:i+len(sub)], sub, upper) {
-			return true
-		}
-	}
-	return false
+	return 0, 0, false
 }

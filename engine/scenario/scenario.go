@@ -78,8 +78,10 @@ type Scenario struct {
 	// File is where the scenario was loaded from.
 	File string `yaml:"-"`
 
-	filter   pred
-	types    []string // event types the filter can match; nil: any
+	filter   *node      // the lowered filter
+	match    pred       // the filter compiled alone, for Match
+	matchSt  *evalState // its scratch
+	types    []string   // event types the filter can match; nil: any
 	groupBy  func(*event.Event) string
 	distinct func(*event.Event) string
 	vmNodes  int
@@ -166,6 +168,9 @@ func (s *Scenario) compileFilter() error {
 		return err
 	}
 	s.filter, s.vmNodes = p, l.vmNodes
+	lits := newLiterals()
+	s.match = compile(p, lits)
+	s.matchSt = lits.build()
 	s.types = requiredTypes(tree.Node)
 	return nil
 }
@@ -228,8 +233,10 @@ func compileString(src string) (func(*event.Event) string, error) {
 	if err != nil {
 		return nil, oneLine(err)
 	}
-	if get, ok := strFields[strings.TrimSpace(src)]; ok {
-		return get, nil
+	for i, name := range strFieldNames {
+		if name == strings.TrimSpace(src) {
+			return func(e *event.Event) string { return strField(e, i) }, nil
+		}
 	}
 	return vmString(prog), nil
 }
@@ -245,8 +252,12 @@ func vmString(prog *vm.Program) func(*event.Event) string {
 	}
 }
 
-// Match reports whether the scenario's filter selects ev.
-func (s *Scenario) Match(ev *event.Event) bool { return s.filter(ev) }
+// Match reports whether the scenario's filter selects ev. It is not safe
+// for concurrent use; a Set evaluates filters on its own.
+func (s *Scenario) Match(ev *event.Event) bool {
+	s.matchSt.reset(ev)
+	return s.match(s.matchSt)
+}
 
 // LoadFS loads every *.yaml and *.yml file below dir in fsys, sorted by
 // descending priority then name. Duplicate names are an error.

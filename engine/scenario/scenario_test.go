@@ -3,6 +3,7 @@ package scenario
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -345,5 +346,80 @@ func FuzzParse(f *testing.F) {
 		for i := range 3 {
 			run(set, &event.Event{Time: t0.Add(time.Duration(i)), Source: netip.MustParseAddr("192.0.2.1"), Type: event.TypeHTTPAccess, Path: "/x"})
 		}
+	})
+}
+
+// vmMatch evaluates filter f on ev with the expr VM alone.
+func vmMatch(t *testing.T, f string, ev *event.Event) bool {
+	t.Helper()
+	prog, err := expr.Compile(f, envOptions(expr.AsBool())...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := expr.Run(prog, ev)
+	if err != nil {
+		return false
+	}
+	return out.(bool)
+}
+
+// setFilters builds one Set from every test filter, the shipped-style
+// filters and a filter of 70 literals (more than one automaton holds), so
+// their literals share automata as they do in production.
+func setFilters(t testing.TB) (*Set, []string) {
+	var many []string
+	for i := range 70 {
+		many = append(many, fmt.Sprintf("lower(UserAgent) contains \"tool%d\"", i))
+	}
+	fs := append(slices.Clone(filters),
+		strings.Join(many, " || "),
+		`lower(Path) contains "/.env" || lower(Path) contains "/.git/" || lower(Path) endsWith ".sql"`,
+		`lower(Path) contains "${jndi:" || lower(UserAgent) contains "${jndi:" || Referer contains "${${"`,
+		`Path contains "a" && Path contains "ab" && Path contains "b"`,
+		`UserAgent contains "" && lower(UserAgent) startsWith "mozilla"`)
+	var scs []*Scenario
+	for i, f := range fs {
+		s, err := Parse("f.yaml", []byte(fmt.Sprintf("name: f%d\ntype: trigger\nfilter: %q\n", i, f)))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		scs = append(scs, s)
+	}
+	return NewSet(scs, Options{}), fs
+}
+
+func checkSet(t *testing.T, set *Set, fs []string, ev *event.Event) {
+	t.Helper()
+	set.st.reset(ev)
+	for i, r := range set.all {
+		if got, want := r.filter(set.st), vmMatch(t, fs[i], ev); got != want {
+			t.Fatalf("filter %s on %+v: set %v, vm %v", fs[i], *ev, got, want)
+		}
+	}
+}
+
+func TestSetFiltersMatchVM(t *testing.T) {
+	set, fs := setFilters(t)
+	extra := []event.Event{
+		{Type: event.TypeHTTPAccess, Path: "/x/.GIT/config", UserAgent: "TOOL69/1 ${JNDI:ldap}", Referer: "${${x}"},
+		{Type: event.TypeHTTPAccess, Path: "/ab", UserAgent: "Mozilla tool7 " + strings.Repeat("x", 60)},
+		{Type: event.TypeHTTPAccess, Path: "/dump.SQL", UserAgent: "Mozilla tool7 " + strings.Repeat("x", 60)},
+		{Type: event.TypeHTTPAccess, Path: "/ÄB/${jndi:", UserAgent: "MOZİLLA tool64"},
+	}
+	for _, ev := range append(slices.Clone(corpus), extra...) {
+		ev.Time, ev.Source = t0, netip.MustParseAddr("192.0.2.1")
+		checkSet(t, set, fs, &ev)
+	}
+}
+
+// FuzzSetFilters checks filters sharing automata in one Set against the VM.
+func FuzzSetFilters(f *testing.F) {
+	f.Add("/x/.git/config", "TOOL69 ${jndi:", "${${", 404)
+	f.Add("/ab", "mozİlla tool1", "", 200)
+	set, fs := setFilters(f)
+	f.Fuzz(func(t *testing.T, path, ua, ref string, status int) {
+		ev := event.Event{Time: t0, Source: netip.MustParseAddr("2001:db8::1"), Type: event.TypeHTTPAccess,
+			Path: path, UserAgent: ua, Referer: ref, Status: status}
+		checkSet(t, set, fs, &ev)
 	})
 }

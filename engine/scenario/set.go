@@ -44,6 +44,7 @@ type Stats struct {
 // Set runs scenarios over events. It is not safe for concurrent use: feed
 // it from one goroutine (shard by source address to use more cores).
 type Set struct {
+	st     *evalState
 	byType map[string][]*runner
 	any    []*runner // scenarios whose filter names no event type
 	all    []*runner
@@ -58,13 +59,15 @@ func NewSet(scs []*Scenario, opt Options) *Set {
 		max = DefaultMaxBuckets
 	}
 	s := &Set{byType: map[string][]*runner{}}
+	lits := newLiterals()
 	for _, sc := range scs {
-		r := &runner{sc: sc, store: newStore(max)}
+		r := &runner{sc: sc, filter: compile(sc.filter, lits), store: newStore(max)}
 		s.all = append(s.all, r)
 		if sc.types == nil {
 			s.any = append(s.any, r)
 		}
 	}
+	s.st = lits.build()
 	// Per type, keep the scenarios in the given order, merging typed and
 	// untyped ones.
 	for _, r := range s.all {
@@ -102,13 +105,14 @@ func (s *Set) Event(ev *event.Event, out []Overflow) []Overflow {
 		runners = s.any
 	}
 	now := ev.Time.UnixNano()
+	s.st.reset(ev)
 	for _, r := range runners {
-		if !r.sc.filter(ev) {
+		if !r.filter(s.st) {
 			continue
 		}
 		s.stats.Matched++
 		var o Overflow
-		switch r.pour(ev, now, &o) {
+		switch r.pour(&s.st.ev, now, &o) {
 		case poured:
 		case overflowed:
 			s.stats.Overflows++
@@ -140,8 +144,9 @@ const (
 )
 
 type runner struct {
-	sc    *Scenario
-	store *store
+	sc     *Scenario
+	filter pred
+	store  *store
 }
 
 var distinctSeed = maphash.MakeSeed()

@@ -1,6 +1,9 @@
 package scenario
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
 
 // key names a bucket: the source address, or the groupby value.
 type key struct {
@@ -139,15 +142,20 @@ func (s *store) remove(i int32) {
 	s.free = append(s.free, i)
 }
 
-// gc drops up to two buckets from the cold end that have drained and are
-// out of their blackhole: they hold nothing a new bucket would not.
+// idleGrace keeps a drained bucket this long after its last event, so an
+// active client's bucket is not freed and re-created between requests.
+const idleGrace = int64(time.Minute)
+
+// gc drops up to two buckets from the cold end that have drained, are out
+// of their blackhole and have been idle a while: they hold nothing a new
+// bucket would not.
 func (s *store) gc(now int64) {
 	for range 2 {
 		if s.tail < 0 {
 			return
 		}
 		b := &s.slab[s.tail]
-		if b.tat > now || b.blackhole > now {
+		if b.tat > now || b.blackhole > now || now-b.last < idleGrace {
 			return
 		}
 		s.remove(s.tail)
