@@ -70,7 +70,7 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *cli.Common, error) {
 	fs := flag.NewFlagSet("nginx-bouncer", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
+		_, _ = fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
 	var o options
@@ -179,7 +179,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	set := prefixset.New()
-	defer set.Close()
+	defer func() { _ = set.Close() }()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sub)
 	m := newMetrics(reg, set)

@@ -21,7 +21,7 @@ func freeAddr(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return ln.Addr().String()
 }
 
@@ -34,7 +34,7 @@ func TestRunFollowsFeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pub.Close()
+	defer func() { _ = pub.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	before := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix("203.0.113.0/24"), time.Hour, "test", time.Now())
@@ -66,7 +66,7 @@ func TestRunFollowsFeed(t *testing.T) {
 		if err != nil {
 			return 0
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return resp.StatusCode
 	}
 	waitFor := func(what, path, ip string, want int) {
@@ -98,7 +98,7 @@ func TestRunFollowsFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	for _, want := range []string{
 		`portcullis_nginx_bouncer_checks_total{verdict="ban"} 1`,
 		`portcullis_nginx_bouncer_checks_total{verdict="captcha"} 1`,

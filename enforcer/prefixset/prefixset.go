@@ -1,6 +1,6 @@
 // Package prefixset is the in-memory enforcer of the nginx bouncer: a set of
 // IPv4 and IPv6 prefixes (single addresses and ranges), each with a remedy
-// (ban or captcha), a reason and an absolute expiry that lookups honour.
+// (ban or captcha), a reason and an absolute expiry that lookups honor.
 //
 // Lookups are lock-free: they read an immutable routing table (a
 // github.com/gaissmai/bart table) through an atomic pointer, and writers
@@ -92,7 +92,7 @@ const copyOnWriteMax = 4096
 type Set struct {
 	tbl atomic.Pointer[bart.Table[value]]
 
-	mu         sync.Mutex // serialises writers
+	mu         sync.Mutex // serializes writers
 	closed     bool
 	nextExpiry int64 // earliest until in the table, Unix nanoseconds; 0 when none
 }

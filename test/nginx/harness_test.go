@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,9 +32,12 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	bouncerBin = filepath.Join(dir, "nginx-bouncer")
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	}
 	cmd := exec.Command(goTool, "build", "-o", bouncerBin, "github.com/portcullis-ips/portcullis/cmd/nginx-bouncer")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -82,7 +84,7 @@ func freePort(t testing.TB) string {
 			t.Fatal(err)
 		}
 		addr := ln.Addr().String()
-		ln.Close()
+		_ = ln.Close()
 		if !ports[addr] {
 			ports[addr] = true
 			return addr
@@ -143,7 +145,7 @@ func (p *process) rssBytes(t testing.TB) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
@@ -175,7 +177,7 @@ func startBouncer(t testing.TB, brokers, topic string, extra ...string) *bouncer
 	waitUntil(t, 10*time.Second, "bouncer listening", func() bool {
 		c, err := net.DialTimeout("tcp", b.addr, 100*time.Millisecond)
 		if err == nil {
-			c.Close()
+			_ = c.Close()
 		}
 		return err == nil
 	})
@@ -190,7 +192,7 @@ func (b *bouncer) waitReady(t testing.TB, timeout time.Duration) {
 		if err != nil {
 			return false
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return resp.StatusCode == 200
 	})
 }
@@ -202,7 +204,7 @@ func (b *bouncer) metric(t testing.TB, series string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +344,7 @@ func startNginx(t testing.TB, dir, confPath string, sites []site) *process {
 		waitUntil(t, 10*time.Second, "nginx on "+s.listen, func() bool {
 			c, err := net.DialTimeout("tcp", s.listen, 100*time.Millisecond)
 			if err == nil {
-				c.Close()
+				_ = c.Close()
 			}
 			return err == nil
 		})
@@ -391,7 +393,7 @@ func (c *client) get(t testing.TB, ctx context.Context, method, url string, head
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)

@@ -28,10 +28,10 @@ func newUpstream(t *testing.T) *upstream {
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.hits.Add(1)
 		if r.URL.Path == "/captcha" {
-			fmt.Fprintf(w, "captcha challenge for %s\n", r.Header.Get("X-Portcullis-Decision"))
+			_, _ = fmt.Fprintf(w, "captcha challenge for %s\n", r.Header.Get("X-Portcullis-Decision"))
 			return
 		}
-		fmt.Fprintf(w, "hello from upstream %s %s\n", r.Method, r.URL.Path)
+		_, _ = fmt.Fprintf(w, "hello from upstream %s %s\n", r.Method, r.URL.Path)
 	}))
 	t.Cleanup(u.Close)
 	return u
@@ -329,7 +329,7 @@ func flood(t *testing.T, c *client, url, bouncerAddr string, n int) {
 // drain reads the body to its end so that the connection is reused.
 func drain(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 }
 
 // addCaptchaRoute adds the @portcullis_captcha location to every server
@@ -390,7 +390,7 @@ func TestFailModes(t *testing.T) {
 				if err != nil {
 					return false
 				}
-				resp.Body.Close()
+				_ = resp.Body.Close()
 				return resp.StatusCode == 503 && resp.Header.Get("X-Portcullis-Fail-Mode") == mode
 			})
 			// nginx and the bouncer are configured with the same mode.
