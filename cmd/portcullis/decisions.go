@@ -67,27 +67,25 @@ func target(ipFlag, rangeFlag string) (netip.Prefix, error) {
 
 // decisionsPublish implements "decisions add" and "decisions delete".
 func decisionsPublish(ctx context.Context, op decisionfeed.Op, args []string, stdout io.Writer) error {
-	name := "decisions " + string(op)
-	var fs = newFlagSet(name,
-		"portcullis decisions add --ip IP|--range CIDR --duration D [--type ban|captcha|throttle] [--reason TEXT] [--scenario S]",
-		`Publishes an add decision (origin "cli") to the decisions topic; every
+	synopsis := "portcullis decisions add --ip IP|--range CIDR --duration D [--type ban|captcha|throttle] [--reason TEXT] [--scenario S]"
+	description := `Publishes an add decision (origin "cli") to the decisions topic; every
 bouncer applies it within milliseconds. A range must be in CIDR form; it is
 stored masked (198.51.100.7/24 becomes 198.51.100.0/24).
-`,
-		`portcullis decisions add --ip 203.0.113.7 --duration 4h --reason "credential stuffing"
+`
+	examples := `portcullis decisions add --ip 203.0.113.7 --duration 4h --reason "credential stuffing"
 portcullis decisions add --range 198.51.100.0/24 --duration 24h --type captcha
 portcullis decisions add --brokers kafka-1:9092,kafka-2:9092 --ip 2001:db8::7 --duration 30m
-`)
+`
 	if op == decisionfeed.OpDelete {
-		fs = newFlagSet(name,
-			"portcullis decisions delete --ip IP|--range CIDR",
-			`Publishes a delete decision for the key of IP or CIDR (origin "cli"); every
+		synopsis = "portcullis decisions delete --ip IP|--range CIDR"
+		description = `Publishes a delete decision for the key of IP or CIDR (origin "cli"); every
 bouncer lifts the ban, whatever type it had.
-`,
-			`portcullis decisions delete --ip 203.0.113.7
+`
+		examples = `portcullis decisions delete --ip 203.0.113.7
 portcullis decisions delete --range 198.51.100.0/24
-`)
+`
 	}
+	fs := newFlagSet("decisions "+string(op), synopsis, description, examples)
 	var (
 		common                   cli.Common
 		ipFlag, rangeFlag, topic string

@@ -93,26 +93,38 @@ EXAMPLES
 	fmt.Fprint(w, b.String())
 }
 
+// helpOut receives the manual pages that --help prints.
+var helpOut io.Writer = os.Stdout
+
 // newFlagSet returns a flag set for a subcommand whose --help prints a
-// manual page: name, synopsis, description, options and examples.
+// manual page to stdout: name, synopsis, description, options and examples.
+// Parse errors print nothing; parse returns them.
 func newFlagSet(name, synopsis, description, examples string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "NAME\n    portcullis %s\n\nSYNOPSIS\n    %s\n\nDESCRIPTION\n%s\nOPTIONS\n", name, synopsis, indent(description))
+		fmt.Fprintf(helpOut, "NAME\n    portcullis %s\n\nSYNOPSIS\n    %s\n\nDESCRIPTION\n%s\nOPTIONS\n", name, synopsis, indent(description))
+		fs.SetOutput(helpOut)
 		fs.PrintDefaults()
-		fmt.Fprintf(w, "\nEXAMPLES\n%s", indent(examples))
+		fs.SetOutput(io.Discard)
+		fmt.Fprintf(helpOut, "\nEXAMPLES\n%s", indent(examples))
 	}
 	return fs
 }
 
-// parse parses args into fs; a parse error is a usage error, --help is flag.ErrHelp.
+// parse parses args into fs; a parse error is a usage error, --help prints
+// the manual page and returns flag.ErrHelp.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	manual := fs.Usage
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.Usage = manual
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			manual()
 			return err
 		}
-		return fmt.Errorf("%w: %s: %v", errUsage, fs.Name(), err)
+		return fmt.Errorf("%w: %s: %v (see --help)", errUsage, fs.Name(), err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: %s: unexpected argument %q", errUsage, fs.Name(), fs.Arg(0))
