@@ -62,12 +62,12 @@ type Daemon struct {
 // New loads everything the config names (acquis.yaml, scenarios,
 // profiles), binds syslog listeners and prepares the Kafka clients. It does
 // not contact the brokers; Run does.
-func New(cfg Config, o Options) (d *Daemon, err error) {
+func New(cfg Config, o Options) (_ *Daemon, err error) {
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d = &Daemon{cfg: cfg, log: log, host: cfg.Host, brokers: cfg.Brokers}
+	d := &Daemon{cfg: cfg, log: log, host: cfg.Host, brokers: cfg.Brokers}
 	if len(d.brokers) == 0 {
 		d.brokers = o.Brokers
 	}
@@ -232,10 +232,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 					return ctx.Err()
 				}
 			}
-			if err := src.Run(runCtx, h); err != nil {
-				d.log.Error("source stopped", "source", src.Name(), "err", err)
-				cancel(fmt.Errorf("source %s: %w", src.Name(), err))
+			err := src.Run(runCtx, h)
+			if runCtx.Err() != nil {
+				return
 			}
+			// A source ends by itself only when it cannot go on; the engine
+			// stops with it rather than run blind.
+			if err == nil {
+				err = errors.New("stopped")
+			}
+			d.log.Error("source failed, stopping the engine", "source", src.Name(), "err", err)
+			cancel(fmt.Errorf("source %s: %w", src.Name(), err))
 		}()
 	}
 	go func() {

@@ -399,3 +399,35 @@ func writeOverTime(t *testing.T, path string, lines []string, rotateAt int, rota
 	}
 	flush(pending.String())
 }
+
+// Stopping drains: the lines already read are detected and their decisions
+// published before Run returns.
+func TestStopDrains(t *testing.T) {
+	cfg, brokers := testTopics(t)
+	logs := t.TempDir()
+	access := filepath.Join(logs, "access.log")
+	writeFile(t, access, "")
+	in := startDaemon(t, cfg, fmt.Sprintf("filenames: [%q]\nlabels: {type: nginx}\n", access))
+	now := time.Now().UTC().Format("02/Jan/2006:15:04:05 -0700")
+	var lines strings.Builder
+	const n = 200
+	for i := range n {
+		fmt.Fprintf(&lines, "203.0.113.%d - - [%s] \"GET / HTTP/1.1\" 200 1 \"-\" \"Nikto/2.5.0\"\n", i%250+1, now)
+	}
+	// The follower may not have the file open yet: keep appending until it reads.
+	for in.metric(t, "portcullis_acquire_lines_total") == 0 {
+		appendFile(t, access, lines.String())
+		time.Sleep(20 * time.Millisecond)
+	}
+	in.stop(t)
+	if read := in.metric(t, "portcullis_acquire_lines_total"); read < n {
+		t.Fatalf("read %v lines, want at least one whole append of %d", read, n)
+	}
+	ds := decodeDecisions(t, readTopic(t, brokers, cfg.Topics.Decisions, n, 500*time.Millisecond))
+	if len(ds) != n {
+		t.Fatalf("%d decisions after the stop, want %d (one per address)", len(ds), n)
+	}
+	if p := in.metric(t, "portcullis_engine_published_total"); p != 2*n {
+		t.Fatalf("published %v alerts and decisions, want %d", p, 2*n)
+	}
+}

@@ -1,0 +1,134 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-ips/portcullis/engine/acquire"
+)
+
+func TestParseConfig(t *testing.T) {
+	c, err := ParseConfig("/etc/portcullis/engine.yaml", []byte(`acquis: acquis.yaml
+scenarios: /opt/scenarios
+brokers: [k1:9092, "[::1]:9093"]
+timezone: Europe/Berlin
+topics: {decisions: d, alerts: a}
+rekey: true
+drain_timeout: 3s
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.path(c.Acquis) != "/etc/portcullis/acquis.yaml" || c.path(c.Scenarios) != "/opt/scenarios" || c.Profiles != "" {
+		t.Errorf("paths: %q %q %q", c.path(c.Acquis), c.path(c.Scenarios), c.Profiles)
+	}
+	if c.Topics != (Topics{Decisions: "d", Alerts: "a", Events: DefaultEventsTopic}) {
+		t.Errorf("topics: %+v", c.Topics)
+	}
+	if !c.Rekey || c.RekeyGroup != DefaultDetectGroup || c.EventsPartitions != DefaultEventsPartitions || c.DrainTimeout != 3*time.Second {
+		t.Errorf("config: %+v", c)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{"acquis: a.yaml\nrekeyy: true\n", "e.yaml:2: field rekeyy not found in type daemon.Config"},
+		{"scenarios: s\n", "e.yaml:1: acquis: missing (the acquis.yaml file of sources)"},
+		{"acquis: a.yaml\nbrokers: [kafka-01]\n", `e.yaml:2: brokers: "kafka-01" is not host:port`},
+		{"acquis: a.yaml\ntimezone: Mars/Olympus\n", "e.yaml:2: timezone: unknown time zone Mars/Olympus"},
+		{"acquis: a.yaml\ntopics:\n  alerts: bad topic\n", `e.yaml:3: topics: alerts: "bad topic" is not a Kafka topic name`},
+		{"acquis: a.yaml\nevents_partitions: 0\n", "e.yaml:2: events_partitions: 0 is not between 1 and 1024"},
+		{"acquis: a.yaml\ndrain_timeout: 1h\n", "e.yaml:2: drain_timeout: 1h0m0s is not between 0 and 10m"},
+		{"acquis: a.yaml\nrekey: maybe\n", "e.yaml:2: cannot unmarshal !!str `maybe` into bool"},
+		{"acquis: a.yaml\nhost: two words\n", `e.yaml:2: host: "two words" is not a host name`},
+	} {
+		_, err := ParseConfig("e.yaml", []byte(tc.doc))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%q:\n got %v\nwant %s", tc.doc, err, tc.want)
+		}
+	}
+}
+
+// The example files shipped in config/ load as they are.
+func TestShippedExamples(t *testing.T) {
+	c, err := LoadConfig(filepath.Join("..", "..", "config", "engine.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcs, err := acquire.LoadConfig(c.path(c.Acquis))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, s := range srcs {
+		kinds = append(kinds, s.Kind+":"+s.Type())
+	}
+	if got := strings.Join(kinds, " "); got != "file:nginx file:syslog kafka:nginx syslog:syslog" {
+		t.Fatalf("sources %s", got)
+	}
+	for _, p := range []string{c.path(c.Scenarios), c.path(c.Profiles)} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+}
+
+// A bad acquis.yaml stops the daemon before it starts, naming file and line.
+func TestNewBadAcquis(t *testing.T) {
+	dir := t.TempDir()
+	ap := filepath.Join(dir, "acquis.yaml")
+	if err := os.WriteFile(ap, []byte("filenames: [/var/log/x.log]\nlabels: {type: nginx}\n---\nsource: kafka\ntopic: server-logs\nlabels: {type: nginx}\nbrokers: [k:9092]\ngroup_id: g\npoll: 1s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Acquis = ap
+	_, err := New(cfg, Options{Brokers: []string{"127.0.0.1:1"}})
+	if want := ap + `:9: unknown key "poll"`; err == nil || err.Error() != want {
+		t.Fatalf("error %v, want %s", err, want)
+	}
+	cfg.Acquis = filepath.Join(dir, "missing.yaml")
+	if _, err := New(cfg, Options{Brokers: []string{"127.0.0.1:1"}}); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Fatalf("missing acquis: %v", err)
+	}
+	cfg.Acquis = ap
+	if _, err := New(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "no Kafka brokers") {
+		t.Fatalf("no brokers: %v", err)
+	}
+}
+
+// A source that cannot run (its listener taken away) stops the daemon
+// with an error naming it, after the rest has drained.
+func TestRunStopsOnSourceFailure(t *testing.T) {
+	cfg, _ := testTopics(t)
+	dir := t.TempDir()
+	ap := filepath.Join(dir, "acquis.yaml")
+	if err := os.WriteFile(ap, []byte("source: syslog\nlisten_addr: 127.0.0.1:0\nprotocol: tcp\nlabels: {type: syslog}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Acquis = ap
+	d, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	// Close the listener under the running source: accept fails.
+	src := d.Sources()[0].(*acquire.SyslogSource)
+	time.Sleep(100 * time.Millisecond)
+	src.Close()
+	select {
+	case err := <-done:
+		want := "source syslog:tcp:127.0.0.1:0: stopped"
+		if err == nil || err.Error() != want {
+			t.Fatalf("run: %v, want %s", err, want)
+		}
+	case <-ctx.Done():
+		t.Fatal("daemon kept running")
+	}
+}
