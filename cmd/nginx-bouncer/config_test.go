@@ -106,3 +106,28 @@ func TestParseArgs(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeConfig checks that any file decodes to a configuration or an
+// error naming the file, and never panics.
+func FuzzDecodeConfig(f *testing.F) {
+	for _, s := range []string{
+		"listen: 127.0.0.1:8090\n",
+		"trusted_proxies: [10.0.0.0/8, \"::1\"]\nfail_mode: closed\n",
+		"brokers: [k:9092]\nsweep_interval: 1m\n",
+		"trusted_proxies: {a: b}\n",
+		"---\n---\n",
+		"listen: [\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := DefaultConfig()
+		if err := decodeConfig("f.yaml", data, &c); err != nil {
+			if !strings.HasPrefix(err.Error(), "f.yaml: ") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		_ = c.Validate()
+	})
+}
