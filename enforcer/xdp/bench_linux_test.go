@@ -146,8 +146,10 @@ func memlockMB(b *testing.B, m *ebpf.Map) float64 {
 }
 
 // BenchmarkLoadMillion measures loading 1,000,000 IPv4 bans into empty maps:
-// through Reconcile (the daemon's start-up path, batched), through raw
-// batch updates, and with one update syscall per ban. Run with -benchtime=1x.
+// through Reconcile (the daemon's start-up path, batched) into preallocated
+// and into growing maps, through raw batch updates, and with one update
+// syscall per ban; then a Reconcile that finds everything in place. Run
+// with -benchtime=1x.
 func BenchmarkLoadMillion(b *testing.B) {
 	requireRoot(b)
 	const n = 1_000_000
@@ -162,15 +164,19 @@ func BenchmarkLoadMillion(b *testing.B) {
 	for i := range entries {
 		entries[i] = enforcer.Entry{Prefix: netip.PrefixFrom(benchAddr4(i), 32), Until: until, Reason: "bench", Origin: "test"}
 	}
+	noPrealloc := DefaultConfig()
+	noPrealloc.Prealloc = false
 	loaders := []struct {
 		name string
+		cfg  Config
 		load func(e *Enforcer) error
 	}{
-		{"reconcile", func(e *Enforcer) error { return e.Reconcile(context.Background(), entries) }},
-		{"batch", func(e *Enforcer) error {
+		{"reconcile", DefaultConfig(), func(e *Enforcer) error { return e.Reconcile(context.Background(), entries) }},
+		{"reconcile-noprealloc", noPrealloc, func(e *Enforcer) error { return e.Reconcile(context.Background(), entries) }},
+		{"batch", DefaultConfig(), func(e *Enforcer) error {
 			return update(context.Background(), e.objs.PortcullisIp4, "portcullis_ip4", keys, vals)
 		}},
-		{"single", func(e *Enforcer) error {
+		{"single", DefaultConfig(), func(e *Enforcer) error {
 			for i := range keys {
 				if err := e.objs.PortcullisIp4.Update(&keys[i], &vals[i], ebpf.UpdateAny); err != nil {
 					return err
@@ -183,7 +189,7 @@ func BenchmarkLoadMillion(b *testing.B) {
 		b.Run(l.name, func(b *testing.B) {
 			var total time.Duration
 			for range b.N {
-				e := openUnpinned(b, DefaultConfig())
+				e := openUnpinned(b, l.cfg)
 				runtime.GC()
 				rssBefore := procStatus(b, "VmRSS")
 				start := time.Now()
@@ -198,32 +204,6 @@ func BenchmarkLoadMillion(b *testing.B) {
 			b.ReportMetric(total.Seconds()/float64(b.N), "s/load")
 		})
 	}
-	// The same batched load into a preallocated hash map, the design the
-	// program does not use: it costs its full size in memory from the start.
-	b.Run("batch-prealloc", func(b *testing.B) {
-		spec, err := bpf.LoadXdp()
-		if err != nil {
-			b.Fatal(err)
-		}
-		ms := spec.Maps[bpf.XdpMapPortcullisIp4].Copy()
-		ms.Flags = 0
-		ms.MaxEntries = DefaultConfig().MaxExactV4
-		var total time.Duration
-		for range b.N {
-			m, err := ebpf.NewMap(ms)
-			if err != nil {
-				b.Fatal(err)
-			}
-			start := time.Now()
-			if err := update(context.Background(), m, "prealloc", keys, vals); err != nil {
-				b.Fatal(err)
-			}
-			total += time.Since(start)
-			b.ReportMetric(memlockMB(b, m), "map-memlock-MB")
-			m.Close()
-		}
-		b.ReportMetric(total.Seconds()/float64(b.N), "s/load")
-	})
 	b.Run("reconcile-unchanged", func(b *testing.B) {
 		e := openUnpinned(b, DefaultConfig())
 		if err := e.Reconcile(context.Background(), entries); err != nil {

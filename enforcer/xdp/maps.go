@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -30,22 +31,48 @@ const (
 	expiryTolerance = 10 * time.Millisecond
 )
 
-// tableWrites is what is to be written to one ban map.
+// tableWrites is what is to be written to one ban map, in order: dels
+// first, then keys and vals, where a later element overrides an earlier one
+// of the same key, as the kernel applies a batch.
 type tableWrites[K comparable] struct {
-	adds map[K]bpf.XdpBan
+	keys []K
+	vals []bpf.XdpBan
 	dels []K
+	// delAfter records, for a key deleted after adds were queued, how many
+	// adds preceded the delete; finish drops those earlier adds.
+	delAfter map[K]int
 }
 
 func (t *tableWrites[K]) add(k K, v bpf.XdpBan) {
-	if t.adds == nil {
-		t.adds = make(map[K]bpf.XdpBan)
-	}
-	t.adds[k] = v
+	t.keys = append(t.keys, k)
+	t.vals = append(t.vals, v)
 }
 
 func (t *tableWrites[K]) del(k K) {
-	delete(t.adds, k)
 	t.dels = append(t.dels, k)
+	if len(t.keys) > 0 {
+		if t.delAfter == nil {
+			t.delAfter = make(map[K]int)
+		}
+		t.delAfter[k] = len(t.keys)
+	}
+}
+
+// finish drops the adds that a later delete cancelled.
+func (t *tableWrites[K]) finish() {
+	if t.delAfter == nil {
+		return
+	}
+	n := 0
+	for i, k := range t.keys {
+		if at, ok := t.delAfter[k]; ok && i < at {
+			continue
+		}
+		t.keys[n], t.vals[n] = k, t.vals[i]
+		n++
+	}
+	t.keys, t.vals = t.keys[:n], t.vals[:n]
+	t.delAfter = nil
 }
 
 // writes is what is to be written to the four ban maps.
@@ -56,8 +83,8 @@ type writes struct {
 	net6 tableWrites[bpf.XdpLpmKey6]
 }
 
-// presize sizes the add maps for entries, so that a bulk load does not
-// spend its time growing them. The counts are hints: invalid prefixes are
+// presize reserves room for entries, so that a bulk load does not spend
+// its time growing slices. The counts are hints: invalid prefixes are
 // rejected later.
 func (w *writes) presize(entries []enforcer.Entry) {
 	var ip4, ip6, net4, net6 int
@@ -81,9 +108,15 @@ func (w *writes) presize(entries []enforcer.Entry) {
 }
 
 func presize[K comparable](t *tableWrites[K], n int) {
-	if t.adds == nil && n > 0 {
-		t.adds = make(map[K]bpf.XdpBan, n)
-	}
+	t.keys = slices.Grow(t.keys, n)
+	t.vals = slices.Grow(t.vals, n)
+}
+
+func (w *writes) finish() {
+	w.ip4.finish()
+	w.ip6.finish()
+	w.net4.finish()
+	w.net6.finish()
 }
 
 func (w *writes) add(p netip.Prefix, v bpf.XdpBan) {
@@ -127,7 +160,7 @@ func lpmKey6(p netip.Prefix) bpf.XdpLpmKey6 {
 // a trie is found empty, so a range is never in a trie the program skips.
 func (e *Enforcer) write(ctx context.Context, w *writes) error {
 	m := &e.objs.XdpMaps
-	if err := e.raiseRangeFlags(len(w.net4.adds) > 0, len(w.net6.adds) > 0); err != nil {
+	if err := e.raiseRangeFlags(len(w.net4.keys) > 0, len(w.net6.keys) > 0); err != nil {
 		return err
 	}
 	if err := writeTable(ctx, m.PortcullisIp4, "portcullis_ip4", &w.ip4); err != nil {
@@ -149,13 +182,7 @@ func writeTable[K comparable](ctx context.Context, m *ebpf.Map, name string, t *
 	if err := remove(ctx, m, name, t.dels); err != nil {
 		return err
 	}
-	keys := make([]K, 0, len(t.adds))
-	vals := make([]bpf.XdpBan, 0, len(t.adds))
-	for k, v := range t.adds {
-		keys = append(keys, k)
-		vals = append(vals, v)
-	}
-	return update(ctx, m, name, keys, vals)
+	return update(ctx, m, name, t.keys, t.vals)
 }
 
 // update writes keys and values in batches, one element at a time on
@@ -322,19 +349,19 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	m := &e.objs.XdpMaps
-	if err := e.raiseRangeFlags(len(w.net4.adds) > 0, len(w.net6.adds) > 0); err != nil {
+	if err := e.raiseRangeFlags(len(w.net4.keys) > 0, len(w.net6.keys) > 0); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
-	if err := reconcileTable(ctx, m.PortcullisIp4, "portcullis_ip4", w.ip4.adds); err != nil {
+	if err := reconcileTable(ctx, m.PortcullisIp4, "portcullis_ip4", &w.ip4); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
-	if err := reconcileTable(ctx, m.PortcullisIp6, "portcullis_ip6", w.ip6.adds); err != nil {
+	if err := reconcileTable(ctx, m.PortcullisIp6, "portcullis_ip6", &w.ip6); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
-	if err := reconcileTable(ctx, m.PortcullisNet4, "portcullis_net4", w.net4.adds); err != nil {
+	if err := reconcileTable(ctx, m.PortcullisNet4, "portcullis_net4", &w.net4); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
-	if err := reconcileTable(ctx, m.PortcullisNet6, "portcullis_net6", w.net6.adds); err != nil {
+	if err := reconcileTable(ctx, m.PortcullisNet6, "portcullis_net6", &w.net6); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	if err := e.lowerRangeFlags(); err != nil {
@@ -343,30 +370,41 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 	return nil
 }
 
-func reconcileTable[K comparable](ctx context.Context, m *ebpf.Map, name string, want map[K]bpf.XdpBan) error {
+// reconcileTable makes m hold exactly the adds of t. It reads m once into a
+// Go map and walks the wanted entries against it: what matches is left
+// alone, what differs or is missing is written, and what is left over in the
+// map is deleted. Starting from an empty map, this is one batched load.
+func reconcileTable[K comparable](ctx context.Context, m *ebpf.Map, name string, t *tableWrites[K]) error {
 	cur, err := dump[K](m, name)
 	if err != nil {
 		return err
 	}
-	var dels []K
-	for k := range cur {
-		if _, ok := want[k]; !ok {
-			dels = append(dels, k)
+	if len(cur) == 0 {
+		return update(ctx, m, name, t.keys, t.vals)
+	}
+	n := 0
+	for i, k := range t.keys {
+		c, ok := cur[k]
+		if ok {
+			// Seen: what remains in cur afterwards is unwanted. A later
+			// duplicate of k no longer finds it and is written, so the
+			// last one wins as with Apply.
+			delete(cur, k)
+			if sameBan(c, t.vals[i]) {
+				continue
+			}
 		}
+		t.keys[n], t.vals[n] = k, t.vals[i]
+		n++
+	}
+	dels := make([]K, 0, len(cur))
+	for k := range cur {
+		dels = append(dels, k)
 	}
 	if err := remove(ctx, m, name, dels); err != nil {
 		return err
 	}
-	keys := make([]K, 0, len(want))
-	vals := make([]bpf.XdpBan, 0, len(want))
-	for k, v := range want {
-		if c, ok := cur[k]; ok && sameBan(c, v) {
-			continue
-		}
-		keys = append(keys, k)
-		vals = append(vals, v)
-	}
-	return update(ctx, m, name, keys, vals)
+	return update(ctx, m, name, t.keys[:n], t.vals[:n])
 }
 
 func sameBan(a, b bpf.XdpBan) bool {

@@ -392,13 +392,19 @@ func TestIncompatiblePins(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Close()
-	cfg.MaxExactV4 *= 2
-	e, err = open(cfg, cfg.PinPath)
-	if err == nil {
-		e.Close()
-		t.Fatal("open with a different map size succeeded")
-	}
-	if !errors.Is(err, ebpf.ErrMapIncompatible) || !strings.Contains(err.Error(), "run cleanup") {
-		t.Fatalf("err = %v", err)
+	for name, change := range map[string]func(*Config){
+		"size":     func(c *Config) { c.MaxExactV4 *= 2 },
+		"prealloc": func(c *Config) { c.Prealloc = false },
+	} {
+		c := cfg
+		change(&c)
+		e, err = open(c, c.PinPath)
+		if err == nil {
+			e.Close()
+			t.Fatalf("open with a different %s succeeded", name)
+		}
+		if !errors.Is(err, ebpf.ErrMapIncompatible) || !strings.Contains(err.Error(), "run cleanup") {
+			t.Fatalf("%s: err = %v", name, err)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package xdp
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -36,7 +37,16 @@ func putExpired(t *testing.T, e *Enforcer, p string) {
 }
 
 func TestVerdicts(t *testing.T) {
-	e := openUnpinned(t, testConfig(t))
+	for _, prealloc := range []bool{true, false} {
+		t.Run(fmt.Sprintf("prealloc=%t", prealloc), func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.Prealloc = prealloc
+			testVerdicts(t, openUnpinned(t, cfg))
+		})
+	}
+}
+
+func testVerdicts(t *testing.T, e *Enforcer) {
 	ctx := context.Background()
 	err := e.Apply(ctx, enforcer.Batch{Add: []enforcer.Entry{
 		ban("192.0.2.10/32", time.Hour, "ssh-bf"),
@@ -359,4 +369,41 @@ func assertList(t *testing.T, e *Enforcer, want []string) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("entries = %q, want %q", got, want)
 	}
+}
+
+// TestBatchOrder pins down the order within one batch: deletes first, then
+// adds in order, an expired add acting as a delete at its place.
+func TestBatchOrder(t *testing.T) {
+	e := openUnpinned(t, testConfig(t))
+	ctx := context.Background()
+	p := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+	if err := e.Apply(ctx, enforcer.Batch{
+		Delete: []netip.Prefix{p("192.0.2.1/32"), p("198.51.100.0/24")},
+		Add: []enforcer.Entry{
+			ban("192.0.2.1/32", time.Hour, "deleted-then-added"),
+			ban("192.0.2.2/32", time.Hour, "added-then-expired"),
+			ban("192.0.2.2/32", -time.Second, "added-then-expired"),
+			ban("192.0.2.3/32", -time.Second, "expired-then-added"),
+			ban("192.0.2.3/32", time.Hour, "expired-then-added"),
+			ban("198.51.100.0/24", time.Hour, "first"),
+			ban("198.51.100.0/24", time.Hour, "second"),
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	assertList(t, e, []string{"192.0.2.1/32 deleted-then-added", "192.0.2.3/32 expired-then-added", "198.51.100.0/24 second"})
+
+	// Reconcile with duplicates: the last occurrence wins there too, whether
+	// or not an earlier one matches what the map holds.
+	if err := e.Reconcile(ctx, []enforcer.Entry{
+		ban("192.0.2.1/32", time.Hour, "deleted-then-added"),
+		ban("192.0.2.1/32", time.Hour, "renamed"),
+		ban("192.0.2.3/32", time.Hour, "changed"),
+		ban("192.0.2.3/32", time.Hour, "expired-then-added"),
+		ban("198.51.100.0/24", time.Hour, "second"),
+		ban("198.51.100.0/24", -time.Second, "second"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	assertList(t, e, []string{"192.0.2.1/32 renamed", "192.0.2.3/32 expired-then-added"})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/portcullis-ips/portcullis/bpf"
 	"github.com/portcullis-ips/portcullis/enforcer"
@@ -98,6 +99,9 @@ func open(cfg Config, pinPath string) (*Enforcer, error) {
 	for name, ms := range spec.Maps {
 		if n, ok := sizes[name]; ok {
 			ms.MaxEntries = n
+		}
+		if !cfg.Prealloc && (name == bpf.XdpMapPortcullisIp4 || name == bpf.XdpMapPortcullisIp6) {
+			ms.Flags |= unix.BPF_F_NO_PREALLOC
 		}
 		if pinPath != "" {
 			ms.Pinning = ebpf.PinByName
@@ -211,6 +215,7 @@ func (e *Enforcer) planAdds(entries []enforcer.Entry, clk clock, w *writes) erro
 		}
 		w.add(p, bpf.XdpBan{Expires: clk.toBoot(en.Until), Reason: lastID})
 	}
+	w.finish()
 	return nil
 }
 
