@@ -94,7 +94,7 @@ type instance struct {
 
 // startDaemon writes acquis (an acquis.yaml) next to an engine.yaml built
 // from cfg and runs the daemon until the test ends.
-func startDaemon(t *testing.T, cfg Config, acquis string) *instance {
+func startDaemon(t testing.TB, cfg Config, acquis string) *instance {
 	t.Helper()
 	dir := t.TempDir()
 	ap := filepath.Join(dir, "acquis.yaml")
@@ -118,7 +118,7 @@ func startDaemon(t *testing.T, cfg Config, acquis string) *instance {
 }
 
 // stop cancels the daemon and waits for it to drain and return.
-func (in *instance) stop(t *testing.T) {
+func (in *instance) stop(t testing.TB) {
 	t.Helper()
 	in.cancel()
 	if in.done == nil {
@@ -136,7 +136,7 @@ func (in *instance) stop(t *testing.T) {
 }
 
 // metric returns the sum of a metric family's samples.
-func (in *instance) metric(t *testing.T, name string) float64 {
+func (in *instance) metric(t testing.TB, name string) float64 {
 	t.Helper()
 	mfs, err := in.reg.Gather()
 	if err != nil {
@@ -353,14 +353,14 @@ labels: {type: syslog}
 	}
 }
 
-func writeFile(t *testing.T, path, s string) {
+func writeFile(t testing.TB, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func appendFile(t *testing.T, path, s string) {
+func appendFile(t testing.TB, path, s string) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
