@@ -6,9 +6,12 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"crypto/tls"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 const nginxLine = `203.0.113.7 - - [25/Nov/2026:10:00:05 +0000] "GET /wp-login.php HTTP/1.1" 200 512 "-" "curl/8.0"`
@@ -208,7 +212,7 @@ func waitCounter(t *testing.T, c prometheus.Collector, want float64) {
 
 func TestKafkaDialerOptions(t *testing.T) {
 	dir := t.TempDir()
-	caPEM, certPEM, keyPEM := selfSigned(t)
+	caPEM, _, certPEM, keyPEM := testPKI(t)
 	write := func(name string, b []byte) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, b, 0o600); err != nil {
@@ -241,22 +245,109 @@ func TestKafkaDialerOptions(t *testing.T) {
 	}
 }
 
-func selfSigned(t *testing.T) (ca, cert, key []byte) {
+// testPKI makes a CA and a certificate it signs for 127.0.0.1.
+func testPKI(t *testing.T) (caPEM []byte, caCert *x509.Certificate, leafPEM, leafKeyPEM []byte) {
 	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	caKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "portcullis-test"},
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "portcullis-test-ca"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	kp := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
-	return c, c, kp
+	if caCert, err = x509.ParseCertificate(caDER); err != nil {
+		t.Fatal(err)
+	}
+	leafKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, caCert, &leafKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	leafPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER})
+	leafKeyPEM = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(leafKey)})
+	return caPEM, caCert, leafPEM, leafKeyPEM
+}
+
+// The source reaches a broker that wants TLS and SASL, with each mechanism.
+func TestKafkaSourceTLSSASL(t *testing.T) {
+	caPEM, _, leafPEM, leafKey := testPKI(t)
+	serverCert, err := tls.X509KeyPair(leafPEM, leafKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cluster, err := kfake.NewCluster(
+		kfake.Ports(0),
+		kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert}, MinVersion: tls.VersionTLS12}),
+		kfake.EnableSASL(),
+		kfake.Superuser("PLAIN", "plain-user", "plain-pass"),
+		kfake.Superuser("SCRAM-SHA-256", "scram256", "pass256"),
+		kfake.Superuser("SCRAM-SHA-512", "scram512", "pass512"),
+		kfake.SeedTopics(1, "logs"),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	tlsCfg := &TLSConfig{CACert: caFile}
+	for i, sc := range []*SASLConfig{
+		{Mechanism: SASLPlain, Username: "plain-user", Password: "plain-pass"},
+		{Mechanism: SASLSCRAMSHA256, Username: "scram256", Password: "pass256"},
+		{Mechanism: SASLSCRAMSHA512, Username: "scram512", Password: "pass512"},
+	} {
+		t.Run(sc.Mechanism, func(t *testing.T) {
+			d, err := NewKafkaDialer(tlsCfg, sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: "logs", BatchTimeout: time.Millisecond,
+				Transport: &kafka.Transport{TLS: d.TLS, SASL: d.SASLMechanism}}
+			text := fmt.Sprintf("line %d over %s", i, sc.Mechanism)
+			if err := w.WriteMessages(ctx, kafka.Message{Value: []byte(text)}); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			s, err := NewKafkaSource(SourceConfig{Kind: KindKafka, Topic: "logs", Brokers: brokers, GroupID: "g-" + sc.Mechanism,
+				FromBeginning: true, TLS: tlsCfg, SASL: sc, Labels: map[string]string{"type": "nginx"}}, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := make(collector, 16)
+			runCtx, stop := context.WithCancel(ctx)
+			errc := make(chan error, 1)
+			go func() { errc <- s.Run(runCtx, c.handle) }()
+			var want []string
+			for j := 0; j <= i; j++ {
+				want = append(want, fmt.Sprintf("line %d over %s", j, []string{SASLPlain, SASLSCRAMSHA256, SASLSCRAMSHA512}[j]))
+			}
+			c.expect(t, want...)
+			stop()
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }
