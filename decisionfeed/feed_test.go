@@ -6,12 +6,15 @@ import (
 	"net/netip"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // recorder is a Handler that keeps the live set it is told about.
@@ -205,5 +208,59 @@ func TestNoGoroutineLeft(t *testing.T) {
 			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestCollector(t *testing.T) {
+	brokers := feedtest.Brokers(t)
+	topic := feedtest.Topic(t, 1)
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	ctx := context.Background()
+	for i := range 3 {
+		if err := pub.Publish(ctx, decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(i), time.Hour, "test", time.Now())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(sub); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- sub.Run(sctx, rec) }()
+	defer func() { cancel(); <-done }()
+	<-rec.ready
+	want := `
+# HELP portcullis_feed_invalid_total Messages of the decisions topic that failed validation and went to the dead-letter topic.
+# TYPE portcullis_feed_invalid_total counter
+portcullis_feed_invalid_total 0
+# HELP portcullis_feed_lag Messages on the decisions topic not yet handed to the enforcer (sum over partitions).
+# TYPE portcullis_feed_lag gauge
+portcullis_feed_lag 0
+# HELP portcullis_feed_live Keys whose latest decision is an add.
+# TYPE portcullis_feed_live gauge
+portcullis_feed_live 3
+# HELP portcullis_feed_messages_total Messages read from the decisions topic, valid or not.
+# TYPE portcullis_feed_messages_total counter
+portcullis_feed_messages_total 3
+# HELP portcullis_feed_ready 1 once the live set was rebuilt and handed to the enforcer.
+# TYPE portcullis_feed_ready gauge
+portcullis_feed_ready 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"portcullis_feed_invalid_total", "portcullis_feed_lag", "portcullis_feed_live", "portcullis_feed_messages_total", "portcullis_feed_ready"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 7 {
+		t.Fatalf("%d metrics, want 7: %v", n, err)
 	}
 }

@@ -705,6 +705,7 @@ func (s *Subscriber) stream(ctx context.Context, h Handler, next []int64) {
 // follow fetches partition p from off forever and sends what it reads to ch.
 func (s *Subscriber) follow(ctx context.Context, p int, off int64, ch chan<- chunk) {
 	dc := newDecoder(s.cfg.Limits)
+	bad := 0 // responses in a row whose records could not be read
 	for ctx.Err() == nil {
 		res, err := s.fetch(ctx, p, off)
 		if errors.Is(err, kafka.OffsetOutOfRange) {
@@ -719,12 +720,16 @@ func (s *Subscriber) follow(ctx context.Context, p int, off int64, ch chan<- chu
 		s.setHWM(p, res.HighWatermark)
 		if err != nil {
 			s.fetchErrors.Add(1)
-			s.log.Warn("reading fetched records failed, fetching again", "partition", p, "offset", off, "err", err)
-			if !s.sleep(ctx, 0) {
+			if bad == 0 {
+				s.log.Warn("reading fetched records failed, fetching again", "partition", p, "offset", off, "err", err)
+			}
+			if !s.sleep(ctx, bad) {
 				return
 			}
+			bad++
 			continue
 		}
+		bad = 0
 		if newOff == off {
 			if res.HighWatermark > off {
 				newOff = off + 1
