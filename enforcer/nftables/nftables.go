@@ -305,6 +305,11 @@ type chainSpec struct {
 	reject   bool
 }
 
+// inetIngress is the ingress hook of an inet table (NF_INET_INGRESS, 5, in
+// linux/netfilter.h; x/sys/unix lacks it). nft.ChainHookIngress is the
+// netdev family's number (0), which in an inet table means prerouting.
+var inetIngress = nft.ChainHookRef(5)
+
 func (e *Enforcer) chainSpecs() []chainSpec {
 	reject := e.cfg.DenyAction == "reject"
 	specs := []chainSpec{{name: "input", hook: nft.ChainHookInput, priority: e.cfg.Priority, reject: reject}}
@@ -312,7 +317,7 @@ func (e *Enforcer) chainSpecs() []chainSpec {
 		specs = append(specs, chainSpec{name: "forward", hook: nft.ChainHookForward, priority: e.cfg.Priority, reject: reject})
 	}
 	for _, dev := range e.cfg.Ingress {
-		specs = append(specs, chainSpec{name: "ingress-" + dev, hook: nft.ChainHookIngress, priority: e.cfg.IngressPriority, device: dev})
+		specs = append(specs, chainSpec{name: "ingress-" + dev, hook: inetIngress, priority: e.cfg.IngressPriority, device: dev})
 	}
 	return specs
 }
