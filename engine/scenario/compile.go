@@ -113,7 +113,7 @@ func compile(n *node, lits *literals) pred {
 			return true
 		}
 	case opOr:
-		kids := compileAll(n.kids, lits)
+		kids := compileOr(n.kids, lits)
 		if len(kids) == 2 {
 			a, b := kids[0], kids[1]
 			return func(st *evalState) bool { return a(st) || b(st) }
@@ -175,6 +175,30 @@ func compile(n *node, lits *literals) pred {
 		b, _ := out.(bool)
 		return b
 	}
+}
+
+// compileOr compiles the alternatives of an ||, folding every `contains`
+// on one automaton into a single mask test.
+func compileOr(ns []*node, lits *literals) []pred {
+	var out []pred
+	masks := map[int]uint64{}
+	var order []int
+	for _, n := range ns {
+		if n.op != opContains || n.str == "" {
+			out = append(out, compile(n, lits))
+			continue
+		}
+		m, bit := lits.add(n.field, n.fold, n.str)
+		if _, ok := masks[m]; !ok {
+			order = append(order, m)
+		}
+		masks[m] |= bit
+	}
+	for _, m := range order {
+		m, mask := m, masks[m]
+		out = append(out, func(st *evalState) bool { return st.found(m)&mask != 0 })
+	}
+	return out
 }
 
 func compileAll(ns []*node, lits *literals) []pred {
