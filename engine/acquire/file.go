@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -95,6 +96,7 @@ type follower struct {
 	batch   []Line
 	files   map[fileKey]*tailed
 	watched map[string]bool
+	failed  map[string]bool // paths that could not be opened, reported once
 	w       *fsnotify.Watcher
 }
 
@@ -106,6 +108,7 @@ func (s *FileSource) Run(ctx context.Context, h Handler) error {
 		batch:   make([]Line, 0, fileBatch),
 		files:   make(map[fileKey]*tailed),
 		watched: make(map[string]bool),
+		failed:  make(map[string]bool),
 	}
 	defer fl.closeAll()
 	interval := FileRescanInterval
@@ -208,9 +211,7 @@ func (fl *follower) watch() {
 	}
 }
 
-func hasMeta(p string) bool {
-	return bytes.ContainsAny([]byte(p), `*?[\`)
-}
+func hasMeta(p string) bool { return strings.ContainsAny(p, `*?[\`) }
 
 // scan matches the patterns, starts following new files, notices rotated and
 // truncated ones, reads everything that grew and closes retired files that
@@ -239,29 +240,34 @@ func (fl *follower) scan(ctx context.Context, initial bool) error {
 			continue
 		}
 		if err := fl.open(path, key, initial && !fl.s.cfg.FromBeginning, now); err != nil {
-			fl.s.log.Warn("open", "path", path, "err", err)
+			if !fl.failed[path] { // once, not at every rescan
+				fl.s.log.Warn("cannot follow file", "path", path, "err", err)
+				fl.failed[path] = true
+			}
+			continue
 		}
+		delete(fl.failed, path)
 	}
 	// Read rotated-away files first: their lines are older than the new file's.
-	keys := make([]*tailed, 0, len(fl.files))
+	order := make([]*tailed, 0, len(fl.files))
 	for key, t := range fl.files {
 		if !current[key] && t.retired.IsZero() {
 			t.retired = now
 			fl.s.met.rotated(fl.s.name, "rename")
 			fl.s.log.Info("file rotated away, draining", "path", t.path)
 		}
-		keys = append(keys, t)
+		order = append(order, t)
 	}
-	slices.SortFunc(keys, func(a, b *tailed) int {
+	slices.SortFunc(order, func(a, b *tailed) int {
 		if a.retired.IsZero() != b.retired.IsZero() {
 			if a.retired.IsZero() {
 				return 1
 			}
 			return -1
 		}
-		return cmpString(a.path, b.path)
+		return strings.Compare(a.path, b.path)
 	})
-	for _, t := range keys {
+	for _, t := range order {
 		if err := fl.read(ctx, t); err != nil {
 			return err
 		}
@@ -274,19 +280,9 @@ func (fl *follower) scan(ctx context.Context, initial bool) error {
 	return fl.flush(ctx)
 }
 
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 func keyOf(fi os.FileInfo) fileKey {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return fileKey{dev: uint64(st.Dev), ino: st.Ino} //nolint:unconvert // Dev is int32 on some systems
+		return fileKey{dev: uint64(st.Dev), ino: st.Ino}
 	}
 	return fileKey{}
 }
