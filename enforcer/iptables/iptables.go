@@ -278,7 +278,9 @@ func (e *Enforcer) installChains() error {
 			}
 			switch {
 			case want && !exists:
-				return fmt.Errorf("ip%stables hook chain %s does not exist", v6tag(f.v), hook)
+				// Only DOCKER-USER can be missing: docker is not running, or
+				// runs without IPv6. A restart after docker adds the jump.
+				continue
 			case want:
 				if err := f.ipt.InsertUnique("filter", hook, 1, "-j", chain); err != nil {
 					return fmt.Errorf("ip%stables insert jump in %s: %w", v6tag(f.v), hook, err)
@@ -690,6 +692,14 @@ func Cleanup(cfg Config) error {
 }
 
 func removeChain(ipt *goipt.IPTables, chain string) error {
+	exists, err := ipt.ChainExists("filter", chain)
+	if err != nil {
+		return fmt.Errorf("look up chain %s: %w", chain, err)
+	}
+	if !exists {
+		// iptables refuses a jump to a missing chain, so none can remain.
+		return nil
+	}
 	for _, hook := range knownHooks {
 		exists, err := ipt.ChainExists("filter", hook)
 		if err != nil {
@@ -712,14 +722,8 @@ func removeChain(ipt *goipt.IPTables, chain string) error {
 			}
 		}
 	}
-	exists, err := ipt.ChainExists("filter", chain)
-	if err != nil {
-		return fmt.Errorf("look up chain %s: %w", chain, err)
-	}
-	if exists {
-		if err := ipt.ClearAndDeleteChain("filter", chain); err != nil {
-			return fmt.Errorf("delete chain %s: %w", chain, err)
-		}
+	if err := ipt.ClearAndDeleteChain("filter", chain); err != nil {
+		return fmt.Errorf("delete chain %s: %w", chain, err)
 	}
 	return nil
 }
