@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
 	"github.com/portcullis-ips/portcullis/engine"
+	"github.com/portcullis-ips/portcullis/engine/acquire"
 	"github.com/portcullis-ips/portcullis/engine/parse"
 	"github.com/portcullis-ips/portcullis/engine/profile"
 	"github.com/portcullis-ips/portcullis/engine/scenario"
@@ -429,5 +431,44 @@ func TestStopDrains(t *testing.T) {
 	}
 	if p := in.metric(t, "portcullis_engine_published_total"); p != 2*n {
 		t.Fatalf("published %v alerts and decisions, want %d", p, 2*n)
+	}
+}
+
+// auth.log lines sent over syslog TCP (RFC 3164 and RFC 5424) find what
+// replaying the file finds.
+func TestSyslogMatchesReplay(t *testing.T) {
+	c := genCorpus(time.Now().UTC().Truncate(time.Second).Add(-10 * time.Minute))
+	want := replay(t, map[string][]string{"syslog": c.auth})
+	cfg, brokers := testTopics(t)
+	in := startDaemon(t, cfg, "source: syslog\nlisten_addr: 127.0.0.1:0\nprotocol: tcp\nlabels: {type: syslog}\n")
+	addr := in.d.Sources()[0].(*acquire.SyslogSource).Addr().String()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for i, l := range c.auth {
+		msg := "<38>" + l
+		if i%2 == 1 {
+			// The same line as RFC 5424: "Nov 25 10:00:05 bastion sshd[7]: text".
+			f := strings.SplitN(l, " ", 6)
+			if len(f) == 6 && strings.HasPrefix(f[4], "sshd[") {
+				ts, err := time.Parse(time.Stamp, strings.Join(f[:3], " "))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ts = ts.AddDate(time.Now().UTC().Year(), 0, 0)
+				pid := strings.TrimSuffix(strings.TrimPrefix(f[4], "sshd["), "]:")
+				msg = fmt.Sprintf("<38>1 %s %s sshd %s - - %s", ts.Format(time.RFC3339), f[3], pid, f[5])
+			}
+		}
+		if _, err := fmt.Fprintf(conn, "%d %s", len(msg), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitMetric(t, []*instance{in}, "portcullis_acquire_lines_total", float64(len(c.auth)), 10*time.Second)
+	got := decodeAlerts(t, readTopic(t, brokers, cfg.Topics.Alerts, len(want.alerts), time.Second))
+	if g, w := alertsText(sortAlerts(got)), alertsText(sortAlerts(want.alerts)); g != w {
+		t.Fatalf("syslog alerts\n%s\nreplay alerts\n%s", g, w)
 	}
 }
