@@ -35,8 +35,18 @@ func benchConfig(t testing.TB) Config {
 	return cfg
 }
 
-// fill bans n addresses of each family and, when ranges > 0, that many /24
-// (IPv4, in 100.0.0.0/8) and /48 (IPv6, in 2001:db9::/32) ranges.
+// benchRange4 and benchRange6 return the i-th banned range of a family:
+// every other /24 in 100.0.0.0/7 and every other /64 in 2001:db9::/32, so
+// that the gaps between them give misses that walk deep into the trie.
+func benchRange4(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(100 + i>>15), byte(i >> 7), byte(i&127) * 2, 0}), 24)
+}
+
+func benchRange6(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb9, 0, byte(i >> 15), byte(i >> 14 & 1), byte(i) * 2}), 64)
+}
+
+// fill bans n addresses of each family and that many ranges of each family.
 func fill(b *testing.B, e *Enforcer, n, ranges int) {
 	b.Helper()
 	until := time.Now().Add(time.Hour)
@@ -48,8 +58,8 @@ func fill(b *testing.B, e *Enforcer, n, ranges int) {
 	}
 	for i := range ranges {
 		entries = append(entries,
-			enforcer.Entry{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i>>8), byte(i), 0}), 24), Until: until, Reason: "bench", Origin: "test"},
-			enforcer.Entry{Prefix: netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb9, byte(i >> 8), byte(i)}), 48), Until: until, Reason: "bench", Origin: "test"})
+			enforcer.Entry{Prefix: benchRange4(i), Until: until, Reason: "bench", Origin: "test"},
+			enforcer.Entry{Prefix: benchRange6(i), Until: until, Reason: "bench", Origin: "test"})
 	}
 	if err := e.Reconcile(context.Background(), entries); err != nil {
 		b.Fatal(err)
@@ -93,15 +103,24 @@ func BenchmarkProgram(b *testing.B) {
 		b.Run(fmt.Sprintf("exact=1000000/ranges=%d", r), func(b *testing.B) {
 			e := openUnpinned(b, benchConfig(b))
 			fill(b, e, 1_000_000, r)
-			hit4 := frame{src: netip.AddrFrom4([4]byte{100, byte(64 + (r/2)>>8), byte(r / 2), 9})}.bytes()
-			miss4 := frame{src: netip.MustParseAddr("192.0.2.1")}.bytes()
-			hit6 := frame{src: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb9, byte((r / 2) >> 8), byte(r / 2), 0, 0, 0, 0, 0, 0, 0, 0, 0, 9})}.bytes()
-			miss6 := frame{src: netip.MustParseAddr("2001:db8:ffff::1")}.bytes()
+			// An address inside the middle range, and one in the gap just
+			// after it, which shares all but the last prefix bit.
+			in4, in6 := benchRange4(r/2).Addr().As4(), benchRange6(r/2).Addr().As16()
+			in4[3], in6[15] = 9, 9
+			near4, near6 := in4, in6
+			near4[2]++
+			near6[7]++
 			b.Run("v4/exact-hit", func(b *testing.B) { benchPacket(b, e, frame{src: benchAddr4(7)}.bytes(), xdpDrop) })
-			b.Run("v4/range-hit", func(b *testing.B) { benchPacket(b, e, hit4, xdpDrop) })
-			b.Run("v4/miss", func(b *testing.B) { benchPacket(b, e, miss4, xdpPass) })
-			b.Run("v6/range-hit", func(b *testing.B) { benchPacket(b, e, hit6, xdpDrop) })
-			b.Run("v6/miss", func(b *testing.B) { benchPacket(b, e, miss6, xdpPass) })
+			b.Run("v4/range-hit", func(b *testing.B) { benchPacket(b, e, frame{src: netip.AddrFrom4(in4)}.bytes(), xdpDrop) })
+			b.Run("v4/range-near-miss", func(b *testing.B) { benchPacket(b, e, frame{src: netip.AddrFrom4(near4)}.bytes(), xdpPass) })
+			b.Run("v4/miss", func(b *testing.B) {
+				benchPacket(b, e, frame{src: netip.MustParseAddr("192.0.2.1")}.bytes(), xdpPass)
+			})
+			b.Run("v6/range-hit", func(b *testing.B) { benchPacket(b, e, frame{src: netip.AddrFrom16(in6)}.bytes(), xdpDrop) })
+			b.Run("v6/range-near-miss", func(b *testing.B) { benchPacket(b, e, frame{src: netip.AddrFrom16(near6)}.bytes(), xdpPass) })
+			b.Run("v6/miss", func(b *testing.B) {
+				benchPacket(b, e, frame{src: netip.MustParseAddr("2001:db8:ffff::1")}.bytes(), xdpPass)
+			})
 		})
 	}
 	b.Run("parse-only/arp", func(b *testing.B) {
