@@ -153,9 +153,15 @@ var distinctSeed = maphash.MakeSeed()
 
 func (r *runner) pour(ev *event.Event, now int64, o *Overflow) outcome {
 	sc := r.sc
-	k := key{addr: ev.Source}
+	var k key
 	if sc.groupBy != nil {
-		k = key{s: sc.groupBy(ev)}
+		// An empty group value would collide with address keys: give it
+		// a name of its own.
+		if k.s = sc.groupBy(ev); k.s == "" {
+			k.s = "\x00empty"
+		}
+	} else {
+		k.ip = ev.Source.As16()
 	}
 	st := r.store
 	// Collect drained buckets so memory tracks live groups, not history.
@@ -169,7 +175,7 @@ func (r *runner) pour(ev *event.Event, now int64, o *Overflow) outcome {
 		return silenced
 	}
 	if sc.Type == Trigger {
-		*o = Overflow{Scenario: sc, Source: ev.Source, Group: k.s, Events: 1, First: ev.Time, Last: ev.Time}
+		*o = Overflow{Scenario: sc, Source: ev.Source, Group: sc.group(k.s), Events: 1, First: ev.Time, Last: ev.Time}
 		b.blackhole = now + int64(sc.Blackhole)
 		b.last = now
 		b.tat = now
@@ -198,10 +204,18 @@ func (r *runner) pour(ev *event.Event, now int64, o *Overflow) outcome {
 	if b.tat-now <= int64(sc.Capacity)*leak {
 		return poured
 	}
-	*o = Overflow{Scenario: sc, Source: ev.Source, Group: k.s, Events: int(b.count),
+	*o = Overflow{Scenario: sc, Source: ev.Source, Group: sc.group(k.s), Events: int(b.count),
 		First: time.Unix(0, b.first).UTC(), Last: ev.Time}
 	b.tat, b.count = now, 0
 	b.resetDistinct()
 	b.blackhole = now + int64(sc.Blackhole)
 	return overflowed
+}
+
+// group returns the groupby value reported in an overflow.
+func (s *Scenario) group(k string) string {
+	if k == "\x00empty" {
+		return ""
+	}
+	return k
 }

@@ -1,14 +1,15 @@
 package scenario
 
 import (
-	"net/netip"
+	"strings"
 	"time"
 )
 
-// key names a bucket: the source address, or the groupby value.
+// key names a bucket: the source address (16 bytes, IPv4 mapped), or the
+// groupby value.
 type key struct {
-	addr netip.Addr
-	s    string
+	ip [16]byte
+	s  string
 }
 
 // bucket is one group's state. Times are Unix nanoseconds of event time.
@@ -54,7 +55,8 @@ func (b *bucket) remember(h uint64) {
 // intrusive LRU list, so its size is bounded and drained buckets are
 // reclaimed in O(1) per event.
 type store struct {
-	idx     map[key]int32
+	byIP    map[[16]byte]int32 // buckets grouped by address: the fast, common case
+	byStr   map[string]int32   // buckets grouped by a groupby value
 	slab    []bucket
 	free    []int32
 	head    int32 // most recently updated, -1 if empty
@@ -64,18 +66,28 @@ type store struct {
 }
 
 func newStore(max int) *store {
-	return &store{idx: map[key]int32{}, head: -1, tail: -1, max: max}
+	return &store{byIP: map[[16]byte]int32{}, byStr: map[string]int32{}, head: -1, tail: -1, max: max}
 }
 
-func (s *store) len() int { return len(s.idx) }
+func (s *store) len() int { return len(s.byIP) + len(s.byStr) }
+
+// lookup finds the bucket of k.
+func (s *store) lookup(k *key) (int32, bool) {
+	if k.s == "" {
+		i, ok := s.byIP[k.ip]
+		return i, ok
+	}
+	i, ok := s.byStr[k.s]
+	return i, ok
+}
 
 // get returns the bucket for k, creating it (and evicting the least
 // recently updated bucket if the store is full).
 func (s *store) get(k key, now int64) (*bucket, int32) {
-	if i, ok := s.idx[k]; ok {
+	if i, ok := s.lookup(&k); ok {
 		return &s.slab[i], i
 	}
-	if len(s.idx) >= s.max {
+	if s.len() >= s.max {
 		s.evicted++
 		s.remove(s.tail)
 	}
@@ -97,7 +109,13 @@ func (s *store) get(k key, now int64) (*bucket, int32) {
 	if s.tail < 0 {
 		s.tail = i
 	}
-	s.idx[k] = i
+	if k.s == "" {
+		s.byIP[k.ip] = i
+	} else {
+		k.s = strings.Clone(k.s) // the value usually points into a read buffer
+		b.k = k
+		s.byStr[k.s] = i
+	}
 	return b, i
 }
 
@@ -136,7 +154,11 @@ func (s *store) remove(i int32) {
 	} else {
 		s.tail = b.prev
 	}
-	delete(s.idx, b.k)
+	if b.k.s == "" {
+		delete(s.byIP, b.k.ip)
+	} else {
+		delete(s.byStr, b.k.s)
+	}
 	b.k = key{}
 	b.resetDistinct()
 	s.free = append(s.free, i)
