@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -192,6 +195,7 @@ topic: %s
 group: portcullis-fw-bouncer-e2e
 whitelist: [%s]
 coalesce: %s
+metrics_listen: 127.0.0.1:9101
 %s`, m.name, strings.Join(e.brokers, ", "), e.topic, top.Bystander6, coalesce, m.section(e))
 	e.cfgPath = filepath.Join(t.TempDir(), "fw-bouncer.yaml")
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
@@ -237,6 +241,51 @@ func (e *env) cli(args ...string) string {
 		e.t.Fatalf("portcullis %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// metrics scrapes fw-bouncer's Prometheus endpoint on the victim's own
+// loopback and returns the samples, one "name{labels} value" a line.
+func (e *env) metrics() string {
+	e.t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: e.top.Victim.DialContext}}
+	resp, err := c.Get("http://127.0.0.1:9101/metrics")
+	if err != nil {
+		e.t.Fatalf("scrape fw-bouncer: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatalf("scrape fw-bouncer: %v", err)
+	}
+	return string(b)
+}
+
+// metricValue returns the value of the sample with exactly this name and
+// labels, and whether there is one.
+func metricValue(metrics, series string) (float64, bool) {
+	for _, l := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+// metricSum adds up every series of a metric.
+func metricSum(metrics, name string) float64 {
+	var sum float64
+	for _, l := range strings.Split(metrics, "\n") {
+		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
+			continue
+		}
+		if i := strings.LastIndexByte(l, ' '); i > 0 {
+			if f, err := strconv.ParseFloat(l[i+1:], 64); err == nil {
+				sum += f
+			}
+		}
+	}
+	return sum
 }
 
 // bouncer is a running fw-bouncer process inside the victim namespace.

@@ -57,6 +57,23 @@ func testMode(t *testing.T, m modeSpec) {
 		e.requireAll(e.attacker(1, 6), true)
 		e.requireAll(e.bystander(4), true)
 		e.requireAll(e.bystander(6), true)
+
+		// The metrics show the bans and the packets the probes lost.
+		mt := e.metrics()
+		for series, want := range map[string]float64{
+			`portcullis_fw_bouncer_active_bans{origin="e2e",scenario="e2e/test"}`: 2,
+			`portcullis_fw_bouncer_applied_total{op="add"}`:                       2,
+			`portcullis_feed_ready`:                                               1,
+		} {
+			if got, ok := metricValue(mt, series); !ok || got != want {
+				t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
+			}
+		}
+		// XDP counts per reason; the netfilter sets count per set, so
+		// only the sum over reasons is common to every backend.
+		if got := metricSum(mt, "portcullis_fw_bouncer_dropped_packets_total"); got < 6 {
+			t.Errorf("dropped_packets_total summed over reasons = %v, want at least the 6 probes", got)
+		}
 	})
 
 	step("delete unblocks within a second", func(t *testing.T) {
