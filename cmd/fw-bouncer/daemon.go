@@ -76,9 +76,12 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	log.Info("fw-bouncer started", "mode", cfg.Mode, "dry_run", cfg.DryRun, "brokers", cfg.Brokers,
 		"topic", cfg.Topic, "group", cfg.Group, "whitelist", len(rcfg.Whitelist))
 
+	// The runner stops when the feed does, whatever the reason.
+	rctx, stopRunner := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
-	go func() { runDone <- r.Run(ctx) }()
+	go func() { runDone <- r.Run(rctx) }()
 	ferr := sub.Run(ctx, &feedHandler{r: r, log: log})
+	stopRunner()
 	rerr := <-runDone
 	msg := "fw-bouncer stopped; bans stay in force in the kernel"
 	if cfg.DryRun {
