@@ -158,6 +158,7 @@ func TestSnapshotEqualsLiveSet(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(exp) {
 			t.Fatalf("run %d: snapshot has %d keys, want %d\ngot  %v\nwant %v", run, len(got), len(exp), got, exp)
 		}
+		waitFor(t, 10*time.Second, "ready", func() bool { return sub.Stats().Ready })
 		if st := sub.Stats(); st.Live != len(want) || !st.Ready || st.Messages != uint64(len(all)) || st.Invalid != 0 {
 			t.Fatalf("run %d: stats %+v, want live %d messages %d", run, st, len(want), len(all))
 		}
@@ -239,6 +240,7 @@ func TestCollector(t *testing.T) {
 	go func() { done <- sub.Run(sctx, rec) }()
 	defer func() { cancel(); <-done }()
 	<-rec.ready
+	waitFor(t, 10*time.Second, "ready", func() bool { return sub.Stats().Ready })
 	want := `
 # HELP portcullis_feed_invalid_total Messages of the decisions topic that failed validation and went to the dead-letter topic.
 # TYPE portcullis_feed_invalid_total counter

@@ -382,6 +382,8 @@ func TestLagAndCommits(t *testing.T) {
 	}
 	stop := run(t, sub, h)
 	waitReady(t, h.recorder)
+	// Ready turns true once Snapshot has returned, a moment after it was called.
+	waitFor(t, 10*time.Second, "ready", func() bool { return sub.Stats().Ready })
 	if st := sub.Stats(); st.Lag != 0 || st.Live != 30 || !st.Ready || st.Partitions != 3 {
 		t.Fatalf("stats after the snapshot %+v", st)
 	}
