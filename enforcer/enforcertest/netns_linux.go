@@ -2,14 +2,18 @@ package enforcertest
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/portcullis-ips/portcullis/enforcer"
 )
 
 // RequireRoot skips the test unless it runs as root, and fails it instead
@@ -199,4 +203,38 @@ func RunInput(t testing.TB, ns, stdin, name string, args ...string) string {
 		t.Fatalf("%s %s in netns %s: %v\n%s", name, strings.Join(args, " "), ns, err, out)
 	}
 	return string(out)
+}
+
+// KernelMemory returns the kernel's slab plus vmalloc use in bytes, from
+// /proc/meminfo: where set elements live. Benchmarks report its growth
+// over a load; other activity on the machine adds noise.
+func KernelMemory(t testing.TB) int64 {
+	t.Helper()
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatalf("read /proc/meminfo: %v", err)
+	}
+	var total int64
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && (f[0] == "Slab:" || f[0] == "VmallocUsed:") {
+			var kb int64
+			if _, err := fmt.Sscan(f[1], &kb); err != nil {
+				t.Fatalf("/proc/meminfo %s: %v", f[0], err)
+			}
+			total += kb << 10
+		}
+	}
+	return total
+}
+
+// Bans returns n distinct IPv4 /32 entries expiring at until, for load
+// benchmarks.
+func Bans(n int, until time.Time) []enforcer.Entry {
+	out := make([]enforcer.Entry, n)
+	for i := range out {
+		a := netip.AddrFrom4([4]byte{byte(10 + i>>24), byte(i >> 16), byte(i >> 8), byte(i)})
+		out[i] = enforcer.Entry{Prefix: netip.PrefixFrom(a, 32), Until: until, Reason: "bench"}
+	}
+	return out
 }

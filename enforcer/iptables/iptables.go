@@ -46,9 +46,10 @@ const expiryMargin = time.Second
 // enforcer.Lister and enforcer.CounterReader; its methods are safe for
 // concurrent use.
 type Enforcer struct {
-	cfg Config
-	ns  netns.NsHandle
-	h   *netlink.Handle
+	cfg   Config
+	ns    netns.NsHandle
+	h     *netlink.Handle
+	batch *ipsetBatcher
 
 	mu     sync.Mutex
 	closed bool
@@ -151,7 +152,15 @@ func New(cfg Config) (*Enforcer, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Enforcer{cfg: cfg, ns: ns, h: h}
+	b, err := dialIpset(ns)
+	if err != nil {
+		h.Close()
+		if ns.IsOpen() {
+			ns.Close()
+		}
+		return nil, err
+	}
+	e := &Enforcer{cfg: cfg, ns: ns, h: h, batch: b}
 	v4, v6 := cfg.binaries()
 	specs := []struct {
 		v     int
@@ -190,6 +199,7 @@ func New(cfg Config) (*Enforcer, error) {
 }
 
 func (e *Enforcer) release() {
+	_ = e.batch.close()
 	e.h.Close()
 	if e.ns.IsOpen() {
 		e.ns.Close()
@@ -348,13 +358,21 @@ func isNotThere(err error) bool {
 	return errors.Is(err, nl.IPSetError(nl.IPSET_ERR_EXIST)) || errors.Is(err, unix.ENOENT)
 }
 
-// add installs (or refreshes) p in set.
-func (e *Enforcer) add(set string, p netip.Prefix, until, now time.Time) error {
-	secs, _ := timeoutSecs(until, now)
-	if err := e.h.IpsetAdd(set, entryOf(p, secs)); err != nil {
-		return fmt.Errorf("ipset add %s %s: %w", set, p, err)
+// addAll installs (or refreshes) the entries of want in set, recording
+// each one in f.installed once the kernel took it when set is the live set.
+func (e *Enforcer) addAll(f *family, set string, want map[netip.Prefix]time.Time, now time.Time) error {
+	items := make([]ipsetAdd, 0, len(want))
+	for p, until := range want {
+		secs, _ := timeoutSecs(until, now)
+		items = append(items, ipsetAdd{p, secs})
 	}
-	return nil
+	done, err := e.batch.add(set, items)
+	if set == f.live {
+		for _, it := range items[:done] {
+			f.installed[it.p] = want[it.p]
+		}
+	}
+	return err
 }
 
 // del removes p from the live set; an entry the kernel already expired is
@@ -397,12 +415,8 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 			delete(f.installed, p)
 		}
 	}
-	for i, en := range b.Add {
-		if i%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
+	adds := map[*family]map[netip.Prefix]time.Time{}
+	for _, en := range b.Add {
 		if !en.Prefix.IsValid() {
 			continue
 		}
@@ -413,6 +427,7 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 		}
 		old, had := f.installed[p]
 		if _, live := timeoutSecs(en.Until, now); !live {
+			delete(adds[f], p)
 			if had {
 				if err := e.del(f, p, old, now); err != nil {
 					e.synced = false
@@ -425,11 +440,22 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 		if had && old.Equal(en.Until) && !needsRefresh(en.Until, now) && !gone(old, now) {
 			continue
 		}
-		if err := e.add(f.live, p, en.Until, now); err != nil {
+		if adds[f] == nil {
+			adds[f] = map[netip.Prefix]time.Time{}
+		}
+		adds[f][p] = en.Until
+	}
+	for _, f := range e.fams {
+		if len(adds[f]) == 0 {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := e.addAll(f, f.live, adds[f], now); err != nil {
 			e.synced = false
 			return err
 		}
-		f.installed[p] = en.Until
 	}
 	return nil
 }
@@ -474,7 +500,6 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 		e.synced = true
 		return nil
 	}
-	n := 0
 	for _, f := range e.fams {
 		for p, until := range f.installed {
 			if _, keep := want[f][p]; keep {
@@ -486,21 +511,20 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 			}
 			delete(f.installed, p)
 		}
+		adds := map[netip.Prefix]time.Time{}
 		for p, until := range want[f] {
-			if n++; n%1024 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
 			old, had := f.installed[p]
 			if had && old.Equal(until) && !needsRefresh(until, now) && !gone(old, now) {
 				continue
 			}
-			if err := e.add(f.live, p, until, now); err != nil {
-				e.synced = false
-				return err
-			}
-			f.installed[p] = until
+			adds[p] = until
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := e.addAll(f, f.live, adds, now); err != nil {
+			e.synced = false
+			return err
 		}
 	}
 	return nil
@@ -515,16 +539,11 @@ func (e *Enforcer) reload(ctx context.Context, f *family, want map[netip.Prefix]
 	if err := e.h.IpsetFlush(f.tmp); err != nil {
 		return fmt.Errorf("ipset flush %s: %w", f.tmp, err)
 	}
-	n := 0
-	for p, until := range want {
-		if n++; n%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		if err := e.add(f.tmp, p, until, now); err != nil {
-			return err
-		}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := e.addAll(f, f.tmp, want, now); err != nil {
+		return err
 	}
 	if err := e.h.IpsetSwap(f.live, f.tmp); err != nil {
 		return fmt.Errorf("ipset swap %s %s: %w", f.live, f.tmp, err)
