@@ -3,9 +3,9 @@ package iptables
 import (
 	"context"
 	"fmt"
-	"strings"
 	"net/netip"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
