@@ -126,12 +126,12 @@ func (e *ConfigError) Error() string {
 func LoadConfig(path string) ([]SourceConfig, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open acquis %s: %w", path, err)
+		return nil, fmt.Errorf("acquis: %w", err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("read acquis %s: %w", path, err)
+		return nil, fmt.Errorf("acquis: %w", err)
 	}
 	if len(b) > maxConfigBytes {
 		return nil, &ConfigError{File: path, Reason: fmt.Sprintf("larger than %d bytes", maxConfigBytes)}
