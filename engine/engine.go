@@ -8,6 +8,7 @@ package engine
 
 import (
 	"container/list"
+	"errors"
 	"net/netip"
 	"strings"
 	"time"
@@ -105,13 +106,13 @@ type Engine struct {
 // New builds an engine.
 func New(cfg Config) (*Engine, error) {
 	if cfg.Profiles == nil {
-		return nil, errorString("engine: no profiles")
+		return nil, errors.New("engine: no profiles")
 	}
 	if cfg.Sink == nil {
-		return nil, errorString("engine: no sink")
+		return nil, errors.New("engine: no sink")
 	}
 	if len(cfg.Scenarios) == 0 {
-		return nil, errorString("engine: no scenarios")
+		return nil, errors.New("engine: no scenarios")
 	}
 	max := cfg.MaxOffenders
 	if max <= 0 {
@@ -125,10 +126,6 @@ func New(cfg Config) (*Engine, error) {
 		offenders: newOffenders(max),
 	}, nil
 }
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
 
 // Stats returns the counters.
 func (e *Engine) Stats() Stats {

@@ -27,6 +27,7 @@ type Error struct {
 	Reason string
 }
 
+// Error words the error as "parse FORMAT line from SOURCE: REASON".
 func (e *Error) Error() string {
 	return fmt.Sprintf("parse %s line from %s: %s", e.Format, e.Source, e.Reason)
 }
