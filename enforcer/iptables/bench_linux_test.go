@@ -18,6 +18,7 @@ import (
 func benchLoad(b *testing.B, n int) {
 	bans := enforcertest.Bans(n, time.Now().Add(4*time.Hour))
 	var mem, ipsetMem int64
+	var cpu time.Duration
 	for b.Loop() {
 		b.StopTimer()
 		path, ns := enforcertest.NetNS(b)
@@ -29,11 +30,13 @@ func benchLoad(b *testing.B, n int) {
 		}
 		runtime.GC()
 		before := enforcertest.KernelMemory(b)
+		cpuBefore := enforcertest.CPUTime(b)
 		b.StartTimer()
 		if err := e.Reconcile(context.Background(), bans); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
+		cpu += enforcertest.CPUTime(b) - cpuBefore
 		mem += enforcertest.KernelMemory(b) - before
 		// The terse listing gives the header alone: no 1M-entry dump.
 		hdr := enforcertest.Run(b, ns, "ipset", "list", "-t", cfg.setName(4, false))
@@ -53,6 +56,7 @@ func benchLoad(b *testing.B, n int) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(mem)/float64(b.N)/(1<<20), "kernel-MB")
+	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s")
 	b.ReportMetric(float64(ipsetMem)/float64(b.N)/(1<<20), "ipset-memsize-MB")
 }
 

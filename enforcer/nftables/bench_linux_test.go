@@ -16,6 +16,7 @@ import (
 func benchLoad(b *testing.B, n int) {
 	bans := enforcertest.Bans(n, time.Now().Add(4*time.Hour))
 	var mem int64
+	var cpu time.Duration
 	for b.Loop() {
 		b.StopTimer()
 		path, _ := enforcertest.NetNS(b)
@@ -27,11 +28,13 @@ func benchLoad(b *testing.B, n int) {
 		}
 		runtime.GC()
 		before := enforcertest.KernelMemory(b)
+		cpuBefore := enforcertest.CPUTime(b)
 		b.StartTimer()
 		if err := e.Reconcile(context.Background(), bans); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
+		cpu += enforcertest.CPUTime(b) - cpuBefore
 		mem += enforcertest.KernelMemory(b) - before
 		if err := e.Close(); err != nil {
 			b.Fatal(err)
@@ -42,6 +45,7 @@ func benchLoad(b *testing.B, n int) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(mem)/float64(b.N)/(1<<20), "kernel-MB")
+	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s")
 }
 
 func BenchmarkLoad100k(b *testing.B) { benchLoad(b, 100000) }
