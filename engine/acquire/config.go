@@ -110,11 +110,12 @@ type SASLConfig struct {
 
 // ConfigError is a problem at one place of an acquis.yaml file.
 type ConfigError struct {
-	File   string
-	Line   int
-	Reason string
+	File   string // the acquis.yaml file
+	Line   int    // 1-based; 0 when the problem is the whole file
+	Reason string // what is wrong, naming the key
 }
 
+// Error returns "FILE:LINE: reason".
 func (e *ConfigError) Error() string {
 	if e.Line > 0 {
 		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason)

@@ -68,9 +68,9 @@ type Config struct {
 
 // Topics are the topic names the engine writes (and re-keys through).
 type Topics struct {
-	Decisions string `yaml:"decisions"`
-	Alerts    string `yaml:"alerts"`
-	Events    string `yaml:"events"`
+	Decisions string `yaml:"decisions"` // ban decisions (default crowdsec-decisions)
+	Alerts    string `yaml:"alerts"`    // alert JSON keyed by address (default alert-notifications)
+	Events    string `yaml:"events"`    // re-keyed parsed events (default portcullis-events)
 }
 
 // DefaultConfig returns the defaults LoadConfig starts from.

@@ -180,11 +180,13 @@ type sink struct {
 	met *metrics
 }
 
+// Alert implements engine.Sink.
 func (s *sink) Alert(a engine.Alert) {
 	s.met.alerts.WithLabelValues(a.Scenario).Inc()
 	s.out <- output{alert: &a}
 }
 
+// Decision implements engine.Sink.
 func (s *sink) Decision(dec decisionfeed.Decision) {
 	s.met.decisions.WithLabelValues(dec.Scenario).Inc()
 	s.out <- output{decision: &dec}

@@ -92,12 +92,14 @@ var (
 // snapshot at scrape time.
 type statsCollector struct{ d *Daemon }
 
+// Describe implements prometheus.Collector.
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descParse, descDetect, descOverflows, descBuckets, descEvicted} {
 		ch <- d
 	}
 }
 
+// Collect implements prometheus.Collector.
 func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	if p := c.d.parser; p != nil {
 		for _, f := range p.Stats() {
