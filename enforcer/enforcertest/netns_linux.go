@@ -1,6 +1,8 @@
 package enforcertest
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -250,4 +252,100 @@ func CPUTime(t testing.TB) time.Duration {
 		t.Fatalf("getrusage: %v", err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// Link is a veth pair between two test namespaces: the enforcing side
+// (Host, interface HostIf, addresses .1) and a client (Client, holding the
+// banned .2 and the innocent .3 source addresses, in IPv4 and IPv6).
+type Link struct {
+	HostPath, Host, HostIf, Client string
+}
+
+// Addresses of a Link.
+var (
+	LinkHost4     = netip.MustParseAddr("10.99.0.1")
+	LinkBanned4   = netip.MustParseAddr("10.99.0.2")
+	LinkInnocent  = netip.MustParseAddr("10.99.0.3")
+	LinkHost6     = netip.MustParseAddr("fd99::1")
+	LinkBanned6   = netip.MustParseAddr("fd99::2")
+	LinkInnocent6 = netip.MustParseAddr("fd99::3")
+)
+
+// NewLink creates two namespaces joined by a veth pair and addresses them.
+func NewLink(t testing.TB) Link {
+	t.Helper()
+	hostPath, host := NetNS(t)
+	_, client := NetNS(t)
+	l := Link{HostPath: hostPath, Host: host, HostIf: "pch0", Client: client}
+	Run(t, host, "ip", "link", "add", l.HostIf, "type", "veth", "peer", "name", "pcc0", "netns", client)
+	Run(t, host, "ip", "addr", "add", LinkHost4.String()+"/24", "dev", l.HostIf)
+	Run(t, host, "ip", "addr", "add", LinkHost6.String()+"/64", "dev", l.HostIf, "nodad")
+	Run(t, host, "ip", "link", "set", l.HostIf, "up")
+	for _, a := range []netip.Addr{LinkBanned4, LinkInnocent} {
+		Run(t, client, "ip", "addr", "add", a.String()+"/24", "dev", "pcc0")
+	}
+	for _, a := range []netip.Addr{LinkBanned6, LinkInnocent6} {
+		Run(t, client, "ip", "addr", "add", a.String()+"/64", "dev", "pcc0", "nodad")
+	}
+	Run(t, client, "ip", "link", "set", "pcc0", "up")
+	return l
+}
+
+// Reaches reports whether any of three pings from src in the client
+// namespace to dst in the host namespace is answered. More than one, since
+// after a reject of a banned IPv6 neighbour the host's neighbour discovery
+// for the next address can take longer than one ping's wait.
+func (l Link) Reaches(t testing.TB, src, dst netip.Addr) bool {
+	t.Helper()
+	err := exec.Command("ip", "netns", "exec", l.Client,
+		"ping", "-n", "-q", "-c", "3", "-i", "0.3", "-W", "1", "-I", src.String(), dst.String()).Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("run ping: %v", err)
+	}
+	return err == nil
+}
+
+// TestTraffic checks on real packets over a Link that e, which must work in
+// l's host namespace, stops banned IPv4 and IPv6 sources (single addresses
+// and a range) and lets others through, and that deleting a ban lifts it.
+func TestTraffic(t *testing.T, l Link, e enforcer.Enforcer) {
+	t.Helper()
+	ctx := context.Background()
+	until := time.Now().Add(time.Hour)
+	pass := func(step string, src, dst netip.Addr, want bool) {
+		t.Helper()
+		if got := l.Reaches(t, src, dst); got != want {
+			t.Fatalf("%s: ping from %s to %s answered=%v, want %v", step, src, dst, got, want)
+		}
+	}
+	pass("before any ban", LinkBanned4, LinkHost4, true)
+	pass("before any ban", LinkBanned6, LinkHost6, true)
+	err := e.Apply(ctx, enforcer.Batch{Add: []enforcer.Entry{
+		{Prefix: netip.PrefixFrom(LinkBanned4, 32), Until: until},
+		{Prefix: netip.PrefixFrom(LinkBanned6, 128), Until: until},
+	}})
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	pass("banned address", LinkBanned4, LinkHost4, false)
+	pass("banned address", LinkBanned6, LinkHost6, false)
+	pass("innocent neighbour", LinkInnocent, LinkHost4, true)
+	pass("innocent neighbour", LinkInnocent6, LinkHost6, true)
+
+	// A range covering the innocent address, then the bans lifted.
+	err = e.Apply(ctx, enforcer.Batch{
+		Add:    []enforcer.Entry{{Prefix: netip.MustParsePrefix("10.99.0.0/30"), Until: until}},
+		Delete: []netip.Prefix{netip.PrefixFrom(LinkBanned6, 128)},
+	})
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	pass("banned range", LinkInnocent, LinkHost4, false)
+	pass("ban deleted", LinkBanned6, LinkHost6, true)
+	if err := e.Reconcile(ctx, nil); err != nil {
+		t.Fatalf("Reconcile to empty: %v", err)
+	}
+	pass("reconciled to no bans", LinkBanned4, LinkHost4, true)
+	pass("reconciled to no bans", LinkInnocent, LinkHost4, true)
 }

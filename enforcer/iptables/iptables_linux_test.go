@@ -38,3 +38,36 @@ func TestConformance(t *testing.T) {
 		})
 	}
 }
+
+func TestTraffic(t *testing.T) {
+	for _, v := range []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"legacy drop", func(c *Config) { c.Flavor = "legacy" }},
+		{"nft drop", func(c *Config) { c.Flavor = "nft" }},
+		{"nft reject with log", func(c *Config) { c.Flavor = "nft"; c.DenyAction = "reject"; c.Log.Enabled = true }},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			l := enforcertest.NewLink(t)
+			cfg := DefaultConfig()
+			cfg.NetNS = l.HostPath
+			v.mod(&cfg)
+			e, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			enforcertest.TestTraffic(t, l, e)
+			c, err := e.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"ipset-v4", "ipset-v6"} {
+				if c.ByReason[k].Packets == 0 {
+					t.Errorf("counter %s = %+v, want packets", k, c.ByReason[k])
+				}
+			}
+		})
+	}
+}

@@ -93,3 +93,38 @@ func TestNestedRanges(t *testing.T) {
 	}
 	t.Log(enforcertest.Run(t, ns, "nft", "list", "table", "inet", "portcullis"))
 }
+
+func TestTraffic(t *testing.T) {
+	for _, v := range []struct {
+		name string
+		mod  func(*Config, string)
+	}{
+		{"input drop", func(*Config, string) {}},
+		{"input reject with log", func(c *Config, _ string) { c.DenyAction = "reject"; c.Log.Enabled = true }},
+		{"ingress", func(c *Config, ifname string) { c.Ingress = []string{ifname} }},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			l := enforcertest.NewLink(t)
+			cfg := DefaultConfig()
+			cfg.NetNS = l.HostPath
+			v.mod(&cfg, l.HostIf)
+			e, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			enforcertest.TestTraffic(t, l, e)
+			c, err := e.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// One unanswered ping each: the banned IPv4 and IPv6 address
+			// and the address in the banned range.
+			for _, k := range []string{"addr4", "addr6", "range4"} {
+				if c.ByReason[k].Packets == 0 {
+					t.Errorf("counter %s = %+v, want packets", k, c.ByReason[k])
+				}
+			}
+		})
+	}
+}
