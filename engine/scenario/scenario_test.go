@@ -423,3 +423,26 @@ func FuzzSetFilters(f *testing.F) {
 		checkSet(t, set, fs, &ev)
 	})
 }
+
+// A bucket remembers at most MaxDistinct values, forgetting the oldest.
+func TestDistinctRingBounded(t *testing.T) {
+	var b bucket
+	for i := range MaxDistinct + 3 {
+		b.remember(uint64(i))
+	}
+	if len(b.distinct) != MaxDistinct {
+		t.Fatalf("held %d values, want %d", len(b.distinct), MaxDistinct)
+	}
+	for i := range 3 {
+		if b.seen(uint64(i)) {
+			t.Errorf("oldest value %d still remembered", i)
+		}
+	}
+	if !b.seen(3) || !b.seen(MaxDistinct+2) {
+		t.Error("recent values forgotten")
+	}
+	b.resetDistinct()
+	if b.seen(10) || cap(b.distinct) != MaxDistinct {
+		t.Errorf("reset kept values or dropped the storage: len %d cap %d", len(b.distinct), cap(b.distinct))
+	}
+}

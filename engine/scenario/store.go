@@ -20,17 +20,16 @@ type bucket struct {
 	last      int64
 	blackhole int64 // silenced until
 	count     uint32
-	prev      int32 // LRU list: toward most recent
-	next      int32 // toward least recent
-	dn        uint8 // distinct values held
-	dpos      uint8 // next ring slot
-	distinct  []uint64
+	prev      int32    // LRU list: toward most recent
+	next      int32    // toward least recent
+	dpos      uint8    // next slot to overwrite once distinct is full
+	distinct  []uint64 // hashes of the distinct values counted
 }
 
-func (b *bucket) resetDistinct() { b.dn, b.dpos = 0, 0 }
+func (b *bucket) resetDistinct() { b.distinct, b.dpos = b.distinct[:0], 0 }
 
 func (b *bucket) seen(h uint64) bool {
-	for _, x := range b.distinct[:b.dn] {
+	for _, x := range b.distinct {
 		if x == h {
 			return true
 		}
@@ -38,17 +37,16 @@ func (b *bucket) seen(h uint64) bool {
 	return false
 }
 
-// remember adds h to the ring of distinct values, overwriting the oldest
-// once MaxDistinct are held.
+// remember adds h to the distinct values; once MaxDistinct are held it
+// overwrites the oldest. The slice grows as needed, so a bucket that sees
+// few values costs little.
 func (b *bucket) remember(h uint64) {
-	if b.distinct == nil {
-		b.distinct = make([]uint64, MaxDistinct)
+	if len(b.distinct) < MaxDistinct {
+		b.distinct = append(b.distinct, h)
+		return
 	}
 	b.distinct[b.dpos] = h
 	b.dpos = uint8((int(b.dpos) + 1) % MaxDistinct)
-	if b.dn < MaxDistinct {
-		b.dn++
-	}
 }
 
 // store holds one scenario's buckets in a slab with an index and an
@@ -100,7 +98,7 @@ func (s *store) get(k key, now int64) (*bucket, int32) {
 		i = int32(len(s.slab) - 1)
 	}
 	b := &s.slab[i]
-	d := b.distinct
+	d := b.distinct[:0]
 	*b = bucket{k: k, tat: now, first: now, last: now, prev: -1, next: s.head, distinct: d}
 	if s.head >= 0 {
 		s.slab[s.head].prev = i
