@@ -903,12 +903,10 @@ func (l *liveSet) apply(c change) {
 	h := l.hash(c.value)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	slot, inIdx := l.idx[h]
-	if inIdx && l.slots[slot].Value != c.value {
-		inIdx = false // another value with the same hash
-	}
+	slot, taken := l.idx[h]
+	inIdx := taken && l.slots[slot].Value == c.value // else another value has this hash
 	inSpill := false
-	if !inIdx {
+	if !inIdx && len(l.spill) > 0 {
 		slot, inSpill = l.spill[c.value]
 	}
 	switch {
@@ -930,7 +928,7 @@ func (l *liveSet) apply(c change) {
 			slot = int32(len(l.slots))
 			l.slots = append(l.slots, c.d)
 		}
-		if _, taken := l.idx[h]; taken {
+		if taken {
 			l.spill[c.value] = slot
 		} else {
 			l.idx[h] = slot
