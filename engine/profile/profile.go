@@ -202,7 +202,6 @@ func parsePrefix(s string) (netip.Prefix, error) {
 type Profiles struct {
 	cfg       Config
 	whitelist bart.Lite
-	wl        []netip.Prefix
 	geo       *maxminddb.Reader
 }
 
@@ -239,12 +238,7 @@ func New(cfg Config) (*Profiles, error) {
 	return p, nil
 }
 
-func (p *Profiles) allow(pfx netip.Prefix) {
-	if !p.whitelist.Get(pfx) {
-		p.whitelist.Insert(pfx)
-		p.wl = append(p.wl, pfx)
-	}
-}
+func (p *Profiles) allow(pfx netip.Prefix) { p.whitelist.Insert(pfx) }
 
 // Close releases the country database.
 func (p *Profiles) Close() error {
@@ -258,9 +252,6 @@ func (p *Profiles) Close() error {
 
 // Whitelisted reports whether a is covered by the whitelist.
 func (p *Profiles) Whitelisted(a netip.Addr) bool { return p.whitelist.Lookup(a) }
-
-// Whitelist returns the effective whitelist, host addresses included.
-func (p *Profiles) Whitelist() []netip.Prefix { return append([]netip.Prefix(nil), p.wl...) }
 
 // Country returns the ISO 3166 alpha-2 code of a, or "" when unknown or
 // no database is configured.
