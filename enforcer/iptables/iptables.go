@@ -407,13 +407,17 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 		if err != nil {
 			continue // nothing of that family is installed
 		}
-		if until, ok := f.installed[p]; ok {
-			if err := e.del(f, p, until, now); err != nil {
-				e.synced = false
-				return err
-			}
-			delete(f.installed, p)
+		until, ok := f.installed[p]
+		if !ok && e.synced {
+			continue
 		}
+		// Before the first Reconcile the set holds what a previous run
+		// left, unknown here: delete blindly (absence is tolerated).
+		if err := e.del(f, p, until, now); err != nil {
+			e.synced = false
+			return err
+		}
+		delete(f.installed, p)
 	}
 	adds := map[*family]map[netip.Prefix]time.Time{}
 	for _, en := range b.Add {

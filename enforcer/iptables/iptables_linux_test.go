@@ -1,7 +1,10 @@
 package iptables
 
 import (
+	"context"
+	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
@@ -69,5 +72,38 @@ func TestTraffic(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDeleteBeforeReconcile: after a restart, a delete that arrives before
+// the first Reconcile still removes what the previous run installed.
+func TestDeleteBeforeReconcile(t *testing.T) {
+	e, cfg, _ := newInNS(t, nil)
+	ctx := context.Background()
+	bans := []enforcer.Entry{
+		{Prefix: netip.MustParsePrefix("192.0.2.9/32"), Until: time.Now().Add(time.Hour)},
+		{Prefix: netip.MustParsePrefix("2001:db8::9/128"), Until: time.Now().Add(time.Hour)},
+		{Prefix: netip.MustParsePrefix("198.51.100.0/24"), Until: time.Now().Add(time.Hour)},
+	}
+	if err := e.Reconcile(ctx, bans); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	if err := e2.Apply(ctx, enforcer.Batch{Delete: []netip.Prefix{bans[0].Prefix, bans[1].Prefix, bans[2].Prefix, netip.MustParsePrefix("192.0.2.10/32")}}); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	got, err := e2.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 0 {
+		t.Fatalf("after deleting everything before Reconcile: %v", got)
 	}
 }

@@ -572,6 +572,10 @@ func (e *Enforcer) diffAddr(t *txn, kind int, a netip.Addr, old time.Time, had b
 		t.addAddr(kind, a, cur)
 	case !has && had && !gone(old, t.now):
 		t.delAddr(kind, a)
+	case !has && !had && !e.synced:
+		// Before the first Reconcile the sets hold what a previous run
+		// left, unknown here: delete blindly (ENOENT is tolerated).
+		t.delAddr(kind, a)
 	}
 }
 
@@ -623,6 +627,10 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 		p = p.Masked()
 		k := kindOf(p)
 		if isRange(k) {
+			if _, known := e.ranges[k][p]; !present && !known && !e.synced {
+				// As for addresses: a range a previous run installed.
+				t.delPiece(k, piece{p.Addr(), lastAddr(p)})
+			}
 			e.setRange(&u, k, p, until, present)
 			rangeKinds[k] = true
 			return
