@@ -149,12 +149,14 @@ type snapshotOnce struct {
 	stop context.CancelFunc
 }
 
+// Snapshot keeps the live set and ends the run.
 func (s *snapshotOnce) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
 	s.live = live
 	s.stop()
 	return nil
 }
 
+// Changes ignores what follows the snapshot: the run is ending.
 func (s *snapshotOnce) Changes(context.Context, []decisionfeed.Decision) error { return nil }
 
 // decisionsList implements "decisions list".

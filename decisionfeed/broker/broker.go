@@ -163,6 +163,7 @@ type advertisedListener struct {
 	addr net.Addr
 }
 
+// Addr returns the advertised address.
 func (l advertisedListener) Addr() net.Addr { return l.addr }
 
 // Addr returns the advertised host:port, what clients pass as --brokers.
