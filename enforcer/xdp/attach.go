@@ -64,8 +64,8 @@ func (e *Enforcer) attachTo(name string) error {
 			return err
 		}
 		if err := l.Pin(pin); err != nil {
-			l.Close()
-			return fmt.Errorf("pin link to %s: %w", pin, err)
+			// Closing the unpinned link detaches it again.
+			return errors.Join(fmt.Errorf("pin link to %s: %w", pin, err), l.Close())
 		}
 	}
 	e.links = append(e.links, l)
@@ -88,8 +88,9 @@ func (e *Enforcer) reusePinned(pin string, ifindex int, a *Attachment) (link.Lin
 	}
 	keep, err := e.checkPinned(l, ifindex, a)
 	if err != nil {
-		l.Close()
-		return nil, err
+		// The pin still holds the link: closing our descriptor detaches
+		// nothing.
+		return nil, errors.Join(err, l.Close())
 	}
 	if !keep {
 		if err := discard(l); err != nil {
@@ -160,8 +161,10 @@ func sameProgram(id ebpf.ProgramID, prog *ebpf.Program) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("open program %d: %w", id, err)
 	}
-	defer old.Close()
 	oldInfo, err := old.Info()
+	if cerr := old.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
 	if err != nil {
 		return false, fmt.Errorf("program %d info: %w", id, err)
 	}
@@ -207,12 +210,14 @@ func (e *Enforcer) attachNew(ifindex int, a *Attachment) (link.Link, error) {
 // reference would detach it too, but the kernel does that from a work queue;
 // detaching first makes the interface free for a new link at once.
 func discard(l link.Link) error {
-	defer l.Close()
 	if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
-		return err
+		return errors.Join(err, l.Close())
 	}
 	if err := l.Unpin(); err != nil {
-		return fmt.Errorf("unpin link: %w", err)
+		return errors.Join(fmt.Errorf("unpin link: %w", err), l.Close())
+	}
+	if err := l.Close(); err != nil {
+		return fmt.Errorf("close link: %w", err)
 	}
 	return nil
 }

@@ -137,7 +137,7 @@ func procStatus(b *testing.B, field string) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
@@ -233,7 +233,7 @@ func BenchmarkLoadMillion(b *testing.B) {
 				cpu += cpuTime(b) - cpuBefore
 				b.ReportMetric(procStatus(b, "VmRSS")-rssBefore, "rss-growth-MB")
 				b.ReportMetric(memlockMB(b, e.objs.PortcullisIp4), "map-memlock-MB")
-				e.Close()
+				closeOK(b, e)
 			}
 			b.ReportMetric(total.Seconds()/float64(b.N), "s/load")
 			b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/load")

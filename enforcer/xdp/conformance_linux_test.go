@@ -22,10 +22,8 @@ func TestConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
-			e.Close()
-			if err := Cleanup(cfg.PinPath); err != nil {
-				t.Errorf("cleanup: %v", err)
-			}
+			closeOK(t, e)
+			cleanupOK(t, cfg.PinPath)
 		})
 		return e
 	})

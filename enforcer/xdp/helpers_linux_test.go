@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"runtime"
@@ -68,8 +69,24 @@ func openUnpinned(t testing.TB, cfg Config) *Enforcer {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	t.Cleanup(func() { e.Close() })
+	t.Cleanup(func() { closeOK(t, e) })
 	return e
+}
+
+// closeOK closes c, reporting a failure as a test error.
+func closeOK(t testing.TB, c io.Closer) {
+	t.Helper()
+	if err := c.Close(); err != nil {
+		t.Errorf("close %T: %v", c, err)
+	}
+}
+
+// cleanupOK removes the pins under pinPath, reporting a failure.
+func cleanupOK(t testing.TB, pinPath string) {
+	t.Helper()
+	if err := Cleanup(pinPath); err != nil {
+		t.Errorf("cleanup: %v", err)
+	}
 }
 
 // run runs the program once on pkt and returns its verdict.
@@ -156,7 +173,7 @@ func newTestNS(t *testing.T, a, b string) *testNS {
 			ch <- result{err: fmt.Errorf("get netns: %w", err)}
 			return
 		}
-		defer orig.Close()
+		defer func() { _ = orig.Close() }()
 		ns, err := netns.New()
 		if err != nil {
 			if netns.Set(orig) == nil {
@@ -169,13 +186,12 @@ func newTestNS(t *testing.T, a, b string) *testNS {
 		if rerr := netns.Set(orig); rerr != nil {
 			// Leave the thread locked so that it dies with the goroutine
 			// rather than serve others in the wrong namespace.
-			ns.Close()
-			ch <- result{err: errors.Join(err, fmt.Errorf("restore netns: %w", rerr))}
+			ch <- result{err: errors.Join(err, fmt.Errorf("restore netns: %w", rerr), ns.Close())}
 			return
 		}
 		runtime.UnlockOSThread()
 		if err != nil {
-			ns.Close()
+			err = errors.Join(err, ns.Close())
 		}
 		ch <- result{ns: ns, err: err}
 	}()
@@ -183,7 +199,7 @@ func newTestNS(t *testing.T, a, b string) *testNS {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	t.Cleanup(func() { r.ns.Close() })
+	t.Cleanup(func() { closeOK(t, &r.ns) })
 	return &testNS{ns: r.ns}
 }
 
@@ -218,7 +234,7 @@ func (n *testNS) do(fn func() error) error {
 			ch <- fmt.Errorf("get netns: %w", err)
 			return
 		}
-		defer orig.Close()
+		defer func() { _ = orig.Close() }()
 		if err := netns.Set(n.ns); err != nil {
 			runtime.UnlockOSThread()
 			ch <- fmt.Errorf("enter netns: %w", err)

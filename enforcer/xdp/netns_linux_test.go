@@ -54,7 +54,7 @@ func sendFrames(iface, peer string, f frame, n int) error {
 	if err != nil {
 		return fmt.Errorf("packet socket: %w", err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }()
 	sa := &unix.SockaddrLinklayer{Ifindex: out.Index, Halen: 6}
 	copy(sa.Addr[:], in.HardwareAddr)
 	for range n {
@@ -180,7 +180,7 @@ func TestAttachPinRestart(t *testing.T) {
 			if err := ns.do(func() (err error) { e2, err = New(cfg); return err }); err != nil {
 				t.Fatalf("New after restart: %v", err)
 			}
-			defer e2.Close()
+			defer closeOK(t, e2)
 			at = e2.Attachments()
 			if len(at) != 1 || at[0] != (Attachment{Interface: "pcx0", Mode: mode, Reused: true}) {
 				t.Fatalf("attachments after restart = %+v", at)
@@ -235,7 +235,7 @@ func TestUpgradeReplacesProgram(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer old.Close()
+	defer closeOK(t, old)
 	var oldLinkID link.ID
 	if err := ns.do(func() error {
 		ifc, err := net.InterfaceByName("pcu0")
@@ -246,7 +246,7 @@ func TestUpgradeReplacesProgram(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		defer l.Close()
+		defer closeOK(t, l)
 		info, err := l.Info()
 		if err != nil {
 			return err
@@ -261,7 +261,7 @@ func TestUpgradeReplacesProgram(t *testing.T) {
 	if err := ns.do(func() (err error) { e, err = New(cfg); return err }); err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	defer closeOK(t, e)
 	at := e.Attachments()
 	if len(at) != 1 || at[0] != (Attachment{Interface: "pcu0", Mode: ModeGeneric, Reused: true, Replaced: true}) {
 		t.Fatalf("attachments = %+v", at)
@@ -286,7 +286,7 @@ func TestUnlistedInterfaceDetachedAndCleanup(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Interfaces = []string{"pcc0", "pcc1"}
 	cfg.Mode = ModeAuto
-	t.Cleanup(func() { Cleanup(cfg.PinPath) })
+	t.Cleanup(func() { cleanupOK(t, cfg.PinPath) })
 
 	var e *Enforcer
 	if err := ns.do(func() (err error) { e, err = New(cfg); return err }); err != nil {
@@ -298,13 +298,13 @@ func TestUnlistedInterfaceDetachedAndCleanup(t *testing.T) {
 			t.Fatalf("attachment %+v, want native without fallback", a)
 		}
 	}
-	e.Close()
+	closeOK(t, e)
 
 	cfg.Interfaces = []string{"pcc0"}
 	if err := ns.do(func() (err error) { e, err = New(cfg); return err }); err != nil {
 		t.Fatal(err)
 	}
-	e.Close()
+	closeOK(t, e)
 	state := func() (map[string]uint32, error) {
 		out := map[string]uint32{}
 		err := ns.do(func() error {
@@ -352,14 +352,14 @@ func TestModeChangeReattaches(t *testing.T) {
 	ns := newTestNS(t, "pcm0", "pcm1")
 	cfg := testConfig(t)
 	cfg.Interfaces = []string{"pcm0"}
-	t.Cleanup(func() { Cleanup(cfg.PinPath) })
+	t.Cleanup(func() { cleanupOK(t, cfg.PinPath) })
 	for _, mode := range []Mode{ModeGeneric, ModeNative, ModeAuto} {
 		cfg.Mode = mode
 		var e *Enforcer
 		if err := ns.do(func() (err error) { e, err = New(cfg); return err }); err != nil {
 			t.Fatalf("%s: %v", mode, err)
 		}
-		e.Close()
+		closeOK(t, e)
 		// Auto keeps whatever is attached, here the native link.
 		want := Attachment{Interface: "pcm0", Mode: mode, Reused: mode == ModeAuto}
 		if mode == ModeAuto {
@@ -386,12 +386,12 @@ func TestIncompatiblePins(t *testing.T) {
 	if err := os.MkdirAll(cfg.PinPath, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { Cleanup(cfg.PinPath) })
+	t.Cleanup(func() { cleanupOK(t, cfg.PinPath) })
 	e, err := open(cfg, cfg.PinPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.Close()
+	closeOK(t, e)
 	for name, change := range map[string]func(*Config){
 		"size":     func(c *Config) { c.MaxExactV4 *= 2 },
 		"prealloc": func(c *Config) { c.Prealloc = false },
@@ -400,7 +400,7 @@ func TestIncompatiblePins(t *testing.T) {
 		change(&c)
 		e, err = open(c, c.PinPath)
 		if err == nil {
-			e.Close()
+			closeOK(t, e)
 			t.Fatalf("open with a different %s succeeded", name)
 		}
 		if !errors.Is(err, ebpf.ErrMapIncompatible) || !strings.Contains(err.Error(), "run cleanup") {

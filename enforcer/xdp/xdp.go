@@ -67,13 +67,11 @@ func New(cfg Config) (*Enforcer, error) {
 	}
 	for _, name := range cfg.Interfaces {
 		if err := e.attachTo(name); err != nil {
-			e.Close()
-			return nil, fmt.Errorf("attach to %s: %w", name, err)
+			return nil, errors.Join(fmt.Errorf("attach to %s: %w", name, err), e.Close())
 		}
 	}
 	if err := detachUnlisted(cfg.PinPath, cfg.Interfaces); err != nil {
-		e.Close()
-		return nil, err
+		return nil, errors.Join(err, e.Close())
 	}
 	return e, nil
 }
@@ -117,8 +115,7 @@ func open(cfg Config, pinPath string) (*Enforcer, error) {
 	}
 	e.reasons, err = loadReasons(e.objs.PortcullisRsn, cfg.MaxReasons)
 	if err != nil {
-		e.objs.Close()
-		return nil, err
+		return nil, errors.Join(err, e.objs.Close())
 	}
 	return e, nil
 }
