@@ -98,6 +98,10 @@ func TestLineEvents(t *testing.T) {
 			`2026-11-25T11:00:05+0100 web-2 sshd[99]: Failed publickey for git from 192.0.2.44 port 1 ssh2: RSA SHA256:abc`,
 			event.Event{Time: ts("2026-11-25T10:00:05Z"), Source: ip("192.0.2.44"), Type: event.TypeSSHFailedAuth, Parser: "sshd",
 				Host: "web-2", User: "git", Message: "Failed publickey for git from 192.0.2.44 port 1 ssh2: RSA SHA256:abc"}},
+		{"journal short-precise", "sshd",
+			`Nov 25 10:00:05.250000 web-1 sshd[4242]: Invalid user x from 192.0.2.7 port 5`,
+			event.Event{Time: ts("2026-11-25T10:00:05.25Z"), Source: ip("192.0.2.7"), Type: event.TypeSSHInvalidUser, Parser: "sshd",
+				Host: "web-1", User: "x", InvalidUser: true, Message: "Invalid user x from 192.0.2.7 port 5"}},
 		{"rfc5424 with structured data", "syslog",
 			`<38>1 2026-11-25T10:00:05.250Z web-3 sshd 77 - [meta seq="1\]x"][o k="v"] Failed password for root from 192.0.2.5 port 2 ssh2`,
 			event.Event{Time: ts("2026-11-25T10:00:05.25Z"), Source: ip("192.0.2.5"), Type: event.TypeSSHFailedAuth, Parser: "sshd",
@@ -161,6 +165,7 @@ func TestLineMalformed(t *testing.T) {
 		{"sshd", `Nov 25 10:00:05 web-1 sshd[1]: Failed password for root from 300.1.1.1 port 5 ssh2`, "sshd", "source: not an IP address"},
 		{"sshd", `Nov 25 25:00:05 web-1 sshd[1]: Failed password for root from 1.1.1.1 port 5 ssh2`, "syslog", "time: not Mmm dd hh:mm:ss"},
 		{"sshd", `<999>Nov 25 10:00:05 web-1 sshd[1]: x`, "syslog", "priority: not <0-191>"},
+		{"sshd", `Nov 25 10:00:05.x web-1 sshd[1]: x`, "syslog", "time: bad fraction of a second"},
 		{"nginx-json", `{}`, "unknown", `unknown log type "nginx-json"`},
 	}
 	for _, tt := range tests {

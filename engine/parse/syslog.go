@@ -35,7 +35,7 @@ func (p *Parser) syslogHeader(s string) (header, string) {
 		}
 	}
 	var rest string
-	if len(s) >= 16 && s[3] == ' ' && s[6] == ' ' && s[15] == ' ' {
+	if len(s) >= 16 && s[3] == ' ' && s[6] == ' ' && (s[15] == ' ' || s[15] == '.') {
 		ts := s[:15]
 		if ts == p.syslogTS {
 			h.time = p.syslogTime
@@ -48,6 +48,18 @@ func (p *Parser) syslogHeader(s string) (header, string) {
 			h.time = t
 		}
 		rest = s[16:]
+		if s[15] == '.' {
+			// journalctl -o short-precise: "Nov 25 10:00:05.123456 host ..."
+			i := 16
+			for i < len(s) && isDigit(s[i]) {
+				i++
+			}
+			if i == 16 || i >= len(s) || s[i] != ' ' {
+				return h, "time: bad fraction of a second"
+			}
+			h.time = h.time.Add(fraction(s[16:i]))
+			rest = s[i+1:]
+		}
 	} else if len(s) >= 20 && s[4] == '-' && s[10] == 'T' {
 		sp := strings.IndexByte(s, ' ')
 		if sp < 0 {
@@ -230,4 +242,15 @@ func parseRFC3339(s string) (time.Time, bool) {
 		off = -off
 	}
 	return time.Date(y, time.Month(mo), d, hh, mm, ss, nsec, time.UTC).Add(-off), true
+}
+
+// fraction converts the digits after a decimal point to a duration.
+func fraction(digits string) time.Duration {
+	var d time.Duration
+	scale := time.Duration(100_000_000)
+	for i := 0; i < len(digits) && scale > 0; i++ {
+		d += time.Duration(digits[i]-'0') * scale
+		scale /= 10
+	}
+	return d
 }
