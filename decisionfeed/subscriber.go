@@ -69,6 +69,9 @@ type SubscriberConfig struct {
 	// BackoffMin and BackoffMax bound the exponential backoff, with jitter,
 	// between retries (defaults 100ms and 10s).
 	BackoffMin, BackoffMax time.Duration
+	// PartitionCheckInterval is how often the topic is checked for added
+	// partitions while streaming (default 30s).
+	PartitionCheckInterval time.Duration
 	// ClientID names this client to the brokers (default "portcullis").
 	ClientID string
 	// Now is the clock used to drop expired decisions (default time.Now).
@@ -176,6 +179,9 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	}
 	if cfg.BackoffMax < cfg.BackoffMin {
 		return nil, fmt.Errorf("subscriber: backoff max %s below min %s", cfg.BackoffMax, cfg.BackoffMin)
+	}
+	if cfg.PartitionCheckInterval <= 0 {
+		cfg.PartitionCheckInterval = 30 * time.Second
 	}
 	if cfg.ClientID == "" {
 		cfg.ClientID = "portcullis"
@@ -693,6 +699,11 @@ func (s *Subscriber) stream(ctx context.Context, h Handler, next []int64) {
 	for p := range next {
 		wg.Go(func() { s.follow(ctx, p, next[p], ch) })
 	}
+	wg.Go(func() {
+		s.watchPartitions(ctx, len(next), func(p int) {
+			wg.Go(func() { s.follow(ctx, p, 0, ch) })
+		})
+	})
 	s.dispatch(ctx, h, ch)
 	cancel()
 	wg.Wait()
@@ -700,6 +711,37 @@ func (s *Subscriber) stream(ctx context.Context, h Handler, next []int64) {
 	cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer ccancel()
 	s.commit(cctx)
+}
+
+// watchPartitions checks the topic's partition count every
+// PartitionCheckInterval and calls start for every partition added since,
+// so that decisions produced to it are not missed. (Adding partitions to a
+// keyed topic moves keys between partitions: Kafka advises against it, and
+// a rebuild cannot order one key's messages across two partitions.)
+func (s *Subscriber) watchPartitions(ctx context.Context, have int, start func(p int)) {
+	t := time.NewTicker(s.cfg.PartitionCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := s.partitionCount(ctx)
+		if err != nil || n <= have {
+			continue
+		}
+		s.log.Warn("partitions added to the topic; following them", "partitions", n, "was", have)
+		s.mu.Lock()
+		for range n - have {
+			s.parts = append(s.parts, partState{committed: -1})
+		}
+		s.mu.Unlock()
+		for p := have; p < n; p++ {
+			start(p)
+		}
+		have = n
+	}
 }
 
 // follow fetches partition p from off forever and sends what it reads to ch.

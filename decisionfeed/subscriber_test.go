@@ -577,3 +577,52 @@ func TestRunMisuse(t *testing.T) {
 		t.Fatalf("stats %+v: ready without a broker", st)
 	}
 }
+
+// TestFollowsAddedPartitions adds partitions to the topic while the
+// subscriber streams and checks that decisions produced to them arrive.
+func TestFollowsAddedPartitions(t *testing.T) {
+	brokers := feedtest.Brokers(t)
+	topic := feedtest.Topic(t, 1)
+	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-",
+		PartitionCheckInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	run(t, sub, rec)
+	waitReady(t, rec)
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+	res, err := c.CreatePartitions(context.Background(), &kafka.CreatePartitionsRequest{
+		Topics: []kafka.TopicPartitionsConfig{{Name: topic, Count: 3}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Errors[topic]; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "3 partitions", func() bool { return sub.Stats().Partitions == 3 })
+	// A publisher created now sees 3 partitions; murmur2 spreads these keys
+	// over all three (see TestPartitionerMatchesKafkaPython).
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	want := map[string]decisionfeed.Decision{}
+	var ds []decisionfeed.Decision
+	for i := range 30 {
+		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(i), time.Hour, "test", time.Now())
+		ds = append(ds, d)
+		want[d.Key()] = d
+	}
+	if err := pub.Publish(context.Background(), ds...); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "decisions of the new partitions", func() bool { return len(rec.ids()) == len(want) })
+	if g, w := rec.ids(), idsOf(want); fmt.Sprint(g) != fmt.Sprint(w) {
+		t.Fatalf("live set %v\nwant %v", g, w)
+	}
+}
