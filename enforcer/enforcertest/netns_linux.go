@@ -349,3 +349,45 @@ func TestTraffic(t *testing.T, l Link, e enforcer.Enforcer) {
 	pass("reconciled to no bans", LinkBanned4, LinkHost4, true)
 	pass("reconciled to no bans", LinkInnocent, LinkHost4, true)
 }
+
+// KworkerCPU returns the CPU time all kernel worker threads have used:
+// where the kernel's periodic set garbage collection runs. Other work on
+// the machine adds to it; compare deltas over equal windows.
+func KworkerCPU(t testing.TB) time.Duration {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatalf("read /proc: %v", err)
+	}
+	var ticks int64
+	for _, d := range dirs {
+		if d.Name()[0] < '0' || d.Name()[0] > '9' {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue // the thread ended
+		}
+		// pid (comm) state ... utime stime: fields 14 and 15, counted
+		// after the parenthesised comm, which may hold blanks.
+		s := string(data)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open || !strings.HasPrefix(s[open+1:end], "kworker") {
+			continue
+		}
+		f := strings.Fields(s[end+1:])
+		if len(f) < 13 {
+			continue
+		}
+		var ut, st int64
+		if _, err := fmt.Sscan(f[11], &ut); err != nil {
+			continue
+		}
+		if _, err := fmt.Sscan(f[12], &st); err != nil {
+			continue
+		}
+		ticks += ut + st
+	}
+	// USER_HZ is 100 on Linux.
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
