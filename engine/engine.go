@@ -175,11 +175,13 @@ func (e *Engine) overflow(o *scenario.Overflow) {
 		e.sink.Alert(a)
 		return
 	}
-	// A new offence unless a decision is running on the address.
+	// A new offence unless a decision is running on the address; it
+	// counts once a decision is published (simulation does not escalate).
+	offences := off.offences
 	if !off.banned(now) {
-		off.offend(now, e.prof.EscalationWindow())
+		offences = off.nextOffence(now, e.prof.EscalationWindow())
 	}
-	dur := e.prof.Escalate(rem.Duration, off.offences)
+	dur := e.prof.Escalate(rem.Duration, offences)
 	until := now.Add(dur)
 	off.run(sc.Name, until)
 	a.Simulated = rem.IsSimulated()
@@ -205,6 +207,7 @@ func (e *Engine) overflow(o *scenario.Overflow) {
 		return
 	}
 	off.until, off.dur = until, dur
+	off.offences, off.last = offences, now
 	e.stats.Decisions++
 	e.sink.Decision(d)
 }
@@ -238,12 +241,13 @@ type running struct {
 
 func (o *offender) banned(now time.Time) bool { return o.until.After(now) }
 
-func (o *offender) offend(now time.Time, window time.Duration) {
+// nextOffence returns the count a new offence at now makes: offences
+// older than the window are forgotten.
+func (o *offender) nextOffence(now time.Time, window time.Duration) int {
 	if window > 0 && now.Sub(o.last) > window {
-		o.offences = 0
+		return 1
 	}
-	o.offences++
-	o.last = now
+	return o.offences + 1
 }
 
 func (o *offender) runningFor(sc string, now time.Time) bool {

@@ -150,6 +150,12 @@ func TestSimulatedScenario(t *testing.T) {
 	if rec.alerts[0].IP != "2001:db8::66" || rec.alerts[0].Decision.Duration != "24h0m0s" {
 		t.Errorf("alert = %+v", rec.alerts[0])
 	}
+	// Simulated offences do not escalate: once the simulated 24h remedy
+	// is over, the next alert proposes 24h again.
+	eng.Event(&event.Event{Time: t0.Add(25 * time.Hour), Source: netip.MustParseAddr("2001:db8::66"), Type: event.TypeHTTPAccess, Path: "/", UserAgent: "sqlmap/1.7"})
+	if len(rec.alerts) != 2 || rec.alerts[1].Decision == nil || rec.alerts[1].Decision.Duration != "24h0m0s" {
+		t.Fatalf("second simulated alert = %+v", rec.alerts[1:])
+	}
 }
 
 func TestInvalidSourcesDropped(t *testing.T) {
