@@ -13,5 +13,7 @@
 // A daemon calls New (in the network namespace of its interfaces), logs
 // every Attachment whose Fallback is set, reconciles to the feed's live set
 // with Reconcile, applies changes with Apply, calls GC now and then to free
-// the room held by expired bans, and reads Counters for its metrics.
+// the room held by expired bans, and reads Counters for its metrics. One
+// process at a time may use a pin path: it keeps the reason ids it assigns
+// in memory as well as in the pinned table.
 package xdp

@@ -87,3 +87,24 @@ func TestMapFull(t *testing.T) {
 		t.Fatalf("err = %v, want ErrMapFull", err)
 	}
 }
+
+// TestMapFullOfExpired shows that expired bans never keep a new one out:
+// Apply collects them when the map is full.
+func TestMapFullOfExpired(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxExactV4 = 8
+	e := openUnpinned(t, cfg)
+	for i := range 8 {
+		putExpired(t, e, netip.PrefixFrom(millionAddr(i), 32).String())
+	}
+	fresh := netip.PrefixFrom(millionAddr(100), 32)
+	if err := e.Apply(context.Background(), enforcer.Batch{Add: []enforcer.Entry{
+		{Prefix: fresh, Until: time.Now().Add(time.Hour), Reason: "r", Origin: "test"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	assertList(t, e, []string{fresh.String() + " r"})
+	if v := run(t, e, frame{src: fresh.Addr()}.bytes()); v != xdpDrop {
+		t.Fatalf("verdict %d, want drop", v)
+	}
+}

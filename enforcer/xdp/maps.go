@@ -413,7 +413,9 @@ func sameBan(a, b bpf.XdpBan) bool {
 }
 
 // GC deletes expired bans from the maps and returns how many it deleted.
-// The program already ignores expired bans; GC only frees their room.
+// The program already ignores expired bans; GC only frees their room. Apply
+// runs it by itself when a map is full, so calling it periodically only
+// keeps memory and Apply latency down.
 func (e *Enforcer) GC(ctx context.Context) (int, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -424,6 +426,10 @@ func (e *Enforcer) GC(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	return e.gc(ctx, clk)
+}
+
+func (e *Enforcer) gc(ctx context.Context, clk clock) (int, error) {
 	m := &e.objs.XdpMaps
 	total := 0
 	for _, f := range []func() (int, error){

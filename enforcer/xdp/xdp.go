@@ -173,7 +173,19 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 	if err := e.planAdds(b.Add, clk, &w); err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
-	if err := e.write(ctx, &w); err != nil {
+	err = e.write(ctx, &w)
+	if errors.Is(err, ErrMapFull) {
+		// Expired bans may hold the room: collect them and write again,
+		// which is harmless for what was already written.
+		n, gcErr := e.gc(ctx, clk)
+		if gcErr != nil {
+			return fmt.Errorf("apply: %w", errors.Join(err, gcErr))
+		}
+		if n > 0 {
+			err = e.write(ctx, &w)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
 	return nil
