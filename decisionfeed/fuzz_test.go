@@ -102,3 +102,31 @@ func TestInterningSharesStrings(t *testing.T) {
 }
 
 func unsafeData(s string) *byte { return unsafe.StringData(s) }
+
+// FuzzKey holds the record-key checks to their definitions: keyMatches is
+// key == d.Key(), and a key parseKey accepts is the canonical key of the
+// decision it names.
+func FuzzKey(f *testing.F) {
+	for _, k := range []string{"ip:203.0.113.7", "range:198.51.100.0/24", "ip:2001:db8::7", "range:2001:db8::/32",
+		"ip:", ":", "ip:203.0.113.07", "range:0.0.0.0/0", "ipx:1.2.3.4", "ip:1.2.3.4:80", "", "range:10.0.0.1/8"} {
+		f.Add([]byte(k))
+	}
+	lim := DefaultLimits()
+	d := Decision{Scope: ScopeIP, Value: "203.0.113.7"}
+	f.Fuzz(func(t *testing.T, key []byte) {
+		if got, want := keyMatches(key, &d), string(key) == d.Key(); got != want {
+			t.Fatalf("keyMatches(%q) = %v, want %v", key, got, want)
+		}
+		scope, value, err := parseKey(key, lim)
+		if err != nil {
+			return
+		}
+		k := Decision{Scope: scope, Value: value}
+		if k.Key() != string(key) || !keyMatches(key, &k) {
+			t.Fatalf("parseKey(%q) = %q, %q", key, scope, value)
+		}
+		if err := validateValue(scope, value, lim); err != nil {
+			t.Fatalf("parseKey accepted %q: %v", key, err)
+		}
+	})
+}
