@@ -3,8 +3,10 @@
 # root) through scripts/deps.sh before they run.
 
 GO ?= go
-# Flags and packages of the first `make test` pass (embedded broker).
-TEST_FLAGS ?= -race -count=1
+# Flags and packages of the first `make test` pass (embedded broker). The
+# timeout is per package binary; test/netns loads 1M bans per backend and has
+# needed more than go test's default 10 min under -race on a busy machine.
+TEST_FLAGS ?= -race -count=1 -timeout 15m
 TEST_PKGS ?= ./...
 # Packages that run a second time against real Apache Kafka (test/kafka) in
 # `make test`; extend with `KAFKA_PKGS += ./yourpkg/...` or on the command line.

@@ -6,7 +6,7 @@
 #
 # Environment (the Makefile sets these):
 #   GO            go command (default go)
-#   TEST_FLAGS    flags for go test (default -race -count=1)
+#   TEST_FLAGS    flags for go test (default -race -count=1 -timeout 15m)
 #   TEST_PKGS     packages of the embedded-broker pass (default ./...)
 #   KAFKA_PKGS    packages run against real Kafka (default ./decisionfeed/... ./test/interop/...)
 #   KAFKA_PORT    port of the real Kafka node (default 19092)
@@ -14,7 +14,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
-read -r -a flags <<<"${TEST_FLAGS:--race -count=1}"
+read -r -a flags <<<"${TEST_FLAGS:--race -count=1 -timeout 15m}"
 read -r -a pkgs <<<"${TEST_PKGS:-./...}"
 read -r -a kafka_pkgs <<<"${KAFKA_PKGS:-./decisionfeed/... ./test/interop/...}"
 port=${KAFKA_PORT:-19092}
