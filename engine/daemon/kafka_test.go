@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -69,8 +70,12 @@ func produce(t *testing.T, brokers []string, topic string, msgs []kafka.Message,
 	}
 	for len(msgs) > 0 {
 		n := min(chunk, len(msgs))
-		if err := w.WriteMessages(ctx, msgs[:n]...); err != nil {
-			t.Fatal(err)
+		// A topic Kafka has just created may refuse writes for a moment.
+		for err := w.WriteMessages(ctx, msgs[:n]...); err != nil; err = w.WriteMessages(ctx, msgs[:n]...) {
+			if ctx.Err() != nil || !errors.Is(err, kafka.UnknownTopicOrPartition) {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 		msgs = msgs[n:]
 		if len(msgs) > 0 {
