@@ -73,18 +73,29 @@ func TestMillionBans(t *testing.T) {
 	}
 }
 
-// TestMapFull shows a full map is reported as ErrMapFull.
+// TestMapFull shows a full map is reported as ErrMapFull, for the hash
+// maps (preallocated or not) and the range tries.
 func TestMapFull(t *testing.T) {
-	cfg := testConfig(t)
-	cfg.MaxExactV4 = 8
-	e := openUnpinned(t, cfg)
-	var b enforcer.Batch
-	for i := range 9 {
-		b.Add = append(b.Add, enforcer.Entry{Prefix: netip.PrefixFrom(millionAddr(i), 32), Until: time.Now().Add(time.Hour)})
-	}
-	err := e.Apply(context.Background(), b)
-	if !errors.Is(err, ErrMapFull) {
-		t.Fatalf("err = %v, want ErrMapFull", err)
+	for _, tc := range []struct {
+		name     string
+		prealloc bool
+		bits     int
+	}{{"exact preallocated", true, 32}, {"exact growing", false, 32}, {"ranges", true, 24}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.Prealloc = tc.prealloc
+			cfg.MaxExactV4, cfg.MaxRangesV4 = 8, 8
+			e := openUnpinned(t, cfg)
+			var b enforcer.Batch
+			for i := range 9 {
+				p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), tc.bits)
+				b.Add = append(b.Add, enforcer.Entry{Prefix: p, Until: time.Now().Add(time.Hour)})
+			}
+			err := e.Apply(context.Background(), b)
+			if !errors.Is(err, ErrMapFull) {
+				t.Fatalf("err = %v, want ErrMapFull", err)
+			}
+		})
 	}
 }
 

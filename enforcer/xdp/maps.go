@@ -200,7 +200,8 @@ func update[K any](ctx context.Context, m *ebpf.Map, name string, keys []K, vals
 				err = m.Update(&keys[i], &vals[i], ebpf.UpdateAny)
 			}
 		}
-		if errors.Is(err, unix.E2BIG) {
+		// A full hash map answers E2BIG, a full trie ENOSPC.
+		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOSPC) {
 			return fmt.Errorf("update %s: %w (%d entries)", name, ErrMapFull, m.MaxEntries())
 		}
 		if err != nil {
