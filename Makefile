@@ -64,8 +64,10 @@ test: deps
 bench:
 	$(GO) test $(BENCH_FLAGS) -bench '$(BENCH)' $(BENCH_PKGS)
 
-## lint: gofmt -l empty, go vet clean, golangci-lint (.golangci.yml) clean
+## lint: gofmt -l empty, go vet clean, golangci-lint (.golangci.yml) clean, shellcheck clean
 lint: $(GOLANGCI_LINT)
+	scripts/deps.sh lint
+	shellcheck scripts/*.sh test/kafka/kafka.sh .ci/run
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt -l:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...

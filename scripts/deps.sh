@@ -5,6 +5,7 @@
 #
 #   scripts/deps.sh          everything `make test` and `.ci/run` need
 #   scripts/deps.sh demo     only what `make demo` needs
+#   scripts/deps.sh lint     only what `make lint` needs beyond Go
 #
 # Go itself is not installed here (Debian's is too old); go.mod names the
 # toolchain.
@@ -14,6 +15,7 @@ want=${1:-test}
 
 # command:package pairs; a command found on PATH means its package is there.
 demo_cmds=(make:make)
+lint_cmds=(make:make git:git shellcheck:shellcheck)
 test_cmds=(
 	make:make gcc:gcc git:git
 	clang:clang llvm-strip:llvm # bpf2go (make generate)
@@ -33,8 +35,9 @@ command -v go >/dev/null ||
 
 case $want in
 demo) cmds=("${demo_cmds[@]}") pkgs=() ;;
+lint) cmds=("${lint_cmds[@]}") pkgs=() ;;
 test) cmds=("${test_cmds[@]}") pkgs=("${test_pkgs[@]}") ;;
-*) die "usage: $0 [test|demo]" ;;
+*) die "usage: $0 [test|demo|lint]" ;;
 esac
 
 missing=()

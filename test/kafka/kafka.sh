@@ -24,7 +24,9 @@ port=${2:-19092}
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 
-[[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 65535)) || die "port $port: not a TCP port"
+if ! [[ $port =~ ^[1-9][0-9]{0,4}$ ]] || ((port > 65435)); then
+	die "port $port: not a TCP port below 65436 (the controller takes one above it)"
+fi
 state=${PORTCULLIS_KAFKA_STATE:-/tmp/portcullis-kafka-$port}
 pidfile=$state/kafka.pid
 logfile=$state/kafka.log
