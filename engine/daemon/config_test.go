@@ -132,3 +132,27 @@ func TestRunStopsOnSourceFailure(t *testing.T) {
 		t.Fatal("daemon kept running")
 	}
 }
+
+func FuzzEngineConfig(f *testing.F) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "config", "engine.yaml"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte("acquis: a.yaml\nrekey: true\nevents_partitions: 12\n"))
+	f.Add([]byte("acquis: a.yaml\ntopics: {decisions: '..'}\n"))
+	f.Add([]byte("acquis: [1, 2]\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseConfig("f.yaml", b)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "f.yaml") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		if c.Acquis == "" || !validTopic(c.Topics.Decisions) || !validTopic(c.Topics.Alerts) || !validTopic(c.Topics.Events) ||
+			c.EventsPartitions < 1 || c.DrainTimeout < 0 {
+			t.Fatalf("accepted %+v", c)
+		}
+	})
+}

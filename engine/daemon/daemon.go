@@ -54,6 +54,8 @@ type Daemon struct {
 	pub     *decisionfeed.Publisher
 	alerts  *kafka.Writer
 	events  *kafka.Writer // nil unless re-keying
+	// transport carries the alerts and events writers' connections.
+	transport *kafka.Transport
 
 	detect atomic.Pointer[engine.Stats] // the detect stage's last counters
 	snapAt time.Time                    // when they were taken; detect stage only
@@ -127,10 +129,11 @@ func New(cfg Config, o Options) (_ *Daemon, err error) {
 	}); err != nil {
 		return nil, fmt.Errorf("decision publisher: %w", err)
 	}
+	d.transport = &kafka.Transport{ClientID: "portcullis-engine"}
 	d.alerts = &kafka.Writer{
 		Addr: kafka.TCP(d.brokers...), Topic: cfg.Topics.Alerts, Balancer: &kafka.Hash{},
 		BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll, MaxAttempts: 5,
-		Transport: &kafka.Transport{ClientID: "portcullis-engine"},
+		Transport: d.transport,
 	}
 	if cfg.Rekey {
 		// The hash balancer sends one key, the source address, to one
@@ -138,7 +141,7 @@ func New(cfg Config, o Options) (_ *Daemon, err error) {
 		d.events = &kafka.Writer{
 			Addr: kafka.TCP(d.brokers...), Topic: cfg.Topics.Events, Balancer: &kafka.Hash{},
 			BatchTimeout: 2 * time.Millisecond, BatchSize: 1000, RequiredAcks: kafka.RequireAll, MaxAttempts: 5,
-			Transport: &kafka.Transport{ClientID: "portcullis-engine"},
+			Transport: d.transport,
 		}
 	}
 	return d, nil
@@ -162,6 +165,9 @@ func (d *Daemon) close() {
 	}
 	if d.events != nil {
 		d.events.Close()
+	}
+	if d.transport != nil {
+		d.transport.CloseIdleConnections()
 	}
 }
 

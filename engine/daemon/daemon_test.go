@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -411,6 +412,7 @@ func TestStopDrains(t *testing.T) {
 	logs := t.TempDir()
 	access := filepath.Join(logs, "access.log")
 	writeFile(t, access, "")
+	before := runtime.NumGoroutine()
 	in := startDaemon(t, cfg, fmt.Sprintf("filenames: [%q]\nlabels: {type: nginx}\n", access))
 	now := time.Now().UTC().Format("02/Jan/2006:15:04:05 -0700")
 	var lines strings.Builder
@@ -424,6 +426,14 @@ func TestStopDrains(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	in.stop(t)
+	// Nothing the daemon started outlives Run.
+	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > before; {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Run, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if read := in.metric(t, "portcullis_acquire_lines_total"); read < n {
 		t.Fatalf("read %v lines, want at least one whole append of %d", read, n)
 	}
