@@ -56,10 +56,13 @@ func NewFileSource(c SourceConfig, o Options) (*FileSource, error) {
 	if c.Kind != KindFile || len(c.Filenames) == 0 {
 		return nil, errors.New("file source: no filenames")
 	}
-	for _, p := range c.Filenames {
+	// Clean patterns so that they match the paths inotify reports.
+	c.Filenames = slices.Clone(c.Filenames)
+	for i, p := range c.Filenames {
 		if _, err := filepath.Match(p, ""); err != nil {
 			return nil, fmt.Errorf("file source: pattern %q: %w", p, err)
 		}
+		c.Filenames[i] = filepath.Clean(p)
 	}
 	if c.MaxLineBytes <= 0 {
 		c.MaxLineBytes = DefaultMaxLineBytes

@@ -333,8 +333,9 @@ func (d *Daemon) parseRekey(ctx context.Context, lines <-chan []acquire.Line) {
 			if err != nil {
 				continue
 			}
-			if !ev.Source.IsValid() {
-				continue // nothing to key on; the detect stage would drop it too
+			if !ev.Source.IsValid() || ev.Source.IsUnspecified() {
+				d.met.unkeyed.Inc() // nothing to key on; the detect stage would drop it too
+				continue
 			}
 			b, err := ev.MarshalBinary()
 			if err != nil {

@@ -22,6 +22,7 @@ type metrics struct {
 	rekeyOut      prometheus.Counter
 	rekeyIn       prometheus.Counter
 	rekeyBad      prometheus.Counter
+	unkeyed       prometheus.Counter
 
 	// byType caches the events counter of the known event types, so the
 	// hot path makes no label lookup.
@@ -50,6 +51,7 @@ func newMetrics(reg prometheus.Registerer, d *Daemon) (*metrics, error) {
 		rekeyOut:      c("rekey_events_published_total", "Parsed events published to the events topic for re-keying."),
 		rekeyIn:       c("rekey_events_consumed_total", "Re-keyed events consumed from the events topic."),
 		rekeyBad:      c("rekey_bad_events_total", "Events that could not be encoded or decoded for re-keying, skipped."),
+		unkeyed:       c("rekey_events_without_source_total", "Parsed events without a client address, not re-keyed (nothing to count them by)."),
 		byType:        map[string]prometheus.Counter{},
 	}
 	for _, t := range []string{event.TypeHTTPAccess, event.TypeHTTPError, event.TypeSSHFailedAuth,
@@ -60,7 +62,7 @@ func newMetrics(reg prometheus.Registerer, d *Daemon) (*metrics, error) {
 		return m, nil
 	}
 	for _, col := range []prometheus.Collector{m.events, m.alerts, m.decisions, m.published, m.publishErrors,
-		m.dropped, m.rekeyOut, m.rekeyIn, m.rekeyBad, &statsCollector{d: d}} {
+		m.dropped, m.rekeyOut, m.rekeyIn, m.rekeyBad, m.unkeyed, &statsCollector{d: d}} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("register engine metrics: %w", err)
 		}
