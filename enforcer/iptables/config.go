@@ -37,6 +37,7 @@ type Config struct {
 
 // LogConfig configures rate-limited logging of denied packets.
 type LogConfig struct {
+	// Enabled turns logging on.
 	Enabled bool `yaml:"enabled"`
 	// Prefix starts every log line; at most 29 bytes (the LOG target's limit).
 	Prefix string `yaml:"prefix"`

@@ -63,8 +63,37 @@ type family struct {
 	ipt  *goipt.IPTables
 	live string
 	tmp  string
-	// installed maps each prefix in the live set to its expiry (zero: none).
-	installed map[netip.Prefix]time.Time
+	// installed maps each prefix in the live set to what was installed.
+	installed map[netip.Prefix]inst
+}
+
+// inst is an installed entry: the ban's expiry and the kernel's, which is
+// earlier when the ban outlasts MaxTimeout (zero: none).
+type inst struct {
+	until, expires time.Time
+}
+
+func instOf(until, now time.Time) inst {
+	if until.IsZero() {
+		return inst{}
+	}
+	return inst{until: until, expires: minTime(until, now.Add(MaxTimeout))}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// current reports whether the installed entry already enforces until and
+// will not run out in the kernel before half of MaxTimeout has passed.
+func (i inst) current(until, now time.Time) bool {
+	if !i.until.Equal(until) || gone(i.expires, now) {
+		return false
+	}
+	return i.expires.Equal(i.until) || i.expires.Sub(now) > MaxTimeout/2
 }
 
 var (
@@ -182,7 +211,7 @@ func New(cfg Config) (*Enforcer, error) {
 		}
 		e.fams = append(e.fams, &family{
 			v: s.v, ipt: ipt, live: cfg.setName(s.v, false), tmp: cfg.setName(s.v, true),
-			installed: map[netip.Prefix]time.Time{},
+			installed: map[netip.Prefix]inst{},
 		})
 	}
 	for _, f := range e.fams {
@@ -342,12 +371,6 @@ func gone(until, now time.Time) bool {
 	return !until.IsZero() && until.Before(now.Add(expiryMargin))
 }
 
-// needsRefresh reports whether an entry installed with a capped timeout is
-// due to be re-added before the kernel expires it.
-func needsRefresh(until, now time.Time) bool {
-	return !until.IsZero() && until.Sub(now) > MaxTimeout/2
-}
-
 func entryOf(p netip.Prefix, secs uint32) *netlink.IPSetEntry {
 	return &netlink.IPSetEntry{
 		IP: net.IP(p.Addr().AsSlice()), CIDR: uint8(p.Bits()), Timeout: &secs, Replace: true,
@@ -369,7 +392,7 @@ func (e *Enforcer) addAll(f *family, set string, want map[netip.Prefix]time.Time
 	done, err := e.batch.add(set, items)
 	if set == f.live {
 		for _, it := range items[:done] {
-			f.installed[it.p] = want[it.p]
+			f.installed[it.p] = instOf(want[it.p], now)
 		}
 	}
 	return err
@@ -377,8 +400,8 @@ func (e *Enforcer) addAll(f *family, set string, want map[netip.Prefix]time.Time
 
 // del removes p from the live set; an entry the kernel already expired is
 // not an error.
-func (e *Enforcer) del(f *family, p netip.Prefix, until, now time.Time) error {
-	if gone(until, now) {
+func (e *Enforcer) del(f *family, p netip.Prefix, in inst, now time.Time) error {
+	if gone(in.expires, now) {
 		return nil
 	}
 	if err := e.h.IpsetDel(f.live, entryOf(p, 0)); err != nil && !isNotThere(err) {
@@ -407,13 +430,13 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 		if err != nil {
 			continue // nothing of that family is installed
 		}
-		until, ok := f.installed[p]
+		in, ok := f.installed[p]
 		if !ok && e.synced {
 			continue
 		}
 		// Before the first Reconcile the set holds what a previous run
 		// left, unknown here: delete blindly (absence is tolerated).
-		if err := e.del(f, p, until, now); err != nil {
+		if err := e.del(f, p, in, now); err != nil {
 			e.synced = false
 			return err
 		}
@@ -441,7 +464,7 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 			}
 			continue
 		}
-		if had && old.Equal(en.Until) && !needsRefresh(en.Until, now) && !gone(old, now) {
+		if had && old.current(en.Until, now) {
 			continue
 		}
 		if adds[f] == nil {
@@ -505,11 +528,11 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 		return nil
 	}
 	for _, f := range e.fams {
-		for p, until := range f.installed {
+		for p, in := range f.installed {
 			if _, keep := want[f][p]; keep {
 				continue
 			}
-			if err := e.del(f, p, until, now); err != nil {
+			if err := e.del(f, p, in, now); err != nil {
 				e.synced = false
 				return err
 			}
@@ -518,7 +541,7 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 		adds := map[netip.Prefix]time.Time{}
 		for p, until := range want[f] {
 			old, had := f.installed[p]
-			if had && old.Equal(until) && !needsRefresh(until, now) && !gone(old, now) {
+			if had && old.current(until, now) {
 				continue
 			}
 			adds[p] = until
@@ -555,7 +578,10 @@ func (e *Enforcer) reload(ctx context.Context, f *family, want map[netip.Prefix]
 	if err := e.h.IpsetDestroy(f.tmp); err != nil {
 		return fmt.Errorf("ipset destroy %s: %w", f.tmp, err)
 	}
-	f.installed = want
+	f.installed = make(map[netip.Prefix]inst, len(want))
+	for p, until := range want {
+		f.installed[p] = instOf(until, now)
+	}
 	return nil
 }
 

@@ -78,8 +78,20 @@ func TestTimeoutSecs(t *testing.T) {
 			t.Errorf("timeoutSecs(now%+v) = %d, %v; want %d, %v", c.until.Sub(now), secs, live, c.secs, c.live)
 		}
 	}
-	if !needsRefresh(now.Add(100*24*time.Hour), now) || needsRefresh(now.Add(time.Hour), now) || needsRefresh(time.Time{}, now) {
-		t.Error("needsRefresh: a capped ban must be refreshed, a short or permanent one not")
+	long := now.Add(100 * 24 * time.Hour)
+	in := instOf(long, now)
+	if !in.current(long, now) || !in.current(long, now.Add(MaxTimeout/2-time.Hour)) {
+		t.Error("a freshly installed capped ban is not current")
+	}
+	if in.current(long, now.Add(MaxTimeout/2+time.Hour)) {
+		t.Error("a capped ban past half its kernel timeout is current: it would run out in the kernel")
+	}
+	short := now.Add(time.Hour)
+	if in := instOf(short, now); !in.current(short, now.Add(50*time.Minute)) || in.current(short.Add(time.Second), now) {
+		t.Error("a short ban: current must hold until near expiry and fail for another expiry")
+	}
+	if in := instOf(time.Time{}, now); !in.current(time.Time{}, now.Add(1000*time.Hour)) {
+		t.Error("a permanent ban is not current")
 	}
 }
 

@@ -45,6 +45,7 @@ type Config struct {
 
 // LogConfig configures rate-limited logging of denied packets.
 type LogConfig struct {
+	// Enabled turns logging on.
 	Enabled bool `yaml:"enabled"`
 	// Prefix starts every log line; at most 127 bytes.
 	Prefix string `yaml:"prefix"`
@@ -65,7 +66,7 @@ func DefaultConfig() Config {
 		DenyAction:      "drop",
 		Log:             LogConfig{Prefix: "portcullis drop: ", Rate: 10, Burst: 20},
 		GCInterval:      time.Hour,
-		ChunkSize:       20000,
+		ChunkSize:       50000,
 	}
 }
 

@@ -66,9 +66,6 @@ func isRange(kind int) bool { return kind == kindRange4 || kind == kindRange6 }
 // fails the whole transaction, so such deletes are not sent.
 const expiryMargin = time.Second
 
-// maxTimeout caps element timeouts; a longer ban is refreshed by Reconcile.
-const maxTimeout = 365 * 24 * time.Hour
-
 // maxPerMessage bounds the elements in one netlink message: the element
 // list is one attribute, whose length field has 16 bits, and an IPv6
 // element with its timeout takes about 40 bytes.
@@ -397,11 +394,13 @@ func timeoutOf(until, now time.Time) (time.Duration, bool) {
 	if until.IsZero() {
 		return 0, true
 	}
+	// The kernel takes element timeouts in milliseconds up to centuries:
+	// any ban the feed accepts fits without a cap.
 	d := until.Sub(now)
 	if d < time.Millisecond {
 		return 0, false
 	}
-	return min(d, maxTimeout), true
+	return d, true
 }
 
 // txn collects element changes per set and sends them in transactions of
@@ -568,7 +567,7 @@ func gone(until, now time.Time) bool {
 func (e *Enforcer) diffAddr(t *txn, kind int, a netip.Addr, old time.Time, had bool) {
 	cur, has := e.addrs[kind][a]
 	switch {
-	case has && (!had || !cur.Equal(old) || needsRefresh(old, cur, t.now)):
+	case has && (!had || !cur.Equal(old)):
 		t.addAddr(kind, a, cur)
 	case !has && had && !gone(old, t.now):
 		t.delAddr(kind, a)
@@ -577,15 +576,6 @@ func (e *Enforcer) diffAddr(t *txn, kind int, a netip.Addr, old time.Time, had b
 		// left, unknown here: delete blindly (ENOENT is tolerated).
 		t.delAddr(kind, a)
 	}
-}
-
-// needsRefresh reports whether an element whose kernel timeout was capped
-// at maxTimeout is due to be re-added before the kernel expires it.
-func needsRefresh(installed, want, now time.Time) bool {
-	if want.IsZero() || !installed.Equal(want) {
-		return false
-	}
-	return want.Sub(now) > maxTimeout/2
 }
 
 // diffPieces recomputes the pieces of range kind and queues the change.
