@@ -147,7 +147,7 @@ func New(cfg Config, o Options) (_ *Daemon, err error) {
 	return d, nil
 }
 
-// close releases what New opened, for a Daemon that will not Run.
+// close releases what New opened: at the end of Run, or when New fails.
 func (d *Daemon) close() {
 	for _, s := range d.sources {
 		if c, ok := s.(interface{ Close() error }); ok {
@@ -201,7 +201,8 @@ func (s *sink) Decision(dec decisionfeed.Decision) {
 // Run runs the engine until ctx ends, then drains: sources stop, the lines
 // already read are parsed and detected, and pending alerts and decisions
 // are published (for at most the drain timeout). It returns an error when a
-// stage fails in a way it cannot recover from.
+// source fails (the engine does not run blind) or the events topic cannot
+// be created. A Daemon runs once.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.close()
 	runCtx, cancel := context.WithCancelCause(ctx)
@@ -215,10 +216,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// detected before the stop still reaches Kafka.
 	pubCtx, pubCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer pubCancel()
+	var drain atomic.Pointer[time.Timer]
 	stopDrain := context.AfterFunc(runCtx, func() {
-		time.AfterFunc(d.cfg.DrainTimeout, pubCancel)
+		drain.Store(time.AfterFunc(d.cfg.DrainTimeout, pubCancel))
 	})
-	defer stopDrain()
+	defer func() {
+		stopDrain()
+		if t := drain.Load(); t != nil {
+			t.Stop()
+		}
+	}()
 
 	lines := make(chan []acquire.Line, 64)
 	out := make(chan output, 4096)
