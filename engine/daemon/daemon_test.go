@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -482,5 +483,42 @@ func TestSyslogMatchesReplay(t *testing.T) {
 	got := decodeAlerts(t, readTopic(t, brokers, cfg.Topics.Alerts, len(want.alerts), time.Second))
 	if g, w := alertsText(sortAlerts(got)), alertsText(sortAlerts(want.alerts)); g != w {
 		t.Fatalf("syslog alerts\n%s\nreplay alerts\n%s", g, w)
+	}
+}
+
+// The in-process replay the tests compare with is the one operators run:
+// `portcullis replay --json` finds the same alerts in the same files.
+func TestReplayHelperMatchesCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/portcullis")
+	}
+	c := genCorpus(time.Now().UTC().Truncate(time.Second).Add(-10 * time.Minute))
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "portcullis")
+	build := exec.Command("go", "build", "-o", bin, "github.com/portcullis-ips/portcullis/cmd/portcullis")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	var fromCmd []engine.Alert
+	for typ, lines := range map[string][]string{"nginx": c.nginx, "syslog": c.auth} {
+		f := filepath.Join(dir, typ+".log")
+		writeFile(t, f, strings.Join(lines, "\n")+"\n")
+		cmd := exec.Command(bin, "replay", "--type", typ, "--json", "--reference-time", time.Now().UTC().Format(time.RFC3339), f)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("replay %s: %v\n%s", typ, err, stderr.String())
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			fromCmd = append(fromCmd, decodeAlerts(t, [][]byte{[]byte(l)})...)
+		}
+	}
+	want := replay(t, map[string][]string{"nginx": c.nginx, "syslog": c.auth}).alerts
+	for i := range want {
+		want[i].Host = "" // replay names no engine host
+	}
+	if g, w := alertsText(sortAlerts(fromCmd)), alertsText(sortAlerts(want)); g != w {
+		t.Fatalf("portcullis replay\n%s\nhelper\n%s", g, w)
 	}
 }
