@@ -78,7 +78,7 @@ func TestFWBouncerMillionBans(t *testing.T) {
 			if mm == nil || mm[1] != strconv.Itoa(n) {
 				t.Fatalf("reconciled %v bans, want %d: %s", mm, n, line)
 			}
-			t.Logf("fw-bouncer start to %d bans enforced: %s (backend reconcile %s)", n, ready.Round(time.Millisecond), mm[2])
+			t.Logf("fw-bouncer start to %d bans enforced: %s (snapshot reconcile, runner and backend: %s)", n, ready.Round(time.Millisecond), mm[2])
 
 			e.requireAll(target, false)
 			e.requireAll(e.attacker(1, 4), true)
