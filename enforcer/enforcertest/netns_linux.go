@@ -51,7 +51,7 @@ func NetNS(t testing.TB) (path, name string) {
 			runtime.UnlockOSThread()
 			return
 		}
-		defer origin.Close()
+		defer func() { _ = origin.Close() }()
 		ns, err := netns.NewNamed(name)
 		if err != nil {
 			// NewNamed may have switched before failing: restore.
@@ -63,7 +63,7 @@ func NetNS(t testing.TB) (path, name string) {
 			errc <- fmt.Errorf("create netns %s: %w", name, err)
 			return
 		}
-		ns.Close()
+		_ = ns.Close()
 		if err := netns.Set(origin); err != nil {
 			// Leave the thread locked: it dies with the goroutine.
 			errc <- fmt.Errorf("restore netns: %w", err)

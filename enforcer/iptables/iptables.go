@@ -117,7 +117,7 @@ func handles(cfg Config) (netns.NsHandle, *netlink.Handle, error) {
 	}
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_NETFILTER)
 	if err != nil {
-		ns.Close()
+		_ = ns.Close()
 		return netns.None(), nil, fmt.Errorf("open ipset netlink socket in %s: %w", cfg.NetNS, err)
 	}
 	return ns, h, nil
@@ -139,7 +139,7 @@ func inNS(ns netns.NsHandle, fn func() error) error {
 			errc <- fmt.Errorf("get current netns: %w", err)
 			return
 		}
-		defer origin.Close()
+		defer func() { _ = origin.Close() }()
 		if err := netns.Set(ns); err != nil {
 			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("enter netns: %w", err)
@@ -185,7 +185,7 @@ func New(cfg Config) (*Enforcer, error) {
 	if err != nil {
 		h.Close()
 		if ns.IsOpen() {
-			ns.Close()
+			_ = ns.Close()
 		}
 		return nil, err
 	}
@@ -231,7 +231,7 @@ func (e *Enforcer) release() {
 	_ = e.batch.close()
 	e.h.Close()
 	if e.ns.IsOpen() {
-		e.ns.Close()
+		_ = e.ns.Close()
 	}
 }
 
@@ -682,7 +682,7 @@ func Cleanup(cfg Config) error {
 	defer func() {
 		h.Close()
 		if ns.IsOpen() {
-			ns.Close()
+			_ = ns.Close()
 		}
 	}()
 	chain := cfg.chain()

@@ -60,7 +60,7 @@ func runLoader(ns string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }()
 	big := snapshot([4]byte{100, 64}, 100000, time.Now().Add(time.Hour))
 	next := e.newSet(kindAddr4, e.gen+1)
 	go func() {

@@ -21,7 +21,7 @@ func (e *Enforcer) setGC(sets []*nft.Set) error {
 	if err != nil {
 		return fmt.Errorf("open netfilter netlink socket: %w", err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	msgs, err := gcMessages(e.table.Name, sets, uint32(e.cfg.GCInterval.Milliseconds()))
 	if err != nil {
 		return err

@@ -120,7 +120,7 @@ func dial(cfg Config) (*nft.Conn, int, error) {
 	c, err := nft.New(opts...)
 	if err != nil {
 		if fd >= 0 {
-			unix.Close(fd)
+			_ = unix.Close(fd)
 		}
 		return nil, -1, fmt.Errorf("open nftables netlink socket: %w", err)
 	}
@@ -177,7 +177,7 @@ func New(cfg Config) (*Enforcer, error) {
 func (e *Enforcer) closeConn() {
 	_ = e.conn.CloseLasting()
 	if e.nsFd >= 0 {
-		unix.Close(e.nsFd)
+		_ = unix.Close(e.nsFd)
 		e.nsFd = -1
 	}
 }
@@ -406,11 +406,10 @@ func timeoutOf(until, now time.Time) (time.Duration, bool) {
 // txn collects element changes per set and sends them in transactions of
 // at most cfg.ChunkSize elements.
 type txn struct {
-	e    *Enforcer
-	now  time.Time
-	add  [numKinds][]nft.SetElement
-	del  [numKinds][]nft.SetElement
-	size int
+	e   *Enforcer
+	now time.Time
+	add [numKinds][]nft.SetElement
+	del [numKinds][]nft.SetElement
 }
 
 func addrBytes(a netip.Addr) []byte { return a.AsSlice() }
@@ -1003,7 +1002,7 @@ func Cleanup(cfg Config) error {
 	defer func() {
 		_ = conn.CloseLasting()
 		if fd >= 0 {
-			unix.Close(fd)
+			_ = unix.Close(fd)
 		}
 	}()
 	t, err := conn.ListTableOfFamily(cfg.Table, nft.TableFamilyINet)
