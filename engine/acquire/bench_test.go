@@ -40,7 +40,7 @@ func BenchmarkFileTail(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	s, err := NewFileSource(SourceConfig{Kind: KindFile, Filenames: []string{p}, Labels: map[string]string{"type": "nginx"}}, Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -48,7 +48,7 @@ func BenchmarkFileTail(b *testing.B) {
 	done := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go s.Run(ctx, counter(b.N, done))
+	go func() { _ = s.Run(ctx, counter(b.N, done)) }()
 	time.Sleep(100 * time.Millisecond) // the follower opens the file at its end
 	var content []byte
 	for i := range b.N {
@@ -75,7 +75,7 @@ func benchTopic(b *testing.B, n int) ([]string, string) {
 	brokers := feedtest.Brokers(b)
 	topic := feedtest.Topic(b, 6)
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.RoundRobin{}, BatchTimeout: time.Millisecond, BatchSize: 5000}
-	defer w.Close()
+	defer func() { _ = w.Close() }()
 	msgs := make([]kafka.Message, 0, 5000)
 	for i := 0; i < n; i++ {
 		msgs = append(msgs, kafka.Message{Value: []byte(benchLine(i))})
@@ -103,7 +103,7 @@ func BenchmarkKafkaSource(b *testing.B) {
 	defer cancel()
 	b.ResetTimer()
 	start := time.Now()
-	go s.Run(ctx, counter(b.N, done))
+	go func() { _ = s.Run(ctx, counter(b.N, done)) }()
 	<-done
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "lines/s")
 }
@@ -115,7 +115,7 @@ func BenchmarkKafkaReaderBare(b *testing.B) {
 	brokers, topic := benchTopic(b, b.N)
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, GroupID: "bare-" + topic, Topic: topic,
 		StartOffset: kafka.FirstOffset, CommitInterval: KafkaCommitInterval, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond})
-	defer r.Close()
+	defer func() { _ = r.Close() }()
 	b.ResetTimer()
 	start := time.Now()
 	for range b.N {

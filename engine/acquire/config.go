@@ -129,7 +129,7 @@ func LoadConfig(path string) ([]SourceConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("acquis: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only: nothing to lose
 	b, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("acquis: %w", err)

@@ -123,7 +123,7 @@ func (s *FileSource) Run(ctx context.Context, h Handler) error {
 			s.log.Warn("inotify unavailable, polling", "interval", FilePollInterval, "err", err)
 		} else {
 			fl.w = w
-			defer w.Close()
+			defer func() { _ = w.Close() }()
 			events, errs = w.Events, w.Errors
 		}
 	}
@@ -165,7 +165,7 @@ func done(ctx context.Context, err error) error {
 
 func (fl *follower) closeAll() {
 	for _, t := range fl.files {
-		t.f.Close()
+		_ = t.f.Close() // read-only: nothing to lose
 	}
 }
 
@@ -299,13 +299,13 @@ func (fl *follower) open(path string, key fileKey, atEnd bool, now time.Time) er
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if k := keyOf(fi); k != key {
 		// Replaced between the stat and the open: follow what was opened.
 		if fl.files[k] != nil {
-			f.Close()
+			_ = f.Close()
 			return nil
 		}
 		key = k
@@ -319,7 +319,7 @@ func (fl *follower) open(path string, key fileKey, atEnd bool, now time.Time) er
 		}
 	}
 	if _, err := f.Seek(t.off, io.SeekStart); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	fl.files[key] = t
@@ -441,7 +441,7 @@ func (fl *follower) retire(ctx context.Context, t *tailed) error {
 			return err
 		}
 	}
-	t.f.Close()
+	_ = t.f.Close()
 	delete(fl.files, t.key)
 	fl.s.log.Debug("stopped following", "path", t.path)
 	return nil

@@ -147,14 +147,18 @@ func TestFileRenameRotation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer w.Close()
-		fmt.Fprint(w, "a1\na2\n")
+		defer func() { _ = w.Close() }()
+		if _, err := fmt.Fprint(w, "a1\na2\n"); err != nil {
+			t.Fatal(err)
+		}
 		c.expect(t, "a1", "a2")
 		// logrotate renames; the writer keeps its descriptor until it reopens.
 		if err := os.Rename(p, p+".1"); err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprint(w, "a3 after rename\n")
+		if _, err := fmt.Fprint(w, "a3 after rename\n"); err != nil {
+			t.Fatal(err)
+		}
 		time.Sleep(50 * time.Millisecond)
 		appendFile(t, p, "b1\nb2\n")
 		c.expect(t, "a3 after rename", "b1", "b2")

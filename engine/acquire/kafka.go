@@ -132,7 +132,12 @@ func (s *KafkaSource) Run(ctx context.Context, h Handler) error {
 		MaxWait:        250 * time.Millisecond,
 		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { s.log.Debug(fmt.Sprintf(msg, args...)) }),
 	})
-	defer r.Close()
+	defer func() {
+		// Close commits the offsets read since the last commit.
+		if err := r.Close(); err != nil {
+			s.log.Warn("close reader", "err", err)
+		}
+	}()
 	var sources []string // "kafka:TOPIC/PARTITION", built once per partition
 	batch := make([]Line, 1)
 	backoff := 100 * time.Millisecond

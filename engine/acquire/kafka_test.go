@@ -128,7 +128,7 @@ func TestKafkaSource(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.RoundRobin{}, BatchTimeout: time.Millisecond}
-	defer w.Close()
+	defer func() { _ = w.Close() }()
 	msgs := []kafka.Message{
 		{Value: []byte("raw line one")},
 		{Key: []byte("web-9"), Value: []byte("raw line two\n")},
@@ -330,7 +330,9 @@ func TestKafkaSourceTLSSASL(t *testing.T) {
 			if err := w.WriteMessages(ctx, kafka.Message{Value: []byte(text)}); err != nil {
 				t.Fatal(err)
 			}
-			w.Close()
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
 			s, err := NewKafkaSource(SourceConfig{Kind: KindKafka, Topic: "logs", Brokers: brokers, GroupID: "g-" + sc.Mechanism,
 				FromBeginning: true, TLS: tlsCfg, SASL: sc, Labels: map[string]string{"type": "nginx"}}, Options{})
 			if err != nil {

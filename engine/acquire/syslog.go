@@ -94,10 +94,13 @@ func (s *SyslogSource) Close() error {
 	return err
 }
 
+// shut closes the listener to stop Run; an error closing it changes nothing.
+func (s *SyslogSource) shut() { _ = s.Close() }
+
 // Run implements Source.
 func (s *SyslogSource) Run(ctx context.Context, h Handler) error {
-	defer s.Close()
-	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer s.shut()
+	stop := context.AfterFunc(ctx, s.shut)
 	defer stop()
 	if s.udp != nil {
 		return s.runUDP(ctx, h)
@@ -127,7 +130,7 @@ func (s *SyslogSource) runTCP(ctx context.Context, h Handler) error {
 	sem := make(chan struct{}, syslogMaxConns)
 	connCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	defer s.Close() // before wg.Wait: no accept after a failed handler
+	defer s.shut() // before wg.Wait: no accept after a failed handler
 	for {
 		conn, err := s.tcp.Accept()
 		if err != nil {
@@ -147,7 +150,7 @@ func (s *SyslogSource) runTCP(ctx context.Context, h Handler) error {
 		case sem <- struct{}{}:
 		default:
 			s.log.Warn("too many syslog connections, refusing", "peer", conn.RemoteAddr(), "limit", syslogMaxConns)
-			conn.Close()
+			_ = conn.Close()
 			continue
 		}
 		wg.Add(1)
@@ -157,7 +160,7 @@ func (s *SyslogSource) runTCP(ctx context.Context, h Handler) error {
 			if err := s.serveConn(connCtx, h, conn); err != nil && connCtx.Err() == nil {
 				// The handler is gone: stop the whole source.
 				cancel(err)
-				s.Close()
+				s.shut()
 			}
 		}()
 	}
@@ -165,8 +168,8 @@ func (s *SyslogSource) runTCP(ctx context.Context, h Handler) error {
 
 // serveConn reads framed messages from one TCP connection until it closes.
 func (s *SyslogSource) serveConn(ctx context.Context, h Handler, conn net.Conn) error {
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer func() { _ = conn.Close() }()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
 	peer := conn.RemoteAddr()
 	r := bufio.NewReaderSize(conn, 64<<10)
@@ -204,7 +207,7 @@ func readFrame(r *bufio.Reader, max int) ([]byte, error) {
 			continue // blank frames and stray delimiters
 		}
 		if c < '1' || c > '9' {
-			r.UnreadByte()
+			_ = r.UnreadByte() // cannot fail right after ReadByte
 			return readDelimited(r, max)
 		}
 		n := int(c - '0')
@@ -250,7 +253,7 @@ func readDelimited(r *bufio.Reader, max int) ([]byte, error) {
 		if errors.Is(err, bufio.ErrBufferFull) {
 			continue
 		}
-		if err != nil && !(errors.Is(err, io.EOF) && len(out) > 0) {
+		if err != nil && (!errors.Is(err, io.EOF) || len(out) == 0) {
 			return nil, err
 		}
 		if tooLong {

@@ -148,7 +148,7 @@ func TestSyslogUDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	for _, msg := range []string{
 		"<38>Nov 25 10:00:05 bastion sshd[1]: Failed password for root from 185.220.101.5 port 1 ssh2\n",
 		"not syslog at all",
@@ -176,7 +176,7 @@ func TestSyslogTCPFraming(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	octet := func(s string) string { return fmt.Sprintf("%d %s", len(s), s) }
 	stream := octet("<38>1 2026-11-25T10:00:05Z h1 sshd 9 - - Failed password for root from 198.51.100.1 port 1 ssh2") +
 		"<38>Nov 25 10:00:06 h2 sshd[3]: newline framed\n" +
@@ -204,9 +204,13 @@ func TestSyslogTCPFraming(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c2.Close()
-	fmt.Fprint(c2, "12x <13>oops\n")
-	fmt.Fprint(conn, "<38>Nov 25 10:00:11 h7 sshd[3]: still here\n")
+	defer func() { _ = c2.Close() }()
+	if _, err := fmt.Fprint(c2, "12x <13>oops\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Fprint(conn, "<38>Nov 25 10:00:11 h7 sshd[3]: still here\n"); err != nil {
+		t.Fatal(err)
+	}
 	c.expect(t, "Nov 25 10:00:11 h7 sshd[3]: still here")
 	waitCounter(t, m.Skipped.WithLabelValues(s.Name(), SkipBadSyslog), 1)
 	if n := testutil.ToFloat64(m.Lines.WithLabelValues(s.Name(), "syslog")); n != 5 {

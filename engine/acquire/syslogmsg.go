@@ -135,11 +135,9 @@ func parse5424(m SyslogMessage, b []byte, now time.Time) (SyslogMessage, error) 
 		return m, err
 	}
 	b = bytes.TrimPrefix(b, []byte("\xEF\xBB\xBF")) // the UTF-8 BOM RFC 5424 allows
-	switch {
-	case tag == "":
-		m.Content = string(b)
-	default:
-		m.Content = tag + ": " + string(b)
+	m.Content = string(b)
+	if tag != "" {
+		m.Content = tag + ": " + m.Content
 	}
 	return m, nil
 }
@@ -162,18 +160,18 @@ func skipSD(b []byte) ([]byte, error) {
 		for ; i < len(b); i++ {
 			c := b[i]
 			if inQuote {
-				if c == '\\' {
+				switch c {
+				case '\\':
 					i++
-				} else if c == '"' {
+				case '"':
 					inQuote = false
 				}
 				continue
 			}
-			if c == '"' {
-				inQuote = true
-			} else if c == ']' {
+			if c == ']' {
 				break
 			}
+			inQuote = c == '"'
 		}
 		if i >= len(b) {
 			return nil, errors.New("rfc5424 structured data: unterminated element")

@@ -32,7 +32,7 @@ func BenchmarkLineToDecision(b *testing.B) {
 		Brokers: brokers, GroupTopics: []string{cfg.Topics.Decisions}, GroupID: "bench-" + cfg.Topics.Decisions,
 		StartOffset: kafka.FirstOffset, MaxWait: 5 * time.Millisecond, ReadBatchTimeout: 5 * time.Millisecond,
 	})
-	defer r.Close()
+	defer func() { _ = r.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	line := func(i int) string {

@@ -121,7 +121,9 @@ func TestRunStopsOnSourceFailure(t *testing.T) {
 	// Close the listener under the running source: accept fails.
 	src := d.Sources()[0].(*acquire.SyslogSource)
 	time.Sleep(100 * time.Millisecond)
-	src.Close()
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case err := <-done:
 		want := "source syslog:tcp:127.0.0.1:0: stopped"

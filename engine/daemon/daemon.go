@@ -149,25 +149,29 @@ func New(cfg Config, o Options) (_ *Daemon, err error) {
 
 // close releases what New opened: at the end of Run, or when New fails.
 func (d *Daemon) close() {
+	var errs []error
 	for _, s := range d.sources {
 		if c, ok := s.(interface{ Close() error }); ok {
-			c.Close()
+			errs = append(errs, c.Close())
 		}
 	}
 	if d.prof != nil {
-		d.prof.Close()
+		errs = append(errs, d.prof.Close())
 	}
 	if d.pub != nil {
-		d.pub.Close()
+		errs = append(errs, d.pub.Close())
 	}
 	if d.alerts != nil {
-		d.alerts.Close()
+		errs = append(errs, d.alerts.Close())
 	}
 	if d.events != nil {
-		d.events.Close()
+		errs = append(errs, d.events.Close())
 	}
 	if d.transport != nil {
 		d.transport.CloseIdleConnections()
+	}
+	if err := errors.Join(errs...); err != nil {
+		d.log.Warn("close", "err", err)
 	}
 }
 
@@ -389,7 +393,12 @@ func (d *Daemon) detectRekeyed(ctx context.Context, eng *engine.Engine) {
 		MaxWait: 100 * time.Millisecond, MaxBytes: 8 << 20,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { d.log.Debug(fmt.Sprintf(msg, args...)) }),
 	})
-	defer r.Close()
+	defer func() {
+		// Close commits the offsets read since the last commit.
+		if err := r.Close(); err != nil {
+			d.log.Warn("close events reader", "err", err)
+		}
+	}()
 	backoff := 100 * time.Millisecond
 	for {
 		m, err := r.ReadMessage(ctx)

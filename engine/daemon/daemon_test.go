@@ -62,7 +62,7 @@ func replay(t *testing.T, files map[string][]string) *recorder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer prof.Close()
+	defer func() { _ = prof.Close() }()
 	rec := &recorder{}
 	eng, err := engine.New(engine.Config{Scenarios: scs, Profiles: prof, Sink: rec, Host: testHost})
 	if err != nil {
@@ -190,7 +190,7 @@ func readTopic(t *testing.T, brokers []string, topic string, n int, settle time.
 		Brokers: brokers, Topic: topic, GroupID: "reader-" + topic + fmt.Sprint(time.Now().UnixNano()),
 		StartOffset: kafka.FirstOffset, MaxWait: 50 * time.Millisecond,
 	})
-	defer r.Close()
+	defer func() { _ = r.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out [][]byte
@@ -372,8 +372,10 @@ func appendFile(t testing.TB, path, s string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	if _, err := f.WriteString(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -459,7 +461,7 @@ func TestSyslogMatchesReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	for i, l := range c.auth {
 		msg := "<38>" + l
 		if i%2 == 1 {

@@ -62,7 +62,7 @@ func serverLogsMessages(t *testing.T, c corpus) []kafka.Message {
 func produce(t *testing.T, brokers []string, topic string, msgs []kafka.Message, chunk int) {
 	t.Helper()
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.RoundRobin{}, BatchTimeout: time.Millisecond, BatchSize: 200}
-	defer w.Close()
+	defer func() { _ = w.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if chunk <= 0 {
