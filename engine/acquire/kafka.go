@@ -130,7 +130,7 @@ func (s *KafkaSource) Run(ctx context.Context, h Handler) error {
 		StartOffset:    start,
 		MaxBytes:       8 << 20,
 		MaxWait:        250 * time.Millisecond,
-		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { s.log.Debug(fmt.Sprintf(msg, args...)) }),
+		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { s.log.Warn("kafka", "err", fmt.Sprintf(msg, args...)) }),
 	})
 	defer func() {
 		// Close commits the offsets read since the last commit.

@@ -391,7 +391,7 @@ func (d *Daemon) detectRekeyed(ctx context.Context, eng *engine.Engine) {
 		Brokers: d.brokers, GroupID: d.cfg.RekeyGroup, Topic: d.cfg.Topics.Events,
 		StartOffset: kafka.FirstOffset, CommitInterval: acquire.KafkaCommitInterval,
 		MaxWait: 100 * time.Millisecond, MaxBytes: 8 << 20,
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { d.log.Debug(fmt.Sprintf(msg, args...)) }),
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { d.log.Warn("kafka", "err", fmt.Sprintf(msg, args...)) }),
 	})
 	defer func() {
 		// Close commits the offsets read since the last commit.
