@@ -334,11 +334,14 @@ labels: {type: syslog}
 		writeFile(t, access, "")
 	})
 	writeOverTime(t, auth, c.auth, len(c.auth)/2, func() {
-		time.Sleep(300 * time.Millisecond) // copytruncate loses what the follower has not read yet
+		// copytruncate loses what the follower has not read yet, so wait
+		// for it; and a file that regrows past the old size before the
+		// truncation is noticed looks merely appended to, so wait for that too.
+		waitMetric(t, []*instance{in}, "portcullis_acquire_lines_total", warmRead+float64(len(c.nginx)+len(c.auth)/2), 30*time.Second)
 		if err := os.Truncate(auth, 0); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond) // the truncation is noticed before the file regrows
+		waitMetric(t, []*instance{in}, "portcullis_acquire_file_rotations_total", 2, 30*time.Second) // the rename, then this
 	})
 	total := float64(len(c.nginx)+len(c.auth)) + warmRead
 	waitMetric(t, []*instance{in}, "portcullis_acquire_lines_total", total, 30*time.Second)
