@@ -303,6 +303,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := context.Cause(runCtx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
+	d.log.Info("engine stopped")
 	return nil
 }
 
