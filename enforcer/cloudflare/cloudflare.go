@@ -129,14 +129,25 @@ type ListPlan struct {
 	Action Action
 	// Create says the list does not exist yet.
 	Create bool
-	// Add are the ip strings to add; Delete the item ids to remove and
-	// DeleteIPs their addresses (empty for duplicates).
-	Add       []listItem
+	// Add are the items to add; Delete the item ids to remove and
+	// DeleteIPs their addresses (duplicates come last, without one).
+	Add       []Addition
 	Delete    []string
 	DeleteIPs []string
 	// Items is the number of items after the change.
 	Items int
 }
+
+// Addition is an item to add to a list.
+type Addition struct {
+	// IP is the address or prefix as Cloudflare stores it.
+	IP string
+	// Comment says who added it, why, and what normalisation changed.
+	Comment string
+}
+
+// String is "ip (comment)".
+func (a Addition) String() string { return a.IP + " (" + a.Comment + ")" }
 
 // RuleChange is a change to one zone's custom rules.
 type RuleChange struct {
@@ -338,7 +349,7 @@ func diff(lp ListPlan, r *remoteList, want map[string]listItem) ListPlan {
 	}
 	lp.Delete = append(lp.Delete, r.strays...)
 	for _, li := range sortedItems(want) {
-		if _, ok := r.items[li.ip]; !ok {
+		if _, ok := r.items[li.IP]; !ok {
 			lp.Add = append(lp.Add, li)
 		}
 	}
@@ -346,10 +357,10 @@ func diff(lp ListPlan, r *remoteList, want map[string]listItem) ListPlan {
 	return lp
 }
 
-func sortedItems(m map[string]listItem) []listItem {
-	out := make([]listItem, 0, len(m))
+func sortedItems(m map[string]listItem) []Addition {
+	out := make([]Addition, 0, len(m))
 	for _, k := range slices.Sorted(maps.Keys(m)) {
-		out = append(out, m[k])
+		out = append(out, Addition{IP: k, Comment: m[k].comment})
 	}
 	return out
 }
@@ -503,8 +514,8 @@ func (c *Client) addItems(ctx context.Context, lp ListPlan) (int, error) {
 		p.Body = make([]rules.ListItemNewParamsBodyUnion, len(chunk))
 		for i, li := range chunk {
 			var b rules.ListItemNewParamsBodyListsListItemIPComment
-			b.IP.Value, b.IP.Present = li.ip, true
-			b.Comment.Value, b.Comment.Present = li.comment, true
+			b.IP.Value, b.IP.Present = li.IP, true
+			b.Comment.Value, b.Comment.Present = li.Comment, true
 			p.Body[i] = b
 		}
 		what := fmt.Sprintf("add %d items to list %s", len(chunk), lp.Name)
@@ -520,7 +531,7 @@ func (c *Client) addItems(ctx context.Context, lp ListPlan) (int, error) {
 		}
 		done += len(chunk)
 		for _, li := range chunk {
-			r.items[li.ip] = "" // the id is learnt at the next read
+			r.items[li.IP] = "" // the id is learnt at the next read
 		}
 	}
 	return done, nil

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/enforcer/cloudflare"
+)
+
+// Config is the Cloudflare bouncer's configuration: the YAML file, then
+// flags. The Cloudflare settings (account_id, zone_ids, item_limit, ...)
+// sit at the top level of the file.
+type Config struct {
+	Cloudflare cloudflare.Config `yaml:",inline"`
+	// TokenFile holds the API token; empty reads CLOUDFLARE_API_TOKEN.
+	TokenFile string `yaml:"token_file"`
+	// Brokers are the Kafka bootstrap brokers.
+	Brokers []string `yaml:"brokers"`
+	// Topic is the decisions topic.
+	Topic string `yaml:"topic"`
+	// Group is the per-host lag-reporting consumer group.
+	Group string `yaml:"group"`
+	// MetricsListen is the Prometheus endpoint's address; empty turns it off.
+	MetricsListen string `yaml:"metrics_listen"`
+	// Debounce is how long the daemon waits after a change for more
+	// changes before it syncs, so a burst becomes one bulk call.
+	Debounce time.Duration `yaml:"debounce"`
+	// MaxDelay bounds the wait of a change when changes keep coming.
+	MaxDelay time.Duration `yaml:"max_delay"`
+	// SyncRetryMin and SyncRetryMax bound the backoff after a failed sync.
+	SyncRetryMin time.Duration `yaml:"sync_retry_min"`
+	SyncRetryMax time.Duration `yaml:"sync_retry_max"`
+	// SnapshotTimeout bounds the wait for the feed's snapshot in --once
+	// and --dry-run.
+	SnapshotTimeout time.Duration `yaml:"snapshot_timeout"`
+}
+
+// DefaultConfig returns the configuration used for what is not set.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	return Config{
+		Cloudflare:      cloudflare.DefaultConfig(),
+		Topic:           decisionfeed.TopicDecisions,
+		Group:           "portcullis-cf-bouncer-" + host,
+		Debounce:        2 * time.Second,
+		MaxDelay:        30 * time.Second,
+		SyncRetryMin:    5 * time.Second,
+		SyncRetryMax:    5 * time.Minute,
+		SnapshotTimeout: 2 * time.Minute,
+	}
+}
+
+// Validate checks the configuration without doing any I/O.
+func (c *Config) Validate() error {
+	if err := c.Cloudflare.Validate(); err != nil {
+		return err
+	}
+	if len(c.Brokers) == 0 {
+		return errors.New("brokers: none given")
+	}
+	for i, b := range c.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			return fmt.Errorf("brokers[%d]: %q is not host:port", i, b)
+		}
+	}
+	if c.Topic == "" {
+		return errors.New("topic: empty")
+	}
+	if c.Group == "" {
+		return errors.New("group: empty")
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics_listen: %q is not host:port", c.MetricsListen)
+		}
+	}
+	switch {
+	case c.Debounce < 0:
+		return fmt.Errorf("debounce: %s is negative", c.Debounce)
+	case c.MaxDelay < c.Debounce:
+		return fmt.Errorf("max_delay: %s is shorter than debounce %s", c.MaxDelay, c.Debounce)
+	case c.SyncRetryMin <= 0 || c.SyncRetryMax < c.SyncRetryMin:
+		return fmt.Errorf("sync_retry_min/sync_retry_max: %s/%s is not 0 < min <= max", c.SyncRetryMin, c.SyncRetryMax)
+	case c.SnapshotTimeout <= 0:
+		return fmt.Errorf("snapshot_timeout: %s is not positive", c.SnapshotTimeout)
+	}
+	return nil
+}
+
+// loadConfig decodes a YAML file over c. Unknown keys, a second document
+// and values of the wrong type are errors naming the file and line.
+func loadConfig(path string, c *Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	return decodeConfig(path, data, c)
+}
+
+func decodeConfig(name string, data []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: empty document", name)
+		}
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return fmt.Errorf("%s: %s", name, strings.Join(te.Errors, "; "))
+		}
+		return fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s: line %d: a second YAML document; one per file", name, extra.Line)
+	}
+	return nil
+}
+
+// readToken returns the API token from the file, else from the
+// CLOUDFLARE_API_TOKEN environment variable.
+func readToken(file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("token file: %w", err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("token file %s: empty", file)
+		}
+		if strings.ContainsAny(t, " \t\r\n") {
+			return "", fmt.Errorf("token file %s: more than one word", file)
+		}
+		return t, nil
+	}
+	t := strings.TrimSpace(os.Getenv("CLOUDFLARE_API_TOKEN"))
+	if t == "" {
+		return "", errors.New("no API token: set CLOUDFLARE_API_TOKEN or --token-file")
+	}
+	return t, nil
+}

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
+	"github.com/portcullis-ips/portcullis/enforcer/cloudflare/cffake"
+)
+
+const (
+	token   = "cf-secret-token-9d81c0"
+	account = "0123456789abcdef0123456789abcdef"
+	zone    = "fedcba9876543210fedcba9876543210"
+)
+
+// fastConfig is a config file with short API backoffs, so tests do not
+// wait on the production defaults.
+func fastConfig(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "cf-bouncer.yaml")
+	const y = "retry_min: 1ms\nretry_max: 5ms\npoll_min: 1ms\npoll_max: 5ms\nsnapshot_timeout: 30s\n"
+	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// feed starts a broker and a topic and publishes ds.
+func feed(t *testing.T, ds ...decisionfeed.Decision) (brokers []string, topic string, pub *decisionfeed.Publisher) {
+	t.Helper()
+	brokers = feedtest.Brokers(t)
+	topic = feedtest.CompactedTopic(t, decisionfeed.PartitionsDecisions)
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	if len(ds) > 0 {
+		if err := pub.Publish(context.Background(), ds...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return brokers, topic, pub
+}
+
+func decision(op decisionfeed.Op, typ decisionfeed.Type, p string) decisionfeed.Decision {
+	d := decisionfeed.NewDecision(op, typ, netip.MustParsePrefix(p), 4*time.Hour, "test", time.Now())
+	d.Scenario = "test/scenario"
+	return d
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestOnceSyncsTheSnapshot(t *testing.T) {
+	fake := cffake.New(token, account, zone)
+	defer fake.Close()
+	brokers, topic, _ := feed(t,
+		decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"),
+		decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "198.51.100.0/24"),
+		decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "192.0.2.9/32"),
+		decision(decisionfeed.OpDelete, decisionfeed.TypeBan, "192.0.2.9/32"),
+		decision(decisionfeed.OpAdd, decisionfeed.TypeCaptcha, "2001:db8:1:2::5/128"),
+		decision(decisionfeed.OpAdd, decisionfeed.TypeThrottle, "192.0.2.50/32"),
+	)
+	t.Setenv("CLOUDFLARE_API_TOKEN", token)
+	var stdout bytes.Buffer
+	var stderr syncBuffer
+	err := run(context.Background(), []string{"--once", "--config", fastConfig(t), "--brokers", brokers[0], "--topic", topic,
+		"--group", "-", "--account-id", account, "--zone-id", zone, "--api-base", fake.URL, "--log-level", "debug"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	// 2 list reads, 2 list creates, 1 entrypoint read (404) and 1 PUT,
+	// one bulk add and one poll per list.
+	want := "items=3 adds=3 deletes=0 left_out=0 refused=0 unsupported=0 rule_changes=1 api_calls=10 api_writes=5\n"
+	if stdout.String() != want {
+		t.Fatalf("stdout = %q, want %q", stdout.String(), want)
+	}
+	if got := fake.Items(account, "portcullis_ban"); !slices.Equal(got, []string{"198.51.100.0/24", "203.0.113.7"}) {
+		t.Fatalf("ban list = %v", got)
+	}
+	if got := fake.Items(account, "portcullis_captcha"); !slices.Equal(got, []string{"2001:db8:1:2::/64"}) {
+		t.Fatalf("captcha list = %v", got)
+	}
+	if strings.Contains(stderr.String(), token) || strings.Contains(stdout.String(), token) {
+		t.Fatalf("the token appears in the output:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "msg=synced") {
+		t.Fatalf("no sync log line:\n%s", stderr.String())
+	}
+}
+
+func TestDryRunPrintsThePlanAndWritesNothing(t *testing.T) {
+	fake := cffake.New(token, account, zone)
+	defer fake.Close()
+	fake.SetRules(zone, `{"id":"r1","action":"log","expression":"true","ref":"mine"}`)
+	brokers, topic, _ := feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"))
+	tf := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tf, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CLOUDFLARE_API_TOKEN", "")
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"--dry-run", "--config", fastConfig(t), "--brokers", brokers[0], "--topic", topic,
+		"--group", "-", "--account-id", account, "--zone-id", zone, "--api-base", fake.URL, "--token-file", tf}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	want := "list portcullis_ban (block): create; +1 -0 -> 1 items\n" +
+		"  + 203.0.113.7 (portcullis test/scenario)\n" +
+		"zone " + zone + ": create rule portcullis_ban (block)\n" +
+		"budget 10000 items; left out 0; refused 0; unsupported 0\n"
+	if stdout.String() != want {
+		t.Fatalf("stdout =\n%s\nwant\n%s", stdout.String(), want)
+	}
+	if fake.Writes() != 0 {
+		t.Fatalf("dry run wrote: %v", fake.Calls())
+	}
+}
+
+func TestOnceFailsWithOneLineError(t *testing.T) {
+	fake := cffake.New(token, account, zone)
+	defer fake.Close()
+	brokers, topic, _ := feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"))
+	const bad = "not-the-token-4411"
+	t.Setenv("CLOUDFLARE_API_TOKEN", bad)
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"--once", "--config", fastConfig(t), "--brokers", brokers[0], "--topic", topic,
+		"--group", "-", "--account-id", account, "--zone-id", zone, "--api-base", fake.URL, "--log-level", "debug"}, &stdout, &stderr)
+	want := "read lists of account " + account + ": HTTP 403: Authentication error (code 10000) - check the API token: it must be valid and allowed to edit account filter lists and zone WAF"
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v, want %s", err, want)
+	}
+	if strings.Contains(stderr.String(), bad) || stdout.Len() != 0 {
+		t.Fatalf("stdout %q; stderr:\n%s", stdout.String(), stderr.String())
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String()
+}
+
+func TestDaemonFollowsTheFeed(t *testing.T) {
+	fake := cffake.New(token, account, zone)
+	defer fake.Close()
+	brokers, topic, pub := feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"))
+	t.Setenv("CLOUDFLARE_API_TOKEN", token)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	metricsAddr := freeAddr(t)
+	var stderr syncBuffer
+	done := make(chan error, 1)
+	runCtx, stop := context.WithCancel(ctx)
+	go func() {
+		done <- run(runCtx, []string{"--config", fastConfig(t), "--brokers", brokers[0], "--topic", topic, "--group", "-",
+			"--account-id", account, "--zone-id", zone, "--api-base", fake.URL, "--debounce", "300ms",
+			"--metrics-listen", metricsAddr, "--log-level", "debug"}, io.Discard, &stderr)
+	}()
+	waitItems := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for len(fake.Items(account, "portcullis_ban")) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("ban list has %d items, want %d\n%s", len(fake.Items(account, "portcullis_ban")), want, stderr.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitItems(1)
+
+	// A burst of 200 decisions becomes one bulk add.
+	posts := fake.Calls()["POST /accounts/{account_id}/rules/lists/{list_id}/items"]
+	var burst []decisionfeed.Decision
+	for i := range 200 {
+		burst = append(burst, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, fmt.Sprintf("10.1.%d.%d/32", i/100, i%100+1)))
+	}
+	for i := 0; i < len(burst); i += 50 {
+		if err := pub.Publish(ctx, burst[i:i+50]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitItems(201)
+	if got := fake.Calls()["POST /accounts/{account_id}/rules/lists/{list_id}/items"] - posts; got != 1 {
+		t.Fatalf("%d bulk adds for the burst, want 1", got)
+	}
+
+	if err := pub.Publish(ctx, decision(decisionfeed.OpDelete, decisionfeed.TypeBan, "203.0.113.7/32")); err != nil {
+		t.Fatal(err)
+	}
+	waitItems(200)
+	if slices.Contains(fake.Items(account, "portcullis_ban"), "203.0.113.7") {
+		t.Fatal("the deleted ban is still listed")
+	}
+
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	for _, want := range []string{
+		`portcullis_cf_bouncer_list_items{list="portcullis_ban"} 200`,
+		"portcullis_cf_bouncer_adds_total 201",
+		"portcullis_cf_bouncer_deletes_total 1",
+		"portcullis_cf_bouncer_left_out 0",
+		"portcullis_cf_bouncer_last_success_timestamp_seconds ",
+		"portcullis_cf_bouncer_api_calls_total ",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if strings.Contains(stderr.String(), token) {
+		t.Fatal("the token appears in the log")
+	}
+}
