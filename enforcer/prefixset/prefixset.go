@@ -2,10 +2,9 @@
 // IPv4 and IPv6 prefixes (single addresses and ranges), each with a remedy
 // (ban or captcha), a reason and an absolute expiry that lookups honor.
 //
-// Single addresses, nearly all of a large ban list, live in hash maps, so a
-// lookup among a million bans costs about one memory access; ranges live in
-// a github.com/gaissmai/bart routing table. Lookups share a read lock and
-// never allocate. Set implements enforcer.Enforcer for ban entries;
+// Lookups are lock-free: they read an immutable routing table (a
+// github.com/gaissmai/bart table) through an atomic pointer, and writers
+// publish a modified copy. Set implements enforcer.Enforcer for ban entries;
 // ApplyRemedies and ReconcileRemedies take entries that carry their remedy.
 package prefixset
 
@@ -14,8 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unique"
 
@@ -72,81 +71,30 @@ type Match struct {
 // ErrClosed is returned by writes to a closed set.
 var ErrClosed = errors.New("prefix set closed")
 
-// value is what the set stores per prefix. Reasons and origins repeat
-// across many entries and are interned.
+// value is what the table stores per prefix. It is immutable once stored,
+// so the shallow copies made by the table's copy-on-write are safe. Reasons
+// and origins repeat across many entries and are interned.
 type value struct {
 	until  int64 // Unix nanoseconds
 	reason unique.Handle[string]
 	origin unique.Handle[string]
 	remedy Remedy
+	bits   uint8 // the prefix length, so a plain lookup can name the prefix
 }
 
-// tables is the content of a set: single addresses by family, and ranges.
-type tables struct {
-	hosts4 map[[4]byte]value
-	hosts6 map[[16]byte]value
-	ranges *bart.Table[value]
-}
-
-func newTables(hint int) tables {
-	return tables{
-		hosts4: make(map[[4]byte]value, hint),
-		hosts6: make(map[[16]byte]value),
-		ranges: new(bart.Table[value]),
-	}
-}
-
-func (t *tables) len() int { return len(t.hosts4) + len(t.hosts6) + t.ranges.Size() }
-
-func (t *tables) insert(p netip.Prefix, v value) {
-	switch {
-	case !p.IsSingleIP():
-		t.ranges.Insert(p, v)
-	case p.Addr().Is4():
-		t.hosts4[p.Addr().As4()] = v
-	default:
-		t.hosts6[p.Addr().As16()] = v
-	}
-}
-
-func (t *tables) delete(p netip.Prefix) {
-	switch {
-	case !p.IsSingleIP():
-		t.ranges.Delete(p)
-	case p.Addr().Is4():
-		delete(t.hosts4, p.Addr().As4())
-	default:
-		delete(t.hosts6, p.Addr().As16())
-	}
-}
-
-// all yields every stored entry, expired or not, in no particular order.
-func (t *tables) all(yield func(netip.Prefix, value) bool) {
-	for a, v := range t.hosts4 {
-		if !yield(netip.PrefixFrom(netip.AddrFrom4(a), 32), v) {
-			return
-		}
-	}
-	for a, v := range t.hosts6 {
-		if !yield(netip.PrefixFrom(netip.AddrFrom16(a), 128), v) {
-			return
-		}
-	}
-	for p, v := range t.ranges.All() {
-		if !yield(p, v) {
-			return
-		}
-	}
-}
+// copyOnWriteMax is the largest batch applied by per-prefix copy-on-write;
+// a bigger one clones the whole table once and mutates the clone in place,
+// which is cheaper than cloning a trie path per prefix.
+const copyOnWriteMax = 4096
 
 // Set is a prefix set safe for concurrent use: any number of lookups run in
-// parallel; a write excludes them for as long as it changes the maps. The
-// zero value is not usable; call New.
+// parallel with one writer at a time. The zero value is not usable; call New.
 type Set struct {
-	mu         sync.RWMutex
-	t          tables
+	tbl atomic.Pointer[bart.Table[value]]
+
+	mu         sync.Mutex // serializes writers
 	closed     bool
-	nextExpiry int64 // earliest until in the set, Unix nanoseconds; 0 when none
+	nextExpiry int64 // earliest until in the table, Unix nanoseconds; 0 when none
 }
 
 var (
@@ -156,7 +104,9 @@ var (
 
 // New returns an empty set.
 func New() *Set {
-	return &Set{t: newTables(0)}
+	s := &Set{}
+	s.tbl.Store(new(bart.Table[value]))
+	return s
 }
 
 // Lookup returns the entry covering ip that is live at now. When several
@@ -168,52 +118,23 @@ func (s *Set) Lookup(ip netip.Addr, now time.Time) (Match, bool) {
 	if !ip.IsValid() {
 		return Match{}, false
 	}
+	t := s.tbl.Load()
+	v, ok := t.Lookup(ip)
+	if !ok {
+		return Match{}, false
+	}
 	n := now.UnixNano()
-	host := netip.PrefixFrom(ip, ip.BitLen())
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-
-	var (
-		best    value
-		bestPfx netip.Prefix
-		found   bool
-	)
-	var v value
-	var ok bool
-	if ip.Is4() {
-		v, ok = s.t.hosts4[ip.As4()]
-	} else {
-		v, ok = s.t.hosts6[ip.As16()]
+	if v.until > n && v.remedy == RemedyBan {
+		// The common case: the most specific entry is a live ban, which
+		// nothing can outrank. A plain lookup is much cheaper than one
+		// that reports the prefix, so the prefix is rebuilt from its length.
+		p, _ := ip.Prefix(int(v.bits))
+		return v.match(p), true
 	}
-	if ok && v.until > n {
-		if v.remedy == RemedyBan {
-			return v.match(host), true // nothing outranks a live ban on the address itself
-		}
-		best, bestPfx, found = v, host, true
-	}
-	if _, covered := s.t.ranges.Lookup(ip); !covered {
-		return best.match(bestPfx), found
-	}
-	// Ranges, most specific first: the first live ban wins; otherwise the
-	// address's own entry or the most specific live range.
-	for p, v := range s.t.ranges.Supernets(host) {
-		if v.until <= n {
-			continue
-		}
-		if v.remedy == RemedyBan {
-			return v.match(p), true
-		}
-		if !found {
-			best, bestPfx, found = v, p, true
-		}
-	}
-	return best.match(bestPfx), found
+	return slowLookup(t, netip.PrefixFrom(ip, ip.BitLen()), n)
 }
 
 func (v value) match(p netip.Prefix) Match {
-	if v.remedy == 0 {
-		return Match{}
-	}
 	return Match{
 		Prefix: p,
 		Remedy: v.remedy,
@@ -223,12 +144,33 @@ func (v value) match(p netip.Prefix) Match {
 	}
 }
 
-// Len returns the number of prefixes stored, expired ones not yet swept included.
-func (s *Set) Len() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.t.len()
+// slowLookup walks every prefix covering host, most specific first, and
+// picks the best live one.
+func slowLookup(t *bart.Table[value], host netip.Prefix, now int64) (Match, bool) {
+	var (
+		best    value
+		bestPfx netip.Prefix
+		found   bool
+	)
+	for p, v := range t.Supernets(host) {
+		if v.until <= now {
+			continue
+		}
+		if !found || (v.remedy == RemedyBan && best.remedy != RemedyBan) {
+			best, bestPfx, found = v, p, true
+		}
+		if best.remedy == RemedyBan {
+			break
+		}
+	}
+	if !found {
+		return Match{}, false
+	}
+	return best.match(bestPfx), true
 }
+
+// Len returns the number of prefixes stored, expired ones not yet swept included.
+func (s *Set) Len() int { return s.tbl.Load().Size() }
 
 // Apply applies a batch of ban entries. It implements enforcer.Enforcer.
 func (s *Set) Apply(ctx context.Context, b enforcer.Batch) error {
@@ -275,25 +217,43 @@ func (s *Set) ApplyRemedies(ctx context.Context, b Batch) error {
 	if s.closed {
 		return fmt.Errorf("apply: %w", ErrClosed)
 	}
-	for _, p := range dels {
-		s.t.delete(p)
+	cur := s.tbl.Load()
+	var next *bart.Table[value]
+	if len(adds)+len(dels) > copyOnWriteMax {
+		next = cur.Clone()
+		for _, p := range dels {
+			next.Delete(p)
+		}
+		for _, a := range adds {
+			if a.v.until <= now {
+				next.Delete(a.p)
+				continue
+			}
+			next.Insert(a.p, a.v)
+		}
+	} else {
+		next = cur
+		for _, p := range dels {
+			next = next.DeletePersist(p)
+		}
+		for _, a := range adds {
+			if a.v.until <= now {
+				next = next.DeletePersist(a.p)
+				continue
+			}
+			next = next.InsertPersist(a.p, a.v)
+		}
 	}
 	for _, a := range adds {
-		if a.v.until <= now {
-			s.t.delete(a.p)
-			continue
-		}
-		s.t.insert(a.p, a.v)
-		if s.nextExpiry == 0 || a.v.until < s.nextExpiry {
-			s.nextExpiry = a.v.until
-		}
+		s.noteExpiry(a.v.until, now)
 	}
+	s.tbl.Store(next)
 	return nil
 }
 
 // ReconcileRemedies makes the set hold exactly the given entries (those
 // already expired are left out). When a prefix appears twice the later
-// entry wins. The new content is built aside and swapped in at once.
+// entry wins.
 func (s *Set) ReconcileRemedies(ctx context.Context, entries []Entry) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
@@ -303,13 +263,13 @@ func (s *Set) ReconcileRemedies(ctx context.Context, entries []Entry) error {
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	now := time.Now().UnixNano()
-	next := newTables(len(adds))
+	next := new(bart.Table[value])
 	var min int64
 	for _, a := range adds {
 		if a.v.until <= now {
 			continue
 		}
-		next.insert(a.p, a.v)
+		next.Insert(a.p, a.v)
 		if min == 0 || a.v.until < min {
 			min = a.v.until
 		}
@@ -320,68 +280,59 @@ func (s *Set) ReconcileRemedies(ctx context.Context, entries []Entry) error {
 	if s.closed {
 		return fmt.Errorf("reconcile: %w", ErrClosed)
 	}
-	s.t, s.nextExpiry = next, min
+	s.nextExpiry = min
+	s.tbl.Store(next)
 	return nil
+}
+
+// noteExpiry keeps nextExpiry a lower bound of the expiries in the table.
+// Callers hold s.mu.
+func (s *Set) noteExpiry(until, now int64) {
+	if until > now && (s.nextExpiry == 0 || until < s.nextExpiry) {
+		s.nextExpiry = until
+	}
 }
 
 // Sweep removes the entries expired at now and returns how many it removed.
 // Lookups already ignore expired entries; sweeping only frees their memory.
-// It costs nothing until the earliest expiry in the set has passed, and it
-// finds the expired entries under the read lock, so lookups wait only for
-// the deletions.
+// It costs nothing until the earliest expiry in the set has passed.
 func (s *Set) Sweep(now time.Time) (int, error) {
 	n := now.UnixNano()
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return 0, fmt.Errorf("sweep: %w", ErrClosed)
-	}
-	if s.nextExpiry == 0 || s.nextExpiry > n {
-		s.mu.RUnlock()
-		return 0, nil
-	}
-	var expired []netip.Prefix
-	for p, v := range s.t.all {
-		if v.until <= n {
-			expired = append(expired, p)
-		}
-	}
-	s.mu.RUnlock()
-
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return 0, fmt.Errorf("sweep: %w", ErrClosed)
 	}
-	removed := 0
-	for _, p := range expired {
-		// Only what is still expired: a write may have renewed it meanwhile.
-		if v, ok := s.t.get(p); ok && v.until <= n {
-			s.t.delete(p)
-			removed++
-		}
+	if s.nextExpiry == 0 || s.nextExpiry > n {
+		return 0, nil
 	}
-	var min int64
-	for _, v := range s.t.all {
-		if min == 0 || v.until < min {
+	cur := s.tbl.Load()
+	var (
+		expired []netip.Prefix
+		min     int64
+	)
+	for p, v := range cur.All() {
+		if v.until <= n {
+			expired = append(expired, p)
+		} else if min == 0 || v.until < min {
 			min = v.until
 		}
 	}
-	s.nextExpiry = min
-	return removed, nil
-}
-
-func (t *tables) get(p netip.Prefix) (value, bool) {
-	switch {
-	case !p.IsSingleIP():
-		return t.ranges.Get(p)
-	case p.Addr().Is4():
-		v, ok := t.hosts4[p.Addr().As4()]
-		return v, ok
-	default:
-		v, ok := t.hosts6[p.Addr().As16()]
-		return v, ok
+	var next *bart.Table[value]
+	if len(expired) > copyOnWriteMax {
+		next = cur.Clone()
+		for _, p := range expired {
+			next.Delete(p)
+		}
+	} else {
+		next = cur
+		for _, p := range expired {
+			next = next.DeletePersist(p)
+		}
 	}
+	s.nextExpiry = min
+	s.tbl.Store(next)
+	return len(expired), nil
 }
 
 // List returns the ban and captcha entries live now, in prefix order. It
@@ -398,16 +349,14 @@ func (s *Set) List(ctx context.Context) ([]enforcer.Entry, error) {
 	return out, nil
 }
 
-// Entries returns the entries live now, IPv4 before IPv6, by address and
-// then prefix length.
+// Entries returns the entries live now, in prefix order.
 func (s *Set) Entries(ctx context.Context) ([]Entry, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
 	now := time.Now().UnixNano()
 	var out []Entry
-	s.mu.RLock()
-	for p, v := range s.t.all {
+	for p, v := range s.tbl.Load().AllSorted() {
 		if v.until <= now {
 			continue
 		}
@@ -417,13 +366,6 @@ func (s *Set) Entries(ctx context.Context) ([]Entry, error) {
 			Remedy: v.remedy,
 		})
 	}
-	s.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Entry) int {
-		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
-			return c
-		}
-		return a.Prefix.Bits() - b.Prefix.Bits()
-	})
 	return out, nil
 }
 
@@ -434,7 +376,7 @@ func (s *Set) Close() error {
 	defer s.mu.Unlock()
 	s.closed = true
 	s.nextExpiry = 0
-	s.t = newTables(0)
+	s.tbl.Store(new(bart.Table[value]))
 	return nil
 }
 
@@ -465,6 +407,7 @@ func normalize(es []Entry) ([]normalized, error) {
 			reason: unique.Make(e.Reason),
 			origin: unique.Make(e.Origin),
 			remedy: e.Remedy,
+			bits:   uint8(p.Bits()),
 		}}
 	}
 	return out, nil
