@@ -46,6 +46,7 @@ type FileSource struct {
 	log      *slog.Logger
 	met      *Metrics
 	name     string
+	typ      string // the type label, looked up once
 	lines    prometheus.Counter
 	tooLong  prometheus.Counter
 	noNotify bool // poll only: for tests of the fallback and where inotify is missing
@@ -69,7 +70,7 @@ func NewFileSource(c SourceConfig, o Options) (*FileSource, error) {
 	}
 	name := c.Name()
 	return &FileSource{
-		cfg: c, log: o.logger().With("source", name), met: o.Metrics, name: name,
+		cfg: c, log: o.logger().With("source", name), met: o.Metrics, name: name, typ: c.Type(),
 		lines: o.Metrics.lines(name, c.Type()), tooLong: o.Metrics.skipped(name, SkipTooLong),
 	}, nil
 }
@@ -405,7 +406,7 @@ func (fl *follower) emit(ctx context.Context, path string, b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	fl.batch = append(fl.batch, Line{Text: string(b), Type: fl.s.cfg.Type(), Source: path})
+	fl.batch = append(fl.batch, Line{Text: string(b), Type: fl.s.typ, Source: path})
 	if len(fl.batch) >= fileBatch {
 		return fl.flush(ctx)
 	}

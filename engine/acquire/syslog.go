@@ -194,7 +194,7 @@ func (s *SyslogSource) serveConn(ctx context.Context, h Handler, conn net.Conn) 
 
 // readFrame reads one message in either RFC 6587 framing: octet counting
 // ("LEN SP MSG", chosen when the frame starts with a digit) or a trailing
-// LF (or NUL). A frame over max is consumed and reported as ErrLineTooLong;
+// LF (CR and NUL before it are dropped). A frame over max is consumed and reported as ErrLineTooLong;
 // a broken length prefix is an error that ends the connection, since the
 // stream cannot be resynchronised.
 func readFrame(r *bufio.Reader, max int) ([]byte, error) {
