@@ -203,6 +203,7 @@ func BenchmarkBanToDrop(b *testing.B) {
 			b.StopTimer()
 			if len(cliLat) > 0 {
 				b.ReportMetric(ms(percentile(cliLat, 0.5)), "cli-p50-ms")
+				b.ReportMetric(ms(percentile(cliLat, 0.9)), "cli-p90-ms")
 				b.ReportMetric(ms(percentile(cliLat, 0.99)), "cli-p99-ms")
 				b.ReportMetric(ms(slices.Max(cliLat)), "cli-max-ms")
 				// How long the CLI process itself took, start to exit,
@@ -211,6 +212,7 @@ func BenchmarkBanToDrop(b *testing.B) {
 			}
 			if len(pubLat) > 0 {
 				b.ReportMetric(ms(percentile(pubLat, 0.5)), "pub-p50-ms")
+				b.ReportMetric(ms(percentile(pubLat, 0.9)), "pub-p90-ms")
 				b.ReportMetric(ms(percentile(pubLat, 0.99)), "pub-p99-ms")
 			}
 			b.ReportMetric(float64(s.medianGap())/float64(time.Microsecond), "resolution-µs")
