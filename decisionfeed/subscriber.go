@@ -114,6 +114,10 @@ type Subscriber struct {
 	invalid     atomic.Uint64
 	dlqErrors   atomic.Uint64
 	fetchErrors atomic.Uint64
+	// dlqPausedUntil (unix nanoseconds) skips DLQ copies for a while after
+	// one failed, so that a missing DLQ topic cannot stall the feed for
+	// seconds per invalid message.
+	dlqPausedUntil atomic.Int64
 
 	mu    sync.Mutex
 	parts []partState
@@ -642,6 +646,9 @@ const (
 	HeaderTruncated       = "portcullis-truncated"
 )
 
+// dlqPause is how long DLQ copies are skipped after one failed.
+const dlqPause = 30 * time.Second
+
 // dlqMaxValue is the most of an invalid value copied to the DLQ, so that a
 // huge message cannot fail the copy too.
 const dlqMaxValue = 64 << 10
@@ -651,6 +658,10 @@ func (s *Subscriber) reject(ctx context.Context, p int, off int64, key, val []by
 	s.invalid.Add(1)
 	s.log.Warn("invalid decision dropped", "partition", p, "offset", off, "reason", reason.Error())
 	if s.dlq == nil {
+		return
+	}
+	if time.Now().UnixNano() < s.dlqPausedUntil.Load() {
+		s.dlqErrors.Add(1)
 		return
 	}
 	headers := []kafka.Header{
@@ -669,7 +680,9 @@ func (s *Subscriber) reject(ctx context.Context, p int, off int64, key, val []by
 	defer cancel()
 	if err := s.dlq.WriteMessages(wctx, msg); err != nil {
 		s.dlqErrors.Add(1)
-		s.log.Error("copy to the dead-letter topic failed", "dlq", s.cfg.DLQTopic, "partition", p, "offset", off, "err", err)
+		s.dlqPausedUntil.Store(time.Now().Add(dlqPause).UnixNano())
+		s.log.Error("copy to the dead-letter topic failed; no copies for a while", "dlq", s.cfg.DLQTopic,
+			"partition", p, "offset", off, "pause", dlqPause, "err", err)
 	}
 }
 

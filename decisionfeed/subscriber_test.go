@@ -1,10 +1,12 @@
 package decisionfeed_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -625,4 +627,71 @@ func TestFollowsAddedPartitions(t *testing.T) {
 	if g, w := rec.ids(), idsOf(want); fmt.Sprint(g) != fmt.Sprint(w) {
 		t.Fatalf("live set %v\nwant %v", g, w)
 	}
+}
+
+// TestMissingDLQPausesCopies points the DLQ at a topic that does not
+// exist: the invalid messages are counted as DLQ errors, one failed copy
+// pauses the others (one error logged, not twenty), and the snapshot
+// comes promptly.
+func TestMissingDLQPausesCopies(t *testing.T) {
+	if feedtest.External() {
+		t.Skip("Apache Kafka may create the missing topic on first write")
+	}
+	brokers := feedtest.Brokers(t)
+	topic := feedtest.Topic(t, 1)
+	w := rawWriter(t, brokers, topic)
+	defer w.Close()
+	var msgs []kafka.Message
+	for i := range 20 {
+		msgs = append(msgs, kafka.Message{Key: []byte("ip:192.0.2." + strconv.Itoa(i)), Value: []byte("not json")})
+	}
+	good := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(1), time.Hour, "test", time.Now())
+	msgs = append(msgs, kafka.Message{Key: []byte(good.Key()), Value: encode(t, good)})
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-",
+		DLQTopic: topic + ".nosuch", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	start := time.Now()
+	stop := run(t, sub, rec)
+	waitReady(t, rec)
+	stop()
+	if n := strings.Count(logs.String(), "copy to the dead-letter topic failed"); n != 1 {
+		t.Fatalf("%d DLQ failures logged, want 1 (then a pause):\n%s", n, logs.String())
+	}
+	if n := strings.Count(logs.String(), "invalid decision dropped"); n != 20 {
+		t.Fatalf("%d invalid messages logged, want 20", n)
+	}
+	if el := time.Since(start); el > 20*time.Second {
+		t.Fatalf("snapshot after %s", el)
+	}
+	if got := rec.ids(); len(got) != 1 || got[0] != good.Key()+"="+good.ID {
+		t.Fatalf("snapshot %v", got)
+	}
+	if st := sub.Stats(); st.Invalid != 20 || st.DLQErrors != 20 {
+		t.Fatalf("stats %+v, want 20 invalid, 20 DLQ errors", st)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
