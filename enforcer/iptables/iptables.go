@@ -425,7 +425,7 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 		if !p.IsValid() {
 			continue
 		}
-		p = p.Masked()
+		p = canonical(p)
 		f, err := e.familyOf(p)
 		if err != nil {
 			continue // nothing of that family is installed
@@ -447,7 +447,7 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 		if !en.Prefix.IsValid() {
 			continue
 		}
-		p := en.Prefix.Masked()
+		p := canonical(en.Prefix)
 		f, err := e.familyOf(p)
 		if err != nil {
 			return err
@@ -508,7 +508,7 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 		if _, live := timeoutSecs(en.Until, now); !live {
 			continue
 		}
-		p := en.Prefix.Masked()
+		p := canonical(en.Prefix)
 		f, err := e.familyOf(p)
 		if err != nil {
 			return err
@@ -775,4 +775,14 @@ func removeChain(ipt *goipt.IPTables, chain string) error {
 		return fmt.Errorf("delete chain %s: %w", chain, err)
 	}
 	return nil
+}
+
+// canonical masks p and turns an IPv4-mapped IPv6 prefix into the IPv4 one
+// it means, so it lands in the set that IPv4 packets are matched against.
+func canonical(p netip.Prefix) netip.Prefix {
+	p = p.Masked()
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p
 }

@@ -218,3 +218,17 @@ func TestIntervalsOf(t *testing.T) {
 		t.Fatal("a 3-byte key was accepted")
 	}
 }
+
+func TestCanonical(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7/24":         "192.0.2.0/24",
+		"::ffff:192.0.2.7/128": "192.0.2.7/32",
+		"::ffff:192.0.2.0/120": "192.0.2.0/24",
+		"::ffff:0:0/80":        "::/80",
+		"2001:db8::1/32":       "2001:db8::/32",
+	} {
+		if got := canonical(netip.MustParsePrefix(in)); got.String() != want {
+			t.Errorf("canonical(%s) = %s, want %s", in, got, want)
+		}
+	}
+}

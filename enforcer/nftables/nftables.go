@@ -613,7 +613,7 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 	var addrs []touched
 	var rangeKinds [numKinds]bool
 	touch := func(p netip.Prefix, until time.Time, present bool) {
-		p = p.Masked()
+		p = canonical(p)
 		k := kindOf(p)
 		if isRange(k) {
 			if _, known := e.ranges[k][p]; !present && !known && !e.synced {
@@ -720,7 +720,7 @@ func desired(entries []enforcer.Entry, now time.Time) (addrs [numKinds]map[netip
 		if _, live := timeoutOf(en.Until, now); !live {
 			continue
 		}
-		p := en.Prefix.Masked()
+		p := canonical(en.Prefix)
 		k := kindOf(p)
 		if isRange(k) {
 			if old, ok := ranges[k][p]; ok {
@@ -1017,4 +1017,14 @@ func Cleanup(cfg Config) error {
 		return fmt.Errorf("delete table %s: %w", cfg.Table, err)
 	}
 	return nil
+}
+
+// canonical masks p and turns an IPv4-mapped IPv6 prefix into the IPv4 one
+// it means, so it lands in the set that IPv4 packets are matched against.
+func canonical(p netip.Prefix) netip.Prefix {
+	p = p.Masked()
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p
 }
