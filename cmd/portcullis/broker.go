@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed/broker"
 	"github.com/portcullis-ips/portcullis/internal/cli"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // runBroker runs the embedded broker until a signal arrives.
@@ -37,8 +40,18 @@ portcullis broker --listen 0.0.0.0:9092 --advertise 10.0.0.5:9092 --data-dir /sr
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if common.Config != "" {
+		return fmt.Errorf("%w: broker: takes no --config; its options are flags", errUsage)
+	}
 	log, err := common.Logger("broker")
 	if err != nil {
+		return err
+	}
+	// The broker has no metrics of its own; --metrics-listen serves the
+	// process's (CPU, memory, file descriptors, Go runtime).
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := cli.ServeMetrics(ctx, common.MetricsListen, reg, log); err != nil {
 		return err
 	}
 	cfg.CleanerInterval = cleaner
