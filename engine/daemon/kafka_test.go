@@ -79,7 +79,7 @@ func produce(t *testing.T, brokers []string, topic string, msgs []kafka.Message,
 		}
 		msgs = msgs[n:]
 		if len(msgs) > 0 {
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(15 * time.Millisecond)
 		}
 	}
 }
@@ -141,12 +141,13 @@ func TestThreeInstancesMatchOne(t *testing.T) {
 
 	// Buckets run on event time, and a scenario's buckets share one clock:
 	// lines of all partitions must reach an engine roughly in the order
-	// they were written, as they do when shippers send lines as they come.
+	// they were written, as they do when shippers send lines as they come
+	// (here one line per partition every 15 ms, about 2.5 s of log time).
 	// (A backlog read all at once is consumed partition by partition
 	// instead, and buckets of one address can then be collected as drained
 	// before its later lines arrive.)
 	msgs := serverLogsMessages(t, c)
-	produce(t, brokers, logs, msgs, 12)
+	produce(t, brokers, logs, msgs, 6)
 	waitMetric(t, []*instance{single}, "portcullis_acquire_lines_total", float64(len(msgs)), 30*time.Second)
 	waitMetric(t, fleet, "portcullis_acquire_lines_total", float64(len(msgs)), 30*time.Second)
 	// Every line carrying a client address became an event, was re-keyed and consumed once.
