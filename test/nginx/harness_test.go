@@ -267,7 +267,7 @@ func nginxConf(t testing.TB, dir, bouncerAddr string, workers int, sites []site)
 		case "upstream.conf":
 			s = mustReplace(t, s, "server 127.0.0.1:8090;", "server "+bouncerAddr+";")
 		case "cache-zone.conf":
-			s = mustReplace(t, s, "/var/cache/nginx/portcullis", filepath.Join(dir, "cache"))
+			s = mustReplace(t, s, "/dev/shm/nginx-portcullis", filepath.Join(dir, "cache"))
 		}
 		if err := os.WriteFile(filepath.Join(conf, "portcullis", e.Name()), []byte(s), 0o644); err != nil {
 			t.Fatal(err)
