@@ -19,6 +19,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
+	"github.com/portcullis-ips/portcullis/enforcer/xdp"
 	"github.com/portcullis-ips/portcullis/test/netns"
 )
 
@@ -30,11 +31,39 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	removeStalePins()
 	code := m.Run()
 	if binDir != "" {
 		_ = os.RemoveAll(binDir)
 	}
 	os.Exit(code)
+}
+
+// removeStalePins removes the bpffs pins of earlier test processes that
+// died before their cleanup ran: portcullis-e2e-<pid>-<n> and
+// portcullis-bench-<pid>-<ns> whose pid is gone.
+func removeStalePins() {
+	if os.Geteuid() != 0 {
+		return
+	}
+	ps, _ := filepath.Glob("/sys/fs/bpf/portcullis-e2e-*")
+	bs, _ := filepath.Glob("/sys/fs/bpf/portcullis-bench-*")
+	for _, p := range append(ps, bs...) {
+		f := strings.SplitN(filepath.Base(p), "-", 4)
+		if len(f) < 3 {
+			continue
+		}
+		pid, err := strconv.Atoi(f[2])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue
+		}
+		if err := xdp.Cleanup(p); err != nil {
+			fmt.Fprintf(os.Stderr, "remove stale pins %s: %v\n", p, err)
+		}
+	}
 }
 
 // bin returns the path of a freshly built command of this module.

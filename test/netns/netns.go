@@ -22,7 +22,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -50,14 +52,73 @@ type NS struct {
 	handle vns.NsHandle
 }
 
-var nsSeq atomic.Uint64
+var (
+	nsSeq     atomic.Uint64
+	staleOnce sync.Once
+)
 
-// New creates a namespace named "pc-<role>-<pid>-<n>" with its loopback up,
-// and registers its removal with t.Cleanup. Processes still running in it
-// at cleanup keep the namespace alive until they exit; the test must end
-// them (Cmd does so).
+// RemoveStale deletes the namespaces that earlier test processes created
+// and could not remove because they died (a test binary killed by its
+// timeout runs no cleanup): those named pc-<role>-<pid>-<n> whose pid is
+// no longer running. It touches no other namespace. New calls it once per
+// process.
+func RemoveStale() error {
+	ents, err := os.ReadDir(netnsDir)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list %s: %w", netnsDir, err)
+	}
+	var errs []error
+	for _, e := range ents {
+		pid, ok := stalePid(e.Name())
+		if !ok || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // still running
+		}
+		if err := vns.DeleteNamed(e.Name()); err != nil {
+			errs = append(errs, fmt.Errorf("delete stale netns %s: %w", e.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// netnsDir is where named namespaces are bind-mounted.
+const netnsDir = "/run/netns"
+
+// stalePid returns the pid in a name of the form pc-<role>-<pid>-<n>.
+func stalePid(name string) (int, bool) {
+	f := strings.Split(name, "-")
+	if len(f) != 4 || f[0] != "pc" {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(f[2])
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	if _, err := strconv.Atoi(f[3]); err != nil {
+		return 0, false
+	}
+	return pid, true
+}
+
+// New creates a namespace named "pc-<role>-<pid>-<n>" (role without "-")
+// with its loopback up, and registers its removal with t.Cleanup. A
+// process still running in it keeps the namespace alive until it exits, so
+// a test must end the processes it started there.
 func New(t testing.TB, role string) *NS {
 	t.Helper()
+	if role == "" || strings.Contains(role, "-") {
+		t.Fatalf("netns: role %q must be non-empty and without \"-\"", role)
+	}
+	staleOnce.Do(func() {
+		if err := RemoveStale(); err != nil {
+			t.Logf("netns: %v", err)
+		}
+	})
 	name := fmt.Sprintf("pc-%s-%d-%d", role, os.Getpid(), nsSeq.Add(1))
 	var h vns.NsHandle
 	err := onLockedThread(func() error {

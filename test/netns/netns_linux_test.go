@@ -134,3 +134,24 @@ func TestForwardReachesHostLoopback(t *testing.T) {
 		t.Fatalf("read %q through the forward", got)
 	}
 }
+
+func TestStalePid(t *testing.T) {
+	for name, want := range map[string]int{
+		"pc-vic-1234-7":  1234,
+		"pc-att-99-12":   99,
+		"pc-vic-1234":    0,
+		"pc-vic-x-7":     0,
+		"pc-vic-12-x":    0,
+		"cni-1234-5-6":   0,
+		"pc-a-b-1234-7":  0,
+		"pc-vic-0-1":     0,
+		"pc-vic--5-1":    0,
+		"mynamespace":    0,
+		"pc-bys-4321-01": 4321,
+	} {
+		got, ok := stalePid(name)
+		if (want != 0) != ok || got != want {
+			t.Errorf("stalePid(%q) = %d, %v; want %d", name, got, ok, want)
+		}
+	}
+}
