@@ -308,8 +308,10 @@ func (l Link) Reaches(t testing.TB, src, dst netip.Addr) bool {
 
 // TestTraffic checks on real packets over a Link that e, which must work in
 // l's host namespace, stops banned IPv4 and IPv6 sources (single addresses
-// and a range) and lets others through, and that deleting a ban lifts it.
-func TestTraffic(t *testing.T, l Link, e enforcer.Enforcer) {
+// and a range) and lets others through, that deleting a ban lifts it, and
+// that after e is closed its bans go on being enforced until they expire.
+// It calls beforeClose (when not nil), then closes e.
+func TestTraffic(t *testing.T, l Link, e enforcer.Enforcer, beforeClose func()) {
 	t.Helper()
 	ctx := context.Background()
 	until := time.Now().Add(time.Hour)
@@ -354,6 +356,27 @@ func TestTraffic(t *testing.T, l Link, e enforcer.Enforcer) {
 	}
 	pass("reconciled to no bans", LinkBanned4, LinkHost4, true)
 	pass("reconciled to no bans", LinkInnocent, LinkHost4, true)
+
+	// Bans stay enforced with no process behind them, and end on time.
+	short := time.Now().Add(3 * time.Second)
+	err = e.Apply(ctx, enforcer.Batch{Add: []enforcer.Entry{
+		{Prefix: netip.PrefixFrom(LinkBanned4, 32), Until: short},
+		{Prefix: netip.PrefixFrom(LinkBanned6, 128), Until: short},
+	}})
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if beforeClose != nil {
+		beforeClose()
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	pass("closed, ban running", LinkBanned4, LinkHost4, false)
+	pass("closed, ban running", LinkBanned6, LinkHost6, false)
+	time.Sleep(time.Until(short.Add(500 * time.Millisecond)))
+	pass("closed, ban expired", LinkBanned4, LinkHost4, true)
+	pass("closed, ban expired", LinkBanned6, LinkHost6, true)
 }
 
 // KworkerCPU returns the CPU time all kernel worker threads have used:

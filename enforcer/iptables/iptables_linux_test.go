@@ -61,16 +61,17 @@ func TestTraffic(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer e.Close()
-			enforcertest.TestTraffic(t, l, e)
-			c, err := e.Counters()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, k := range []string{"ipset-v4", "ipset-v6"} {
-				if c.ByReason[k].Packets == 0 {
-					t.Errorf("counter %s = %+v, want packets", k, c.ByReason[k])
+			enforcertest.TestTraffic(t, l, e, func() {
+				c, err := e.Counters()
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
+				for _, k := range []string{"ipset-v4", "ipset-v6"} {
+					if c.ByReason[k].Packets == 0 {
+						t.Errorf("counter %s = %+v, want packets", k, c.ByReason[k])
+					}
+				}
+			})
 		})
 	}
 }

@@ -113,18 +113,17 @@ func TestTraffic(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer e.Close()
-			enforcertest.TestTraffic(t, l, e)
-			c, err := e.Counters()
-			if err != nil {
-				t.Fatal(err)
-			}
-			// One unanswered ping each: the banned IPv4 and IPv6 address
-			// and the address in the banned range.
-			for _, k := range []string{"addr4", "addr6", "range4"} {
-				if c.ByReason[k].Packets == 0 {
-					t.Errorf("counter %s = %+v, want packets", k, c.ByReason[k])
+			enforcertest.TestTraffic(t, l, e, func() {
+				c, err := e.Counters()
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
+				for _, k := range []string{"addr4", "addr6", "range4"} {
+					if c.ByReason[k].Packets == 0 {
+						t.Errorf("counter %s = %+v, want packets", k, c.ByReason[k])
+					}
+				}
+			})
 		})
 	}
 }
