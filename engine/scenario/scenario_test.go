@@ -172,7 +172,8 @@ leakspeed: 1m
 	}
 }
 
-// Memory is bounded: the least recently updated bucket makes room.
+// Memory is bounded: a bucket not used lately makes room (CLOCK), so the
+// most recent ones survive.
 func TestMaxBucketsEvicts(t *testing.T) {
 	set := NewSet([]*Scenario{mustParse(t, leakyYAML)}, Options{MaxBuckets: 10})
 	for i := range 100 {

@@ -166,12 +166,11 @@ func (r *runner) pour(ev *event.Event, now int64, o *Overflow) outcome {
 	st := r.store
 	// Collect drained buckets so memory tracks live groups, not history.
 	st.gc(now)
-	b, idx := st.get(k, now)
+	b, _ := st.get(k, now)
 	if now < b.last {
 		now = b.last // time never runs backwards inside a bucket
 	}
 	if b.blackhole > now {
-		st.touch(idx)
 		return silenced
 	}
 	if sc.Type == Trigger {
@@ -179,7 +178,6 @@ func (r *runner) pour(ev *event.Event, now int64, o *Overflow) outcome {
 		b.blackhole = now + int64(sc.Blackhole)
 		b.last = now
 		b.tat = now
-		st.touch(idx)
 		return overflowed
 	}
 	leak := int64(sc.LeakSpeed)
@@ -192,7 +190,6 @@ func (r *runner) pour(ev *event.Event, now int64, o *Overflow) outcome {
 		h := maphash.String(distinctSeed, sc.distinct(ev))
 		if b.seen(h) {
 			b.last = now
-			st.touch(idx)
 			return poured
 		}
 		b.remember(h)
@@ -200,7 +197,6 @@ func (r *runner) pour(ev *event.Event, now int64, o *Overflow) outcome {
 	b.tat += leak
 	b.count++
 	b.last = now
-	st.touch(idx)
 	if b.tat-now <= int64(sc.Capacity)*leak {
 		return poured
 	}

@@ -13,17 +13,18 @@ type key struct {
 }
 
 // bucket is one group's state. Times are Unix nanoseconds of event time.
+// The fields a pour reads come first, in one cache line.
 type bucket struct {
-	k         key
 	tat       int64 // when the bucket will be empty (theoretical arrival time)
 	first     int64
 	last      int64
 	blackhole int64 // silenced until
 	count     uint32
-	prev      int32    // LRU list: toward most recent
-	next      int32    // toward least recent
+	used      bool     // the slot holds a bucket
+	ref       bool     // used since the eviction hand last passed
 	dpos      uint8    // next slot to overwrite once distinct is full
 	distinct  []uint64 // hashes of the distinct values counted
+	k         key
 }
 
 func (b *bucket) resetDistinct() { b.distinct, b.dpos = b.distinct[:0], 0 }
@@ -49,22 +50,24 @@ func (b *bucket) remember(h uint64) {
 	b.dpos = uint8((int(b.dpos) + 1) % MaxDistinct)
 }
 
-// store holds one scenario's buckets in a slab with an index and an
-// intrusive LRU list, so its size is bounded and drained buckets are
-// reclaimed in O(1) per event.
+// store holds one scenario's buckets in a slab with an index. When full,
+// a CLOCK hand evicts a bucket not used since the hand last passed (an
+// approximation of least recently updated that costs a pour no writes
+// beyond its own bucket); a second hand reclaims drained buckets a couple
+// per event, so memory tracks live groups, not history.
 type store struct {
 	byIP    map[[16]byte]int32 // buckets grouped by address: the fast, common case
 	byStr   map[string]int32   // buckets grouped by a groupby value
 	slab    []bucket
 	free    []int32
-	head    int32 // most recently updated, -1 if empty
-	tail    int32 // least recently updated
+	hand    int // eviction hand
+	gcHand  int // reclaiming hand
 	max     int
 	evicted uint64
 }
 
 func newStore(max int) *store {
-	return &store{byIP: map[[16]byte]int32{}, byStr: map[string]int32{}, head: -1, tail: -1, max: max}
+	return &store{byIP: map[[16]byte]int32{}, byStr: map[string]int32{}, max: max}
 }
 
 func (s *store) len() int { return len(s.byIP) + len(s.byStr) }
@@ -79,15 +82,17 @@ func (s *store) lookup(k *key) (int32, bool) {
 	return i, ok
 }
 
-// get returns the bucket for k, creating it (and evicting the least
-// recently updated bucket if the store is full).
+// get returns the bucket for k, marked as used, creating it (and evicting
+// a bucket if the store is full).
 func (s *store) get(k key, now int64) (*bucket, int32) {
 	if i, ok := s.lookup(&k); ok {
-		return &s.slab[i], i
+		b := &s.slab[i]
+		b.ref = true
+		return b, i
 	}
 	if s.len() >= s.max {
 		s.evicted++
-		s.remove(s.tail)
+		s.remove(s.victim())
 	}
 	var i int32
 	if n := len(s.free); n > 0 {
@@ -99,65 +104,46 @@ func (s *store) get(k key, now int64) (*bucket, int32) {
 	}
 	b := &s.slab[i]
 	d := b.distinct[:0]
-	*b = bucket{k: k, tat: now, first: now, last: now, prev: -1, next: s.head, distinct: d}
-	if s.head >= 0 {
-		s.slab[s.head].prev = i
-	}
-	s.head = i
-	if s.tail < 0 {
-		s.tail = i
-	}
+	*b = bucket{tat: now, first: now, last: now, used: true, ref: true, distinct: d}
 	if k.s == "" {
 		s.byIP[k.ip] = i
 	} else {
 		k.s = strings.Clone(k.s) // the value usually points into a read buffer
-		b.k = k
 		s.byStr[k.s] = i
 	}
+	b.k = k
 	return b, i
 }
 
-// touch moves bucket i to the head of the LRU list.
-func (s *store) touch(i int32) {
-	if s.head == i {
-		return
+// victim advances the eviction hand to a bucket not used since its last
+// pass, clearing the marks it passes over.
+func (s *store) victim() int32 {
+	for {
+		if s.hand >= len(s.slab) {
+			s.hand = 0
+		}
+		b := &s.slab[s.hand]
+		s.hand++
+		if !b.used {
+			continue
+		}
+		if b.ref {
+			b.ref = false
+			continue
+		}
+		return int32(s.hand - 1)
 	}
-	b := &s.slab[i]
-	// unlink
-	if b.prev >= 0 {
-		s.slab[b.prev].next = b.next
-	}
-	if b.next >= 0 {
-		s.slab[b.next].prev = b.prev
-	}
-	if s.tail == i {
-		s.tail = b.prev
-	}
-	// push front
-	b.prev = -1
-	b.next = s.head
-	s.slab[s.head].prev = i
-	s.head = i
 }
 
 func (s *store) remove(i int32) {
 	b := &s.slab[i]
-	if b.prev >= 0 {
-		s.slab[b.prev].next = b.next
-	} else {
-		s.head = b.next
-	}
-	if b.next >= 0 {
-		s.slab[b.next].prev = b.prev
-	} else {
-		s.tail = b.prev
-	}
 	if b.k.s == "" {
 		delete(s.byIP, b.k.ip)
 	} else {
 		delete(s.byStr, b.k.s)
 	}
 	b.k = key{}
+	b.used = false
 	b.resetDistinct()
 	s.free = append(s.free, i)
 }
@@ -166,18 +152,21 @@ func (s *store) remove(i int32) {
 // active client's bucket is not freed and re-created between requests.
 const idleGrace = int64(time.Minute)
 
-// gc drops up to two buckets from the cold end that have drained, are out
-// of their blackhole and have been idle a while: they hold nothing a new
-// bucket would not.
+// gc looks at the next two slots and frees those whose bucket has
+// drained, is out of its blackhole and has been idle a while: it holds
+// nothing a new bucket would not.
 func (s *store) gc(now int64) {
 	for range 2 {
-		if s.tail < 0 {
+		if len(s.slab) == 0 {
 			return
 		}
-		b := &s.slab[s.tail]
-		if b.tat > now || b.blackhole > now || now-b.last < idleGrace {
-			return
+		if s.gcHand >= len(s.slab) {
+			s.gcHand = 0
 		}
-		s.remove(s.tail)
+		b := &s.slab[s.gcHand]
+		if b.used && b.tat <= now && b.blackhole <= now && now-b.last >= idleGrace {
+			s.remove(int32(s.gcHand))
+		}
+		s.gcHand++
 	}
 }
