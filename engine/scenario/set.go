@@ -23,8 +23,9 @@ type Overflow struct {
 
 // Options bound a Set's memory.
 type Options struct {
-	// MaxBuckets is the most buckets one scenario keeps; when full, the
-	// least recently updated one is dropped. Zero means DefaultMaxBuckets.
+	// MaxBuckets is the most buckets one scenario keeps; when full, one
+	// not updated lately is dropped (CLOCK, an approximation of least
+	// recently updated). Zero means DefaultMaxBuckets.
 	MaxBuckets int
 }
 
