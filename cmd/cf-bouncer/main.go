@@ -33,9 +33,11 @@ Examples:
   cf-bouncer --once --config /etc/portcullis/cf-bouncer.yaml --token-file /etc/portcullis/cf-token
   cf-bouncer --dry-run --account-id ACCOUNT --zone-id ZONE     # print the plan, write nothing
   cf-bouncer --api-base http://127.0.0.1:8787/client/v4 ...    # another API server
+  cf-bouncer cleanup --account-id ACCOUNT --zone-id ZONE       # remove the portcullis rules and lists
 
 --once syncs from the feed's snapshot, prints a summary and exits non-zero on
-failure. Flags set on the command line override the configuration file.
+failure. "cleanup" deletes the rules (by ref) and lists the bouncer made in
+the given account and zones, and nothing else. Flags set on the command line override the configuration file.
 
 Flags:
 `

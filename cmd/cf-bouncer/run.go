@@ -18,6 +18,10 @@ import (
 )
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cleanup := len(args) > 0 && args[0] == "cleanup"
+	if cleanup {
+		args = args[1:]
+	}
 	cfg, o, err := parseArgs(args, stderr)
 	if err != nil {
 		return err
@@ -33,6 +37,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	client, err := cloudflare.New(cfg.Cloudflare, token)
 	if err != nil {
 		return fmt.Errorf("cloudflare: %w", err)
+	}
+	if cleanup {
+		rm, err := client.Remove(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "removed rules=%d lists=%d\n", rm.Rules, rm.Lists)
+		return err
 	}
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
 		Brokers: cfg.Brokers,

@@ -254,3 +254,25 @@ func TestDaemonFollowsTheFeed(t *testing.T) {
 		t.Fatal("the token appears in the log")
 	}
 }
+
+func TestCleanup(t *testing.T) {
+	fake := cffake.New(token, account, zone)
+	defer fake.Close()
+	brokers, topic, _ := feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"))
+	t.Setenv("CLOUDFLARE_API_TOKEN", token)
+	args := []string{"--config", fastConfig(t), "--brokers", brokers[0], "--topic", topic, "--group", "-",
+		"--account-id", account, "--zone-id", zone, "--api-base", fake.URL, "--log-level", "error"}
+	if err := run(context.Background(), append([]string{"--once"}, args...), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var stdout bytes.Buffer
+	if err := run(context.Background(), append([]string{"cleanup"}, args...), &stdout, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if stdout.String() != "removed rules=1 lists=1\n" {
+		t.Fatalf("stdout = %q", stdout.String())
+	}
+	if fake.Items(account, "portcullis_ban") != nil || len(fake.Rules(zone)) != 0 {
+		t.Fatal("something of ours is left")
+	}
+}

@@ -695,3 +695,60 @@ func (c *Client) applyRule(ctx context.Context, rc RuleChange) error {
 	}
 	return nil
 }
+
+// Removal counts what Remove deleted.
+type Removal struct {
+	Rules, Lists int
+}
+
+// Remove deletes what the enforcer made: its rules (found by ref) in
+// every configured zone, then its lists. The operator's rules and lists
+// are not touched. A list still used by a rule in a zone that is not
+// configured cannot be deleted; Cloudflare's refusal is returned.
+func (c *Client) Remove(ctx context.Context) (Removal, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out Removal
+	refs := map[string]bool{}
+	for _, lp := range c.owned() {
+		refs[lp.Name] = true
+	}
+	for _, z := range c.cfg.ZoneIDs {
+		var q rulesets.PhaseGetParams
+		q.ZoneID.Value, q.ZoneID.Present = z, true
+		rs, err := c.phases.Get(ctx, Phase, q)
+		if err != nil {
+			var ae *rulesets.Error
+			if errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound && !hasCode(ae, 7003) {
+				continue // no entrypoint: nothing of ours
+			}
+			return out, apiError(fmt.Sprintf("read custom rules of zone %s", z), err)
+		}
+		for _, r := range rs.Rules {
+			if !refs[r.Ref] {
+				continue
+			}
+			var p rulesets.RuleDeleteParams
+			p.ZoneID.Value, p.ZoneID.Present = z, true
+			if _, err := c.rules.Delete(ctx, rs.ID, r.ID, p); err != nil {
+				return out, apiError(fmt.Sprintf("delete rule %s from zone %s", r.Ref, z), err)
+			}
+			out.Rules++
+		}
+	}
+	c.rulesAt = time.Time{}
+	existing, _, err := c.readLists(ctx)
+	if err != nil {
+		return out, err
+	}
+	for _, name := range slices.Sorted(maps.Keys(existing)) {
+		var p rules.ListDeleteParams
+		p.AccountID.Value, p.AccountID.Present = c.cfg.AccountID, true
+		if _, err := c.lists.Delete(ctx, existing[name].ID, p); err != nil {
+			return out, apiError("delete list "+name, err)
+		}
+		delete(c.remote, name)
+		out.Lists++
+	}
+	return out, nil
+}

@@ -410,3 +410,40 @@ func TestDryRunWritesNothing(t *testing.T) {
 		t.Fatalf("plan rules = %+v", p.Rules)
 	}
 }
+
+func TestRemoveTakesOnlyWhatItMade(t *testing.T) {
+	fake := cffake.New(testToken, testAccount, testZone)
+	defer fake.Close()
+	op := `{"id":"aaa","action":"block","expression":"ip.src in $operator_list","ref":"mine"}`
+	fake.CreateList(testAccount, "operator_list", "ip", "192.0.2.1")
+	fake.SetRules(testZone, op)
+	c := newClient(t, testConfig(fake.URL, testZone))
+	now := time.Now()
+	items := append(bans(3, now), Item{Prefix: netip.MustParsePrefix("192.0.2.9/32"), Until: now.Add(time.Hour), Action: Challenge})
+	if _, err := c.Sync(context.Background(), items); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(fake.Rules(testZone)); n != 3 {
+		t.Fatalf("%d rules after sync, want 3", n)
+	}
+	got, err := c.Remove(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != (Removal{Rules: 2, Lists: 2}) {
+		t.Fatalf("removed %+v", got)
+	}
+	if rs := fake.Rules(testZone); len(rs) != 1 || string(rs[0]) != op {
+		t.Fatalf("rules left = %s", rs)
+	}
+	if fake.Items(testAccount, DefaultBanList) != nil || fake.Items(testAccount, DefaultCaptchaList) != nil {
+		t.Fatal("a portcullis list is left")
+	}
+	if got := fake.Items(testAccount, "operator_list"); !slices.Equal(got, []string{"192.0.2.1"}) {
+		t.Fatalf("operator list = %v", got)
+	}
+	// Nothing left to remove: a second run deletes nothing.
+	if got, err := c.Remove(context.Background()); err != nil || got != (Removal{}) {
+		t.Fatalf("second remove = %+v, %v", got, err)
+	}
+}

@@ -500,9 +500,20 @@ func (s *Server) createList(m []string, _ *http.Request, body []byte) (any, *res
 }
 
 func (s *Server) deleteList(m []string, _ *http.Request, _ []byte) (any, *resultInfo, *httpError) {
-	a, _, herr := s.list(m[1], m[2])
+	a, l, herr := s.list(m[1], m[2])
 	if herr != nil {
 		return nil, nil, herr
+	}
+	for zid, z := range s.zones {
+		if z.account != m[1] || z.ruleset == nil {
+			continue
+		}
+		for _, raw := range z.ruleset.rules {
+			var rb ruleBody
+			if json.Unmarshal(raw, &rb) == nil && slices.ContainsFunc(listRefRE.FindAllStringSubmatch(rb.Expression, -1), func(ref []string) bool { return ref[1] == l.Name }) {
+				return nil, nil, fail(http.StatusConflict, 10017, "list %s is referenced by a rule in zone %s", l.Name, zid)
+			}
+		}
 	}
 	delete(a.lists, m[2])
 	return map[string]string{"id": m[2]}, nil, nil
