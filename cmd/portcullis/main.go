@@ -26,8 +26,10 @@ type command struct {
 // commands is the subcommand table; a new subcommand is a file and a row here.
 var commands = []command{
 	{"broker", "run the embedded Kafka-protocol broker (one host, tests)", runBroker},
+	{"crowdsec-pull", "republish a CrowdSec LAPI decision stream onto the decision feed", runCrowdsecPull},
 	{"decisions", "list, add or delete ban decisions on the decision feed", runDecisions},
 	{"engine", "run the detection engine live over the sources of an acquis.yaml", runEngine},
+	{"lapi", "serve the CrowdSec Local API bouncer endpoints from the decision feed", runLAPI},
 	{"replay", "run detection over log files offline and print the alerts", runReplay},
 }
 

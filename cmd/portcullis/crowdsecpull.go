@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/portcullis-ips/portcullis/crowdsec"
+	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/internal/cli"
+)
+
+func runCrowdsecPull(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("crowdsec-pull", "portcullis crowdsec-pull --lapi-url URL --api-key KEY [--interval 10s] [--once]",
+		`Follows a CrowdSec Local API decision stream as a bouncer would
+(startup=true first, then the changes every --interval) and republishes its
+decisions to the decisions topic with origin "crowdsec": "new" becomes add
+decisions, "deleted" delete decisions. So Portcullis bouncers enforce
+CrowdSec's local alerts and community blocklist. Decisions of other scopes
+(Country, AS) or types are skipped and counted in the log.
+
+Register the key on the CrowdSec side with "cscli bouncers add portcullis".
+`,
+		`PORTCULLIS_LAPI_KEY=... portcullis crowdsec-pull --lapi-url http://127.0.0.1:8080
+portcullis crowdsec-pull --lapi-url http://crowdsec:8080 --api-key "$KEY" --interval 30s
+portcullis crowdsec-pull --lapi-url http://crowdsec:8080 --once   # full set once, for cron
+`)
+	var (
+		common         cli.Common
+		lapiURL, key   string
+		topic          string
+		interval       time.Duration
+		once           bool
+		publishTimeout time.Duration
+	)
+	common.Register(fs)
+	fs.StringVar(&lapiURL, "lapi-url", "http://127.0.0.1:8080", "CrowdSec LAPI base URL")
+	fs.StringVar(&key, "api-key", os.Getenv(envLAPIKey), "bouncer API key (env "+envLAPIKey+")")
+	fs.StringVar(&topic, "topic", decisionfeed.TopicDecisions, "decisions topic to publish to")
+	fs.DurationVar(&interval, "interval", 10*time.Second, "time between two polls")
+	fs.BoolVar(&once, "once", false, "poll the full set once, publish it and exit")
+	fs.DurationVar(&publishTimeout, "timeout", 60*time.Second, "give up one poll-and-publish after this long")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if common.Config != "" {
+		return fmt.Errorf("%w: crowdsec-pull: --config is not used (all settings are flags)", errUsage)
+	}
+	if interval <= 0 {
+		return fmt.Errorf("%w: crowdsec-pull: --interval must be positive", errUsage)
+	}
+	p, err := crowdsec.NewPuller(crowdsec.PullerConfig{URL: lapiURL, APIKey: key})
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	log, err := common.Logger("crowdsec-pull")
+	if err != nil {
+		return fmt.Errorf("%w: crowdsec-pull: %v", errUsage, err)
+	}
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: common.BrokerList(), Topic: topic})
+	if err != nil {
+		return err
+	}
+	defer pub.Close()
+	for {
+		n, err := pullOnce(ctx, p, pub, publishTimeout, log)
+		if once {
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "published %d decisions from %s\n", n, lapiURL)
+			return nil
+		}
+		if err != nil {
+			log.Warn("poll", "err", err) // the next poll retries; a startup poll is repeated until it succeeds
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+	}
+}
+
+// pullOnce polls the stream and publishes what it returned.
+func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publisher, timeout time.Duration, log *slog.Logger) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	res, err := p.Poll(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range res.Skipped {
+		log.Debug("skipped LAPI decision", "err", e)
+	}
+	if len(res.Skipped) > 0 {
+		log.Info("skipped LAPI decisions", "count", len(res.Skipped), "first", res.Skipped[0].Error())
+	}
+	if len(res.Decisions) == 0 {
+		return 0, nil
+	}
+	if err := pub.Publish(ctx, res.Decisions...); err != nil {
+		return 0, fmt.Errorf("publish %d decisions: %w", len(res.Decisions), err)
+	}
+	log.Info("republished LAPI decisions", "count", len(res.Decisions))
+	return len(res.Decisions), nil
+}

@@ -1,0 +1,124 @@
+package crowdsec
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/portcullis-ips/portcullis/decisionfeed"
+)
+
+// maxStreamBytes bounds a stream response body (CrowdSec's community
+// blocklist is some tens of thousands of decisions, a few MB).
+const maxStreamBytes = 256 << 20
+
+// PullerConfig configures a Puller.
+type PullerConfig struct {
+	// URL is the LAPI base URL, e.g. http://127.0.0.1:8080; required.
+	URL string
+	// APIKey is the bouncer API key sent as X-Api-Key; required.
+	APIKey string
+	// Scopes is passed as the stream's scopes parameter (default "ip,range").
+	Scopes string
+	// Client makes the requests (default: a client with a 30s timeout).
+	Client *http.Client
+	// Now returns the current time (default time.Now).
+	Now func() time.Time
+}
+
+// Puller reads a LAPI decision stream. Poll it from one goroutine.
+type Puller struct {
+	base    *url.URL
+	cfg     PullerConfig
+	started bool
+}
+
+// PollResult is what one poll turned into feed decisions.
+type PollResult struct {
+	// Decisions are the adds (from "new") and deletes (from "deleted"),
+	// deletes first so that a key both deleted and re-added ends added.
+	Decisions []decisionfeed.Decision
+	// Skipped are the stream's decisions that could not be converted
+	// (other scopes, unknown types, bad values), one error each.
+	Skipped []error
+}
+
+// NewPuller checks cfg and returns a puller whose first poll asks for the
+// full set (startup=true).
+func NewPuller(cfg PullerConfig) (*Puller, error) {
+	if cfg.APIKey == "" {
+		return nil, fmt.Errorf("crowdsec pull: no API key")
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("crowdsec pull: LAPI URL %q: want http(s)://host[:port]", cfg.URL)
+	}
+	if cfg.Scopes == "" {
+		cfg.Scopes = "ip,range"
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: 30 * time.Second}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Puller{base: u, cfg: cfg}, nil
+}
+
+// Poll fetches the stream once: the full set the first time (and after a
+// failed first poll), the changes since the last poll afterwards.
+func (p *Puller) Poll(ctx context.Context) (PollResult, error) {
+	u := *p.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/decisions/stream"
+	q := url.Values{"startup": {fmt.Sprint(!p.started)}, "scopes": {p.cfg.Scopes}}
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return PollResult{}, fmt.Errorf("crowdsec pull: request %s: %w", u.Redacted(), err)
+	}
+	req.Header.Set("X-Api-Key", p.cfg.APIKey)
+	req.Header.Set("User-Agent", "portcullis-crowdsec-pull")
+	resp, err := p.cfg.Client.Do(req)
+	if err != nil {
+		return PollResult{}, fmt.Errorf("crowdsec pull: get %s: %w", u.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512)) // context for the error only
+		return PollResult{}, fmt.Errorf("crowdsec pull: get %s: status %s: %s", u.Redacted(), resp.Status, strings.TrimSpace(string(b)))
+	}
+	var st Stream
+	dec := json.NewDecoder(io.LimitReader(resp.Body, maxStreamBytes))
+	if err := dec.Decode(&st); err != nil {
+		return PollResult{}, fmt.Errorf("crowdsec pull: decode stream from %s: %w", u.Redacted(), err)
+	}
+	p.started = true
+	now := p.cfg.Now()
+	var res PollResult
+	for _, c := range st.Deleted {
+		d, err := FromLAPI(c, decisionfeed.OpDelete, now)
+		if err != nil {
+			res.Skipped = append(res.Skipped, fmt.Errorf("deleted %w", err))
+			continue
+		}
+		res.Decisions = append(res.Decisions, d)
+	}
+	for _, c := range st.New {
+		d, err := FromLAPI(c, decisionfeed.OpAdd, now)
+		if err != nil {
+			res.Skipped = append(res.Skipped, fmt.Errorf("new %w", err))
+			continue
+		}
+		if err := d.Validate(decisionfeed.DefaultLimits()); err != nil {
+			res.Skipped = append(res.Skipped, fmt.Errorf("new decision %d: %w", c.ID, err))
+			continue
+		}
+		res.Decisions = append(res.Decisions, d)
+	}
+	return res, nil
+}
