@@ -45,7 +45,7 @@ type Server struct {
 	ready     bool
 	nextID    int64
 	live      map[string]entry
-	gone      map[string]time.Time          // key -> when it was deleted
+	gone      map[string]time.Time           // key -> when it was deleted
 	sent      map[string]map[string]Decision // API key -> decision key -> what it was sent
 	lastPrune time.Time
 }
