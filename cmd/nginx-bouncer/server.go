@@ -43,7 +43,6 @@ type server struct {
 	banPage  *template.Template
 	metrics  *metrics
 	logger   *slog.Logger
-	now      func() time.Time
 
 	// lastWarn rate-limits the log line about unusable client headers
 	// (Unix nanoseconds of the last one); every occurrence is counted.
@@ -72,7 +71,6 @@ func newServer(set *prefixset.Set, cfg *Config, ready *atomic.Bool, banPage *tem
 		banPage:  banPage,
 		metrics:  m,
 		logger:   logger,
-		now:      time.Now,
 		bufs:     sync.Pool{New: func() any { return new(bytes.Buffer) }},
 	}
 }
@@ -101,7 +99,7 @@ func (s *server) check(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	start := s.now()
+	start := time.Now()
 	m, found := s.set.Lookup(ip, start)
 	s.metrics.lookup.Observe(time.Since(start).Seconds())
 	if !found {
@@ -142,7 +140,7 @@ type banPageData struct {
 func (s *server) ban(w http.ResponseWriter, r *http.Request) {
 	ip := s.clientAddr(r)
 	data := banPageData{IP: ip.String()}
-	if m, ok := s.set.Lookup(ip, s.now()); ok {
+	if m, ok := s.set.Lookup(ip, time.Now()); ok {
 		data.Banned = true
 		data.Type, data.Scenario, data.Origin, data.Until = m.Remedy.String(), m.Reason, m.Origin, m.Until
 	}

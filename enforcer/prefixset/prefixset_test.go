@@ -378,3 +378,34 @@ func TestConcurrentReadersAndWriter(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestSweepMany removes more expired entries than copy-on-write handles
+// one by one, so the table is cloned, and keeps the live ones.
+func TestSweepMany(t *testing.T) {
+	now := time.Now()
+	s := New()
+	var b Batch
+	for i := range copyOnWriteMax + 1000 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+		until := now.Add(time.Second)
+		if i%2 == 0 {
+			until = now.Add(time.Hour)
+		}
+		b.Add = append(b.Add, Entry{Entry: enforcer.Entry{Prefix: p, Until: until, Reason: "r"}, Remedy: RemedyBan})
+	}
+	mustApply(t, s, b)
+	n, err := s.Sweep(now.Add(2 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := (copyOnWriteMax + 1000) / 2
+	if n != want || s.Len() != want {
+		t.Fatalf("Sweep removed %d leaving %d, want %d and %d", n, s.Len(), want, want)
+	}
+	if _, ok := s.Lookup(netip.MustParseAddr("10.0.0.0"), now); !ok {
+		t.Error("live entry gone after the sweep")
+	}
+	if _, ok := s.Lookup(netip.MustParseAddr("10.0.0.1"), now); ok {
+		t.Error("swept entry still found")
+	}
+}
