@@ -22,25 +22,33 @@ port=${KAFKA_PORT:-19092}
 # The real broker boots while the embedded-broker pass runs; its output goes to
 # a file so it does not interleave with go test's.
 kafka_out=$(mktemp)
+log1=$(mktemp)
+log2=$(mktemp)
 stop_kafka() {
 	[[ -n ${kafka_start:-} ]] && wait "$kafka_start" 2>/dev/null
 	test/kafka/kafka.sh stop "$port" || true
-	rm -f "$kafka_out"
+	rm -f "$kafka_out" "$log1" "$log2"
 }
 trap stop_kafka EXIT
+
+# summary prints the failing tests, packages and panics of one pass's log.
+summary() {
+	grep -E -e '^\s*--- FAIL' -e '^FAIL\s' -e '^panic: ' "$2" | sed "s/^/test.sh: [$1] /" >&2 || true
+}
 test/kafka/kafka.sh start "$port" >"$kafka_out" 2>&1 &
 kafka_start=$!
 
 # Both passes run even when the first fails, so one run reports everything.
 failed=()
 echo "== go test ${flags[*]} ${pkgs[*]} (embedded broker)"
-env -u PORTCULLIS_TEST_BROKERS "$GO" test "${flags[@]}" "${pkgs[@]}" || failed+=("embedded broker")
+env -u PORTCULLIS_TEST_BROKERS "$GO" test "${flags[@]}" "${pkgs[@]}" 2>&1 | tee "$log1" ||
+	failed+=("embedded broker")
 
 if wait "$kafka_start"; then
 	cat "$kafka_out"
 	echo "== go test ${flags[*]} ${kafka_pkgs[*]} (Apache Kafka on 127.0.0.1:$port)"
-	PORTCULLIS_TEST_BROKERS=127.0.0.1:$port "$GO" test "${flags[@]}" "${kafka_pkgs[@]}" ||
-		failed+=("Apache Kafka")
+	PORTCULLIS_TEST_BROKERS=127.0.0.1:$port "$GO" test "${flags[@]}" "${kafka_pkgs[@]}" 2>&1 |
+		tee "$log2" || failed+=("Apache Kafka")
 else
 	cat "$kafka_out" >&2
 	failed+=("Apache Kafka did not start")
@@ -49,6 +57,9 @@ kafka_start=
 
 if ((${#failed[@]})); then
 	printf 'test.sh: FAILED: %s\n' "${failed[@]}" >&2
+	# The failing tests and packages of both passes, so a long log need not be searched.
+	summary "embedded broker" "$log1"
+	summary "Apache Kafka" "$log2"
 	exit 1
 fi
 echo "test.sh: all passes succeeded"
