@@ -7,7 +7,9 @@ GO ?= go
 # timeout is per package binary; test/netns loads 1M bans per backend and has
 # needed more than go test's default 10 min under -race on a busy machine.
 TEST_FLAGS ?= -race -count=1 -timeout 15m
-TEST_PKGS ?= ./...
+# go test starts packages in the order given: the slowest (privileged
+# end-to-end suites) come first so the rest run beside them.
+TEST_PKGS ?= ./test/netns/... ./test/nginx/... ./...
 # Packages that run a second time against real Apache Kafka (test/kafka) in
 # `make test`; extend with `KAFKA_PKGS += ./yourpkg/...` or on the command line.
 KAFKA_PKGS ?= ./decisionfeed/... ./test/interop/...
