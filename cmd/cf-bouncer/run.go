@@ -280,19 +280,17 @@ func (s *syncer) loop(ctx context.Context) {
 	defer timer.Stop()
 	var first time.Time // first unsynced change
 	retry := time.Duration(0)
-	ready := false
+	readyc := s.h.ready // nil once received: a closed channel is always ready
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.h.ready:
-			if !ready {
-				ready = true
-				timer.Reset(0)
-			}
+		case <-readyc:
+			readyc = nil
+			timer.Reset(0)
 			continue
 		case <-s.h.kick:
-			if !ready {
+			if readyc != nil {
 				continue
 			}
 			now := time.Now()

@@ -276,3 +276,40 @@ func TestCleanup(t *testing.T) {
 		t.Fatal("something of ours is left")
 	}
 }
+
+func TestDaemonRemovesExpiredBans(t *testing.T) {
+	fake := cffake.New(token, account)
+	defer fake.Close()
+	brokers, topic, pub := feed(t)
+	// Made after the broker started, so it is still live at the first sync.
+	short := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix("203.0.113.8/32"), 3*time.Second, "test", time.Now())
+	if err := pub.Publish(context.Background(), short, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CLOUDFLARE_API_TOKEN", token)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--config", fastConfig(t), "--brokers", brokers[0], "--topic", topic, "--group", "-",
+			"--account-id", account, "--api-base", fake.URL, "--log-level", "error"}, io.Discard, io.Discard)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	sawBoth := false
+	for {
+		got := fake.Items(account, "portcullis_ban")
+		sawBoth = sawBoth || len(got) == 2
+		if sawBoth && slices.Equal(got, []string{"203.0.113.7"}) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ban list = %v (saw both: %v); the expired ban was not removed", got, sawBoth)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
