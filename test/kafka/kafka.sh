@@ -10,9 +10,8 @@
 #   test/kafka/kafka.sh fetch           only resolve the jars into test/kafka/dist
 #
 # port defaults to 19092; the controller listens on the first free port above
-# it. State (data, config,
-# pid file, kafka.log) lives in $PORTCULLIS_KAFKA_STATE, default
-# /tmp/portcullis-kafka-<port>. Every start formats fresh storage: this broker is
+# it. State (data, config, pid file, kafka.log) lives in $PORTCULLIS_KAFKA_STATE,
+# default /tmp/portcullis-kafka-<port>. Every start formats fresh storage: this broker is
 # for tests, and a test run must not see a previous run's topics.
 # Needs: java >= 17, mvn, kcat (scripts/deps.sh installs them).
 set -euo pipefail
@@ -56,12 +55,12 @@ fetch() {
 # script's broker (the command line names our state directory), so a recycled
 # pid is never signalled.
 ourpid() {
-	local pid
+	local pid cmdline
 	[[ -f $pidfile ]] || return 1
 	pid=$(<"$pidfile")
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	[[ -r /proc/$pid/cmdline ]] || return 1
-	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "kafka.Kafka $state/server.properties" || return 1
+	cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+	[[ $cmdline == *"kafka.Kafka $state/server.properties"* ]] || return 1
 	echo "$pid"
 }
 
@@ -69,8 +68,12 @@ ourpid() {
 in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # ready succeeds when the broker answers a metadata request listing itself.
+# (The output is captured, not piped into grep -q, whose early exit would make
+# kcat die of SIGPIPE and pipefail report a failure on a long topic list.)
 ready() {
-	kcat -b "127.0.0.1:$port" -L -m 2 2>/dev/null | grep -q "^ *broker 1 at 127.0.0.1:$port"
+	local md
+	md=$(kcat -b "127.0.0.1:$port" -L -m 2 2>/dev/null) || return 1
+	[[ $md == *"broker 1 at 127.0.0.1:$port"* ]]
 }
 
 # cluster_id prints a new KRaft cluster id the way Kafka's Uuid.randomUuid
