@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -34,8 +36,8 @@ func runDecisions(ctx context.Context, args []string, stdout io.Writer) error {
 
 SYNOPSIS
     portcullis decisions add --ip IP|--range CIDR --duration D [--type T] [--reason TEXT] [--scenario S]
-    portcullis decisions delete --ip IP|--range CIDR
-    portcullis decisions list [-o table|json]
+    portcullis decisions delete --ip IP|--range CIDR|--scenario S|--all
+    portcullis decisions list [--ip IP] [--scenario S] [--origin O] [--type T] [-o table|json]
 
     Run "portcullis decisions add --help" (delete, list) for the options.
 `)
@@ -77,12 +79,16 @@ portcullis decisions add --range 198.51.100.0/24 --duration 24h --type captcha
 portcullis decisions add --brokers kafka-1:9092,kafka-2:9092 --ip 2001:db8::7 --duration 30m
 `
 	if op == decisionfeed.OpDelete {
-		synopsis = "portcullis decisions delete --ip IP|--range CIDR"
+		synopsis = "portcullis decisions delete --ip IP|--range CIDR|--scenario S|--all [-o text|json]"
 		description = `Publishes a delete decision for the key of IP or CIDR (origin "cli"); every
-bouncer lifts the ban, whatever type it had.
+bouncer lifts the ban, whatever type it had. With --scenario (exact match)
+or --all, the live set is rebuilt from the topic first and a delete is
+published for every matching live key.
 `
 		examples = `portcullis decisions delete --ip 203.0.113.7
 portcullis decisions delete --range 198.51.100.0/24
+portcullis decisions delete --scenario blocklist/spamhaus-drop
+portcullis decisions delete --all
 `
 	}
 	fs := newFlagSet("decisions "+string(op), synopsis, description, examples)
@@ -92,6 +98,8 @@ portcullis decisions delete --range 198.51.100.0/24
 		typ, reason, scenario    string
 		dur                      time.Duration
 		timeout                  time.Duration
+		all                      bool
+		output                   string
 	)
 	common.Register(fs)
 	fs.StringVar(&ipFlag, "ip", "", "a single IPv4 or IPv6 address")
@@ -103,9 +111,22 @@ portcullis decisions delete --range 198.51.100.0/24
 		fs.StringVar(&typ, "type", string(decisionfeed.TypeBan), "remedy: ban, captcha or throttle")
 		fs.StringVar(&reason, "reason", "", "free text shown in listings")
 		fs.StringVar(&scenario, "scenario", "", "scenario name, e.g. manual/abuse")
+	} else {
+		fs.StringVar(&scenario, "scenario", "", "delete every live decision of this scenario")
+		fs.BoolVar(&all, "all", false, "delete every live decision")
 	}
+	fs.StringVar(&output, "o", "text", "output format: text or json (the decisions published)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if op == decisionfeed.OpDelete && (scenario != "" || all) {
+		if ipFlag != "" || rangeFlag != "" || (scenario != "" && all) {
+			return fmt.Errorf("%w: decisions delete: give one of --ip, --range, --scenario or --all", errUsage)
+		}
+		return deleteMatching(ctx, &common, topic, decisionFilter{scenario: scenario}, timeout, output, stdout)
+	}
+	if output != "text" && output != "json" {
+		return fmt.Errorf("%w: -o %q: want text or json", errUsage, output)
 	}
 	p, err := target(ipFlag, rangeFlag)
 	if err != nil {
@@ -135,6 +156,11 @@ portcullis decisions delete --range 198.51.100.0/24
 	if err != nil {
 		return err
 	}
+	if output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode([]decisionfeed.Decision{d})
+	}
 	if op == decisionfeed.OpAdd {
 		fmt.Fprintf(stdout, "added %s %s until %s (id %s)\n", d.Type, d.Value, d.Until.Format(time.RFC3339), d.ID)
 	} else {
@@ -162,13 +188,16 @@ func (s *snapshotOnce) Changes(context.Context, []decisionfeed.Decision) error {
 // decisionsList implements "decisions list".
 func decisionsList(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("decisions list",
-		"portcullis decisions list [-o table|json] [--topic T] [--timeout D]",
+		"portcullis decisions list [--ip IP] [--scenario S] [--origin O] [--type T] [-o table|json] [--topic T] [--timeout D]",
 		`Rebuilds the live set from the decisions topic, as every bouncer does at
 start (all partitions from the earliest offset, deleted and expired decisions
 dropped), and prints it sorted by value: a table, or a JSON array of schema v1
-decisions.
+decisions. The filters combine: --ip matches the address and every range
+containing it; --scenario, --origin and --type match exactly.
 `,
 		`portcullis decisions list
+portcullis decisions list --ip 198.51.100.7
+portcullis decisions list --origin blocklist --scenario blocklist/spamhaus-drop
 portcullis decisions list -o json | jq -r '.[].value'
 PORTCULLIS_BROKERS=kafka-1:9092 portcullis decisions list
 `)
@@ -177,8 +206,10 @@ PORTCULLIS_BROKERS=kafka-1:9092 portcullis decisions list
 		output  string
 		topic   string
 		timeout time.Duration
+		f       decisionFilter
 	)
 	common.Register(fs)
+	f.register(fs)
 	fs.StringVar(&output, "o", "table", "output format: table or json")
 	fs.StringVar(&topic, "topic", decisionfeed.TopicDecisions, "decisions topic")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up when the live set is not rebuilt after this long")
@@ -188,44 +219,30 @@ PORTCULLIS_BROKERS=kafka-1:9092 portcullis decisions list
 	if output != "table" && output != "json" {
 		return fmt.Errorf("%w: -o %q: want table or json", errUsage, output)
 	}
-	log, err := common.Logger("decisions")
-	if err != nil {
+	if err := f.check(); err != nil {
 		return err
 	}
-	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
-		Brokers:  common.BrokerList(),
-		Topic:    topic,
-		Group:    "-", // a listing is no consumer worth reporting lag for
-		DLQTopic: "-", // the bouncers copy invalid messages already
-		Logger:   log,
-	})
+	log, err := common.Logger("decisions")
 	if err != nil {
 		return err
 	}
 	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	runCtx, stop := context.WithCancel(tctx)
-	defer stop()
-	h := &snapshotOnce{stop: stop}
-	if err := sub.Run(runCtx, h); err != nil {
-		return err
-	}
-	if h.live == nil && !sub.Stats().Ready {
+	live, err := liveSet(tctx, common.BrokerList(), topic, log)
+	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return errors.New("decisions list: the live set was not rebuilt in time (is the broker at --brokers up?)")
+		return fmt.Errorf("decisions list: %w", err)
 	}
-	slices.SortFunc(h.live, func(a, b decisionfeed.Decision) int { return strings.Compare(a.Key(), b.Key()) })
+	live = f.apply(live)
+	slices.SortFunc(live, func(a, b decisionfeed.Decision) int { return strings.Compare(a.Key(), b.Key()) })
 	if output == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if h.live == nil {
-			h.live = []decisionfeed.Decision{}
-		}
-		return enc.Encode(h.live)
+		return enc.Encode(live)
 	}
-	return printTable(stdout, h.live, time.Now())
+	return printTable(stdout, live, time.Now())
 }
 
 // printTable prints decisions as an aligned table.
@@ -251,5 +268,147 @@ func printTable(w io.Writer, ds []decisionfeed.Decision, now time.Time) error {
 	if len(ds) == 0 {
 		fmt.Fprintln(w, "(no live decisions)")
 	}
+	return nil
+}
+
+// liveSet rebuilds the live decision set of topic as every bouncer does at
+// start, and returns it once read up to the high-water marks.
+func liveSet(ctx context.Context, brokers []string, topic string, log *slog.Logger) ([]decisionfeed.Decision, error) {
+	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
+		Brokers:  brokers,
+		Topic:    topic,
+		Group:    "-", // a one-off read is no consumer worth reporting lag for
+		DLQTopic: "-", // the bouncers copy invalid messages already
+		Logger:   log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	h := &snapshotOnce{stop: stop}
+	if err := sub.Run(runCtx, h); err != nil {
+		return nil, err
+	}
+	if h.live == nil && !sub.Stats().Ready {
+		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, ctx.Err()
+		}
+		return nil, errors.New("the live set was not rebuilt in time (is the broker at --brokers up?)")
+	}
+	if h.live == nil {
+		h.live = []decisionfeed.Decision{}
+	}
+	return h.live, nil
+}
+
+// decisionFilter selects live decisions; empty fields match everything.
+type decisionFilter struct {
+	ip                    string
+	scenario, origin, typ string
+	addr                  netip.Addr
+}
+
+func (f *decisionFilter) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.ip, "ip", "", "only the decisions on this address or on ranges containing it")
+	fs.StringVar(&f.scenario, "scenario", "", "only the decisions of this scenario")
+	fs.StringVar(&f.origin, "origin", "", "only the decisions of this origin (engine, cli, blocklist, crowdsec)")
+	fs.StringVar(&f.typ, "type", "", "only the decisions of this type (ban, captcha, throttle)")
+}
+
+// check parses --ip.
+func (f *decisionFilter) check() error {
+	if f.ip == "" {
+		return nil
+	}
+	a, err := netip.ParseAddr(f.ip)
+	if err != nil {
+		return fmt.Errorf("%w: --ip %q: %v", errUsage, f.ip, err)
+	}
+	f.addr = a.Unmap()
+	return nil
+}
+
+func (f *decisionFilter) match(d *decisionfeed.Decision) bool {
+	if (f.scenario != "" && d.Scenario != f.scenario) || (f.origin != "" && d.Origin != f.origin) ||
+		(f.typ != "" && string(d.Type) != f.typ) {
+		return false
+	}
+	if f.addr.IsValid() {
+		p, err := d.Prefix()
+		if err != nil || !p.Contains(f.addr) {
+			return false
+		}
+	}
+	return true
+}
+
+// apply returns the matching decisions, never nil.
+func (f *decisionFilter) apply(ds []decisionfeed.Decision) []decisionfeed.Decision {
+	out := []decisionfeed.Decision{}
+	for i := range ds {
+		if f.match(&ds[i]) {
+			out = append(out, ds[i])
+		}
+	}
+	return out
+}
+
+// deleteMatching publishes a delete for every live decision f matches.
+func deleteMatching(ctx context.Context, common *cli.Common, topic string, f decisionFilter, timeout time.Duration, output string, stdout io.Writer) error {
+	if output != "text" && output != "json" {
+		return fmt.Errorf("%w: -o %q: want text or json", errUsage, output)
+	}
+	log, err := common.Logger("decisions")
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	live, err := liveSet(ctx, common.BrokerList(), topic, log)
+	if err != nil {
+		return fmt.Errorf("decisions delete: %w", err)
+	}
+	live = f.apply(live)
+	slices.SortFunc(live, func(a, b decisionfeed.Decision) int { return strings.Compare(a.Key(), b.Key()) })
+	now := time.Now()
+	dels := make([]decisionfeed.Decision, 0, len(live))
+	for i := range live {
+		p, err := live[i].Prefix()
+		if err != nil {
+			return fmt.Errorf("decisions delete: live decision %s: %w", live[i].Key(), err)
+		}
+		d := decisionfeed.NewDecision(decisionfeed.OpDelete, live[i].Type, p, 0, "cli", now)
+		d.Scenario = live[i].Scenario
+		dels = append(dels, d)
+	}
+	if len(dels) > 0 {
+		pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: common.BrokerList(), Topic: topic})
+		if err != nil {
+			return err
+		}
+		for rest := dels; len(rest) > 0; {
+			n := min(len(rest), publishChunk)
+			if err = pub.Publish(ctx, rest[:n]...); err != nil {
+				break
+			}
+			rest = rest[n:]
+		}
+		if cerr := pub.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("decisions delete: publish %d deletes: %w", len(dels), err)
+		}
+	}
+	if output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(dels)
+	}
+	for _, d := range dels {
+		fmt.Fprintf(stdout, "deleted %s (id %s)\n", d.Value, d.ID)
+	}
+	fmt.Fprintf(stdout, "%d decisions deleted\n", len(dels))
 	return nil
 }

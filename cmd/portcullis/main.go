@@ -25,6 +25,7 @@ type command struct {
 
 // commands is the subcommand table; a new subcommand is a file and a row here.
 var commands = []command{
+	{"blocklist", "import an IP blocklist as decisions (adds and deletes against its last import)", runBlocklist},
 	{"broker", "run the embedded Kafka-protocol broker (one host, tests)", runBroker},
 	{"crowdsec-pull", "republish a CrowdSec LAPI decision stream onto the decision feed", runCrowdsecPull},
 	{"decisions", "list, add or delete ban decisions on the decision feed", runDecisions},
@@ -82,7 +83,7 @@ SYNOPSIS
 COMMANDS
 `)
 	for _, c := range commands {
-		fmt.Fprintf(&b, "    %-12s %s\n", c.name, c.summary)
+		fmt.Fprintf(&b, "    %-14s %s\n", c.name, c.summary)
 	}
 	b.WriteString(`
     Run "portcullis COMMAND --help" for the options and examples of a command.
