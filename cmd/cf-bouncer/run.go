@@ -43,7 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(stdout, "removed rules=%d lists=%d\n", rm.Rules, rm.Lists)
+		_, err = fmt.Fprintf(stdout, "removed rules=%d lists=%d access_rules=%d\n", rm.Rules, rm.Lists, rm.AccessRules)
 		return err
 	}
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
@@ -162,6 +162,21 @@ func printPlan(w io.Writer, p cloudflare.Plan) {
 				ip = lp.DeleteIPs[i]
 			}
 			fmt.Fprintf(w, "  - %s (item %s)\n", ip, id)
+		}
+	}
+	if a := p.Access; a != nil {
+		fmt.Fprintf(w, "ip access rules: +%d -%d -> %d rules\n", len(a.Add[cloudflare.Block])+len(a.Add[cloudflare.Challenge]), len(a.Delete), a.Rules)
+		for _, act := range []cloudflare.Action{cloudflare.Block, cloudflare.Challenge} {
+			for _, add := range a.Add[act] {
+				fmt.Fprintf(w, "  + %s %s\n", act, add)
+			}
+		}
+		for i, id := range a.Delete {
+			v := "(duplicate)"
+			if i < len(a.DeleteValues) {
+				v = a.DeleteValues[i]
+			}
+			fmt.Fprintf(w, "  - %s (rule %s)\n", v, id)
 		}
 	}
 	for _, rc := range p.Rules {

@@ -269,7 +269,7 @@ func TestCleanup(t *testing.T) {
 	if err := run(context.Background(), append([]string{"cleanup"}, args...), &stdout, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if stdout.String() != "removed rules=1 lists=1\n" {
+	if stdout.String() != "removed rules=1 lists=1 access_rules=0\n" {
 		t.Fatalf("stdout = %q", stdout.String())
 	}
 	if fake.Items(account, "portcullis_ban") != nil || len(fake.Rules(zone)) != 0 {
@@ -311,5 +311,33 @@ func TestDaemonRemovesExpiredBans(t *testing.T) {
 			t.Fatalf("ban list = %v (saw both: %v); the expired ban was not removed", got, sawBoth)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDryRunAccessRulesMode(t *testing.T) {
+	fake := cffake.New(token, account)
+	defer fake.Close()
+	brokers, topic, _ := feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"),
+		decision(decisionfeed.OpAdd, decisionfeed.TypeCaptcha, "2001:db8::/48"))
+	t.Setenv("CLOUDFLARE_API_TOKEN", token)
+	cfgFile := filepath.Join(t.TempDir(), "cf.yaml")
+	if err := os.WriteFile(cfgFile, []byte("mode: access_rules\nsnapshot_timeout: 30s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout bytes.Buffer
+	err := run(context.Background(), []string{"--dry-run", "--config", cfgFile, "--brokers", brokers[0], "--topic", topic,
+		"--group", "-", "--account-id", account, "--api-base", fake.URL, "--log-level", "error"}, &stdout, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "ip access rules: +2 -0 -> 2 rules\n" +
+		"  + block 203.0.113.7 (portcullis test/scenario)\n" +
+		"  + managed_challenge 2001:db8::/48 (portcullis test/scenario)\n" +
+		"budget 10000 items; left out 0; refused 0; unsupported 0\n"
+	if stdout.String() != want {
+		t.Fatalf("stdout =\n%s\nwant\n%s", stdout.String(), want)
+	}
+	if fake.Writes() != 0 {
+		t.Fatalf("dry run wrote: %v", fake.Calls())
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloudflare/cloudflare-go/v7/firewall"
 	"github.com/cloudflare/cloudflare-go/v7/option"
 	"github.com/cloudflare/cloudflare-go/v7/rules"
 	"github.com/cloudflare/cloudflare-go/v7/rulesets"
@@ -47,11 +48,16 @@ type Client struct {
 	ops    *rules.ListBulkOperationService
 	phases *rulesets.PhaseService
 	rules  *rulesets.RuleService
+	access *firewall.AccessRuleService
 	now    func() time.Time
 
 	mu      sync.Mutex
 	remote  map[string]*remoteList // by list name
 	rulesAt time.Time              // when the zone rules were last found right
+	// acc is what the client knows of its IP Access Rules (access mode);
+	// nil until read.
+	acc       *accessRules
+	accReadAt time.Time
 }
 
 // remoteList is what the client knows of one of its lists at Cloudflare.
@@ -98,6 +104,7 @@ func New(cfg Config, token string) (*Client, error) {
 		ops:    rules.NewListBulkOperationService(opts...),
 		phases: rulesets.NewPhaseService(opts...),
 		rules:  rulesets.NewRuleService(opts...),
+		access: firewall.NewAccessRuleService(opts...),
 		now:    time.Now,
 		remote: map[string]*remoteList{},
 	}, nil
@@ -112,6 +119,9 @@ type Plan struct {
 	Lists []ListPlan
 	// Rules are the zone rule changes.
 	Rules []RuleChange
+	// Access is the change to the IP Access Rules in access mode (nil in
+	// lists mode).
+	Access *AccessPlan
 	// Budget is the number of items the enforcer may hold: the item
 	// limit less the items of the account's other lists.
 	Budget int
@@ -192,6 +202,9 @@ func (s Summary) String() string {
 func (c *Client) DryRun(ctx context.Context, items []Item) (Plan, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.cfg.Mode == ModeAccessRules {
+		return c.planAccess(ctx, items)
+	}
 	return c.plan(ctx, items)
 }
 
@@ -205,6 +218,9 @@ func (c *Client) Sync(ctx context.Context, items []Item) (sum Summary, err error
 		after := c.tr.stats()
 		sum.Calls, sum.Writes = after.Calls-before.Calls, after.Writes-before.Writes
 	}()
+	if c.cfg.Mode == ModeAccessRules {
+		return c.syncAccess(ctx, items)
+	}
 	p, err := c.plan(ctx, items)
 	if err != nil {
 		return sum, err
@@ -298,7 +314,7 @@ func (c *Client) plan(ctx context.Context, items []Item) (Plan, error) {
 		}
 	}
 	p.Budget = max(c.cfg.ItemLimit-others, 0)
-	sel := selectItems(items, now, p.Budget, c.cfg.ScenarioPriority, c.cfg.CaptchaList != "")
+	sel := selectItems(items, now, p.Budget, c.cfg.ScenarioPriority, c.cfg.CaptchaList != "", normalize)
 	p.LeftOut, p.Refused, p.Unsupported, p.RefusedExample = sel.leftOut, sel.refused, sel.unsupported, sel.refusedExample
 	for _, lp := range c.owned() {
 		want := sel.byAction[lp.Action]
@@ -696,9 +712,10 @@ func (c *Client) applyRule(ctx context.Context, rc RuleChange) error {
 	return nil
 }
 
-// Removal counts what Remove deleted.
+// Removal counts what Remove deleted: zone rules and lists, or IP
+// Access Rules in access mode.
 type Removal struct {
-	Rules, Lists int
+	Rules, Lists, AccessRules int
 }
 
 // Remove deletes what the enforcer made: its rules (found by ref) in
@@ -708,6 +725,9 @@ type Removal struct {
 func (c *Client) Remove(ctx context.Context) (Removal, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.cfg.Mode == ModeAccessRules {
+		return c.removeAccess(ctx)
+	}
 	var out Removal
 	refs := map[string]bool{}
 	for _, lp := range c.owned() {

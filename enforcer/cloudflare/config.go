@@ -18,11 +18,24 @@ const (
 	DefaultCaptchaList = "portcullis_captcha"
 )
 
+// The enforcement modes.
+const (
+	// ModeLists keeps account IP lists and one WAF custom rule per list
+	// and zone (the default).
+	ModeLists = "lists"
+	// ModeAccessRules keeps account-level IP Access Rules, for accounts
+	// that cannot use lists. It costs one request per added or removed
+	// address, so large changes take the request budget's time.
+	ModeAccessRules = "access_rules"
+)
+
 // Config configures a Client. Zero values are not defaults: start from
 // DefaultConfig.
 type Config struct {
 	// APIBase is the API root, e.g. https://api.cloudflare.com/client/v4.
 	APIBase string `yaml:"api_base"`
+	// Mode is ModeLists or ModeAccessRules.
+	Mode string `yaml:"mode"`
 	// AccountID owns the IP lists.
 	AccountID string `yaml:"account_id"`
 	// ZoneIDs each get one WAF custom rule per list in their
@@ -77,6 +90,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		APIBase:           DefaultAPIBase,
+		Mode:              ModeLists,
 		BanList:           DefaultBanList,
 		CaptchaList:       DefaultCaptchaList,
 		ItemLimit:         10000,
@@ -111,6 +125,9 @@ func (c *Config) Validate() error {
 	u, err := url.Parse(c.APIBase)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return fmt.Errorf("api_base: %q is not an http(s) URL", c.APIBase)
+	}
+	if c.Mode != ModeLists && c.Mode != ModeAccessRules {
+		return fmt.Errorf("mode: %q is neither %s nor %s", c.Mode, ModeLists, ModeAccessRules)
 	}
 	if c.AccountID == "" {
 		return errors.New("account_id: empty")

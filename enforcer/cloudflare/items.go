@@ -100,7 +100,9 @@ type selection struct {
 // of them: the longest remaining time first, then the higher scenario
 // priority. An address both blocked and challenged is only blocked.
 // Items already expired at now are dropped without counting.
-func selectItems(items []Item, now time.Time, budget int, priority map[string]int, captcha bool) selection {
+// norm is the normaliser of the mode: normalize for lists, accessValue
+// for IP Access Rules.
+func selectItems(items []Item, now time.Time, budget int, priority map[string]int, captcha bool, norm func(netip.Prefix) (string, string, error)) selection {
 	sel := selection{byAction: map[Action]map[string]listItem{Block: {}, Challenge: {}}}
 	merged := map[string]listItem{}
 	for _, it := range items {
@@ -111,7 +113,7 @@ func selectItems(items []Item, now time.Time, budget int, priority map[string]in
 			sel.unsupported++
 			continue
 		}
-		ip, note, err := normalize(it.Prefix)
+		ip, note, err := norm(it.Prefix)
 		if err != nil {
 			sel.refused++
 			sel.refusedExample = err.Error()
@@ -185,4 +187,42 @@ func comment(scenario, note string) string {
 		c += "; " + note
 	}
 	return c
+}
+
+// accessValue turns a prefix into the value of an IP Access Rule:
+// an IPv4 or IPv6 address (targets ip, ip6) or a range of the lengths
+// Cloudflare accepts (ip_range: IPv4 /16 and /24, IPv6 /32, /48 and
+// /64). A longer IPv6 prefix is widened to its /64; other lengths are
+// refused, as widening an IPv4 range would block bystanders.
+func accessValue(p netip.Prefix) (value, note string, err error) {
+	if !p.IsValid() {
+		return "", "", fmt.Errorf("invalid prefix")
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	p = p.Masked()
+	switch {
+	case p.Bits() == p.Addr().BitLen():
+		return p.Addr().String(), "", nil
+	case p.Addr().Is4() && (p.Bits() == 16 || p.Bits() == 24):
+		return p.String(), "", nil
+	case p.Addr().Is6() && (p.Bits() == 32 || p.Bits() == 48 || p.Bits() == 64):
+		return p.String(), "", nil
+	case p.Addr().Is6() && p.Bits() > 64:
+		w := netip.PrefixFrom(p.Addr(), 64).Masked()
+		return w.String(), fmt.Sprintf("widened from %s to its /64 (IP Access Rules take IPv6 ranges of /32, /48 or /64)", p), nil
+	}
+	return "", "", fmt.Errorf("%s: IP Access Rules take single addresses and ranges of IPv4 /16, /24 and IPv6 /32, /48, /64 only", p)
+}
+
+// accessTarget is the configuration target of an access rule value.
+func accessTarget(value string) string {
+	switch {
+	case strings.Contains(value, "/"):
+		return "ip_range"
+	case strings.Contains(value, ":"):
+		return "ip6"
+	}
+	return "ip"
 }

@@ -58,7 +58,7 @@ func TestSelectItems(t *testing.T) {
 		{Prefix: p("192.0.2.5/32"), Until: now.Add(time.Hour), Scenario: "c"},
 	}
 	prio := map[string]int{"c": 5}
-	sel := selectItems(items, now, 4, prio, true)
+	sel := selectItems(items, now, 4, prio, true, normalize)
 	block := slices.Sorted(mapKeys(sel.byAction[Block]))
 	challenge := slices.Sorted(mapKeys(sel.byAction[Challenge]))
 	// Ranked: 192.0.2.4 (no expiry), 2001:db8::/64 (2h), then the 1h ones:
@@ -73,7 +73,7 @@ func TestSelectItems(t *testing.T) {
 		t.Fatalf("merged item = %+v", got)
 	}
 
-	sel = selectItems(items, now, 100, nil, false)
+	sel = selectItems(items, now, 100, nil, false, normalize)
 	if sel.unsupported != 2 || len(sel.byAction[Challenge]) != 0 {
 		t.Fatalf("without a captcha list: unsupported %d, challenge %v", sel.unsupported, sel.byAction[Challenge])
 	}

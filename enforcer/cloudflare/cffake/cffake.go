@@ -50,6 +50,23 @@ type account struct {
 	ops       map[string]*bulkOp
 	pending   string // id of the pending operation
 	itemLimit int
+	access    []*accessRule
+}
+
+type accessRule struct {
+	ID            string            `json:"id"`
+	Mode          string            `json:"mode"`
+	AllowedModes  []string          `json:"allowed_modes"`
+	Configuration accessRuleConfig  `json:"configuration"`
+	Notes         string            `json:"notes"`
+	CreatedOn     string            `json:"created_on"`
+	ModifiedOn    string            `json:"modified_on"`
+	Scope         map[string]string `json:"scope"`
+}
+
+type accessRuleConfig struct {
+	Target string `json:"target"`
+	Value  string `json:"value"`
 }
 
 type list struct {
@@ -189,6 +206,33 @@ func (s *Server) ResetCalls() {
 	clear(s.calls)
 }
 
+// AccessRules returns an account's IP Access Rules as "value mode notes"
+// lines, sorted.
+func (s *Server) AccessRules(accountID string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, r := range s.accounts[accountID].access {
+		out = append(out, r.Configuration.Value+" "+r.Mode+" "+r.Notes)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// AddAccessRule adds an IP Access Rule directly, as the operator would.
+func (s *Server) AddAccessRule(accountID, target, value, mode, notes string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.accounts[accountID]
+	a.access = append(a.access, s.newAccessRule(target, value, mode, notes))
+}
+
+func (s *Server) newAccessRule(target, value, mode, notes string) *accessRule {
+	return &accessRule{ID: s.id(), Mode: mode, Configuration: accessRuleConfig{Target: target, Value: value}, Notes: notes,
+		AllowedModes: []string{"block", "challenge", "whitelist", "js_challenge", "managed_challenge"},
+		CreatedOn:    stamp(), ModifiedOn: stamp(), Scope: map[string]string{"type": "account"}}
+}
+
 // Items returns the ip strings of the named list of an account, sorted;
 // nil when there is no such list.
 func (s *Server) Items(accountID, name string) []string {
@@ -299,6 +343,20 @@ type envelope struct {
 	Messages   []apiErr    `json:"messages"`
 	Result     any         `json:"result"`
 	ResultInfo *resultInfo `json:"result_info,omitempty"`
+	// PageInfo is result_info for page-numbered lists.
+	PageInfo *pageInfo `json:"-"`
+}
+
+// MarshalJSON writes PageInfo as result_info when it is set.
+func (e envelope) MarshalJSON() ([]byte, error) {
+	type plain envelope
+	if e.PageInfo == nil {
+		return json.Marshal(plain(e))
+	}
+	return json.Marshal(struct {
+		plain
+		ResultInfo *pageInfo `json:"result_info"`
+	}{plain(e), e.PageInfo})
 }
 
 type apiErr struct {
@@ -347,6 +405,9 @@ var routes = []route{
 	{"GET", regexp.MustCompile(`^/accounts/` + idRE + `/rules/lists/` + idRE + `/items$`), "GET /accounts/{account_id}/rules/lists/{list_id}/items", (*Server).listItems},
 	{"POST", regexp.MustCompile(`^/accounts/` + idRE + `/rules/lists/` + idRE + `/items$`), "POST /accounts/{account_id}/rules/lists/{list_id}/items", (*Server).addItems},
 	{"DELETE", regexp.MustCompile(`^/accounts/` + idRE + `/rules/lists/` + idRE + `/items$`), "DELETE /accounts/{account_id}/rules/lists/{list_id}/items", (*Server).deleteItems},
+	{"GET", regexp.MustCompile(`^/accounts/` + idRE + `/firewall/access_rules/rules$`), "GET /accounts/{account_id}/firewall/access_rules/rules", (*Server).listAccess},
+	{"POST", regexp.MustCompile(`^/accounts/` + idRE + `/firewall/access_rules/rules$`), "POST /accounts/{account_id}/firewall/access_rules/rules", (*Server).addAccess},
+	{"DELETE", regexp.MustCompile(`^/accounts/` + idRE + `/firewall/access_rules/rules/` + idRE + `$`), "DELETE /accounts/{account_id}/firewall/access_rules/rules/{rule_id}", (*Server).deleteAccess},
 	{"GET", regexp.MustCompile(`^/zones/` + idRE + `/rulesets/phases/` + idRE + `/entrypoint$`), "GET /zones/{zone_id}/rulesets/phases/{phase}/entrypoint", (*Server).getEntrypoint},
 	{"PUT", regexp.MustCompile(`^/zones/` + idRE + `/rulesets/phases/` + idRE + `/entrypoint$`), "PUT /zones/{zone_id}/rulesets/phases/{phase}/entrypoint", (*Server).putEntrypoint},
 	{"POST", regexp.MustCompile(`^/zones/` + idRE + `/rulesets/` + idRE + `/rules$`), "POST /zones/{zone_id}/rulesets/{ruleset_id}/rules", (*Server).addRule},
@@ -418,6 +479,9 @@ func (s *Server) takeFault(method, path string) *Fault {
 
 func write(w http.ResponseWriter, res any, info *resultInfo, herr *httpError) {
 	env := envelope{Success: herr == nil, Errors: []apiErr{}, Messages: []apiErr{}, Result: res, ResultInfo: info}
+	if pr, ok := res.(pagedResult); ok {
+		env.Result, env.PageInfo = pr.items, &pr.info
+	}
 	status := http.StatusOK
 	if herr != nil {
 		status = herr.status
@@ -699,6 +763,117 @@ func (s *Server) getOp(m []string, _ *http.Request, _ []byte) (any, *resultInfo,
 		res["error"] = op.err
 	}
 	return res, nil, nil
+}
+
+// pageInfo is the result_info of page-numbered lists.
+type pageInfo struct {
+	Page       int `json:"page"`
+	PerPage    int `json:"per_page"`
+	Count      int `json:"count"`
+	TotalCount int `json:"total_count"`
+	TotalPages int `json:"total_pages"`
+}
+
+func (s *Server) listAccess(m []string, r *http.Request, _ []byte) (any, *resultInfo, *httpError) {
+	a, herr := s.account(m[1])
+	if herr != nil {
+		return nil, nil, herr
+	}
+	q := r.URL.Query()
+	page, perPage := 1, 20
+	if v := q.Get("page"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, nil, fail(http.StatusBadRequest, 10001, "page must be a positive integer")
+		}
+		page = n
+	}
+	if v := q.Get("per_page"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 5 || n > 1000 {
+			return nil, nil, fail(http.StatusBadRequest, 10001, "per_page must be between 5 and 1000")
+		}
+		perPage = n
+	}
+	var match []*accessRule
+	for _, x := range a.access {
+		if strings.Contains(x.Notes, q.Get("notes")) {
+			match = append(match, x)
+		}
+	}
+	start := min((page-1)*perPage, len(match))
+	end := min(start+perPage, len(match))
+	out := slices.Clone(match[start:end])
+	if out == nil {
+		out = []*accessRule{}
+	}
+	// The envelope's result_info has another shape here; it is carried
+	// in the result's wrapper below.
+	return pagedResult{items: out, info: pageInfo{Page: page, PerPage: perPage, Count: len(out), TotalCount: len(match), TotalPages: (len(match) + perPage - 1) / perPage}}, nil, nil
+}
+
+// pagedResult is a result with page-numbered result_info.
+type pagedResult struct {
+	items any
+	info  pageInfo
+}
+
+var v4Ranges, v6Ranges = []int{16, 24}, []int{32, 48, 64}
+
+func (s *Server) addAccess(m []string, _ *http.Request, body []byte) (any, *resultInfo, *httpError) {
+	a, herr := s.account(m[1])
+	if herr != nil {
+		return nil, nil, herr
+	}
+	var req struct {
+		Mode          string           `json:"mode"`
+		Configuration accessRuleConfig `json:"configuration"`
+		Notes         string           `json:"notes"`
+	}
+	if err := strictJSON(body, &req); err != nil {
+		return nil, nil, fail(http.StatusBadRequest, 10001, "access rule payload is invalid: %v", err)
+	}
+	if !slices.Contains([]string{"block", "challenge", "whitelist", "js_challenge", "managed_challenge"}, req.Mode) {
+		return nil, nil, fail(http.StatusBadRequest, 10001, "invalid mode %q", req.Mode)
+	}
+	v := req.Configuration.Value
+	ok := false
+	switch req.Configuration.Target {
+	case "ip":
+		ad, err := netip.ParseAddr(v)
+		ok = err == nil && ad.Is4() && ad.String() == v
+	case "ip6":
+		ad, err := netip.ParseAddr(v)
+		ok = err == nil && ad.Is6() && !ad.Is4In6() && ad.String() == v
+	case "ip_range":
+		p, err := netip.ParsePrefix(v)
+		ok = err == nil && p.Masked() == p && p.String() == v &&
+			((p.Addr().Is4() && slices.Contains(v4Ranges, p.Bits())) || (p.Addr().Is6() && slices.Contains(v6Ranges, p.Bits())))
+	}
+	if !ok {
+		return nil, nil, fail(http.StatusBadRequest, 10001, "invalid %s configuration value %q", req.Configuration.Target, v)
+	}
+	for _, x := range a.access {
+		if x.Configuration.Value == v {
+			return nil, nil, fail(http.StatusBadRequest, 10009, "firewallaccessrules.api.duplicate_of_existing")
+		}
+	}
+	x := s.newAccessRule(req.Configuration.Target, v, req.Mode, req.Notes)
+	a.access = append(a.access, x)
+	return x, nil, nil
+}
+
+func (s *Server) deleteAccess(m []string, _ *http.Request, _ []byte) (any, *resultInfo, *httpError) {
+	a, herr := s.account(m[1])
+	if herr != nil {
+		return nil, nil, herr
+	}
+	i := slices.IndexFunc(a.access, func(x *accessRule) bool { return x.ID == m[2] })
+	if i < 0 {
+		return nil, nil, fail(http.StatusNotFound, 10001, "access rule %s not found", m[2])
+	}
+	a.access = slices.Delete(a.access, i, i+1)
+	return map[string]string{"id": m[2]}, nil, nil
 }
 
 const phase = "http_request_firewall_custom"
