@@ -135,6 +135,7 @@ type Plan struct {
 
 // ListPlan is the change to one list.
 type ListPlan struct {
+	// Name is the list's name; Action what its rule does.
 	Name   string
 	Action Action
 	// Create says the list does not exist yet.
@@ -161,6 +162,7 @@ func (a Addition) String() string { return a.IP + " (" + a.Comment + ")" }
 
 // RuleChange is a change to one zone's custom rules.
 type RuleChange struct {
+	// Zone is the zone id.
 	Zone string
 	// Kind is "create-entrypoint", "create" or "update".
 	Kind string

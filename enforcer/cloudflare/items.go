@@ -30,10 +30,14 @@ func (a Action) String() string {
 
 // Item is one live decision as the Cloudflare enforcer sees it.
 type Item struct {
-	Prefix   netip.Prefix
-	Until    time.Time
+	// Prefix is the address (a /32 or /128) or range.
+	Prefix netip.Prefix
+	// Until is the expiry; the zero time never expires.
+	Until time.Time
+	// Scenario names the reason, for the item comment and the priority.
 	Scenario string
-	Action   Action
+	// Action picks the list.
+	Action Action
 }
 
 // listItem is an item as written to a list: its canonical ip string and

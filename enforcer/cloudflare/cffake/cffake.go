@@ -739,12 +739,12 @@ func (s *Server) getOp(m []string, _ *http.Request, _ []byte) (any, *resultInfo,
 	if op == nil {
 		return nil, nil, fail(http.StatusNotFound, 10028, "bulk operation %s not found", m[2])
 	}
+	status := op.status
 	if op.status == "pending" || op.status == "running" {
 		if op.polls > 0 {
+			// Answers pending to the first poll, running to the next.
 			op.polls--
-			if op.status == "pending" {
-				op.status = "running"
-			}
+			op.status = "running"
 		} else {
 			if err := op.apply(); err != nil {
 				op.status, op.err = "failed", err.Error()
@@ -753,9 +753,10 @@ func (s *Server) getOp(m []string, _ *http.Request, _ []byte) (any, *resultInfo,
 			}
 			op.done = stamp()
 			a.pending = ""
+			status = op.status
 		}
 	}
-	res := map[string]string{"id": op.id, "status": op.status}
+	res := map[string]string{"id": op.id, "status": status}
 	if op.done != "" {
 		res["completed"] = op.done
 	}
