@@ -23,7 +23,7 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 # (gitignored); the first `make lint` takes a few minutes for that.
 GOLANGCI_LINT := .cache/bin/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # Commands `make demo` builds; the demo grows with the project.
-DEMO_CMDS ?= ./cmd/portcullis
+DEMO_CMDS ?= ./cmd/portcullis ./cmd/fw-bouncer ./test/demo/portcullis-demo
 
 .PHONY: all build generate generate-check test bench lint demo deps kafka-start kafka-stop clean
 

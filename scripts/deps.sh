@@ -14,7 +14,7 @@ set -euo pipefail
 want=${1:-test}
 
 # command:package pairs; a command found on PATH means its package is there.
-demo_cmds=(make:make)
+demo_cmds=(make:make ip:iproute2 nsenter:util-linux nginx:nginx-light) # make demo: namespaces, nginx
 lint_cmds=(make:make git:git shellcheck:shellcheck)
 test_cmds=(
 	make:make gcc:gcc git:git
