@@ -131,6 +131,8 @@ type Plan struct {
 	LeftOut, Refused, Unsupported int
 	// RefusedExample is one refusal reason.
 	RefusedExample string
+	// rulesChecked says the zone rules were read for this plan.
+	rulesChecked bool
 }
 
 // ListPlan is the change to one list.
@@ -242,7 +244,7 @@ func (c *Client) Sync(ctx context.Context, items []Item) (sum Summary, err error
 		}
 		sum.RuleChanges++
 	}
-	if len(p.Rules) > 0 || c.rulesAt.IsZero() {
+	if p.rulesChecked {
 		c.rulesAt = c.now()
 	}
 	// Deletes first: they make room under the item limit.
@@ -348,7 +350,7 @@ func (c *Client) plan(ctx context.Context, items []Item) (Plan, error) {
 		if err != nil {
 			return p, err
 		}
-		p.Rules = rc
+		p.Rules, p.rulesChecked = rc, true
 	}
 	return p, nil
 }

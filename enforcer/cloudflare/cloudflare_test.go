@@ -447,3 +447,45 @@ func TestRemoveTakesOnlyWhatItMade(t *testing.T) {
 		t.Fatalf("second remove = %+v, %v", got, err)
 	}
 }
+
+func TestRetryAfterHonoured(t *testing.T) {
+	fake := cffake.New(testToken, testAccount)
+	defer fake.Close()
+	fake.Inject(cffake.Fault{Method: "GET", PathContains: "/rules/lists", Status: 429, Code: 971, Message: "slow down", RetryAfter: "1", Count: 1})
+	c := newClient(t, testConfig(fake.URL))
+	start := time.Now()
+	if _, err := c.Sync(context.Background(), bans(1, start)); err != nil {
+		t.Fatal(err)
+	}
+	// The backoff alone is at most 5ms here: only Retry-After explains a
+	// wait of a second (a lower bound, so no flakiness on a slow machine).
+	if el := time.Since(start); el < time.Second {
+		t.Fatalf("retried after %s, before Retry-After's 1s", el)
+	}
+	if st := c.Stats(); st.Retries != 1 || st.RateLimited != 1 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+func TestZoneRulesReadOncePerResyncInterval(t *testing.T) {
+	fake := cffake.New(testToken, testAccount, testZone)
+	defer fake.Close()
+	fake.SetRules(testZone)
+	c := newClient(t, testConfig(fake.URL, testZone))
+	now := time.Now()
+	c.now = func() time.Time { return now }
+	items := bans(2, now)
+	const entry = "GET /zones/{zone_id}/rulesets/phases/{phase}/entrypoint"
+	for i, step := range []struct {
+		advance time.Duration
+		reads   int
+	}{{0, 1}, {time.Minute, 1}, {time.Hour, 2}, {time.Minute, 2}, {time.Minute, 2}} {
+		now = now.Add(step.advance)
+		if _, err := c.Sync(context.Background(), items); err != nil {
+			t.Fatal(err)
+		}
+		if got := fake.Calls()[entry]; got != step.reads {
+			t.Fatalf("sync %d: %d entrypoint reads, want %d", i, got, step.reads)
+		}
+	}
+}
