@@ -92,7 +92,9 @@ type Result struct {
 	// Tag-bys and the pin directory PinPath (/sys/fs/bpf/portcullis-Tag).
 	Tag     string
 	PinPath string
-	Blocks  map[string]*Block
+	// TmpDir held the logs and configurations; removed at the end.
+	TmpDir string
+	Blocks map[string]*Block
 	// BystanderOK and BystanderFailed count the bystander's requests
 	// answered 200 and not.
 	BystanderOK, BystanderFailed int
@@ -199,6 +201,7 @@ func (r *run) setup(ctx context.Context) error {
 	if r.tmp, err = os.MkdirTemp("", "portcullis-demo-"); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
+	r.res.TmpDir = r.tmp
 	r.cleanup = append(r.cleanup, func() error { return os.RemoveAll(r.tmp) })
 	// nginx's workers run as nobody and must reach the document root.
 	if err := os.Chmod(r.tmp, 0o755); err != nil {
@@ -509,6 +512,11 @@ func leftovers(res *Result) []string {
 	}
 	if _, err := os.Stat(res.PinPath); err == nil {
 		left = append(left, "pin directory "+res.PinPath)
+	}
+	if res.TmpDir != "" {
+		if _, err := os.Stat(res.TmpDir); err == nil {
+			left = append(left, "directory "+res.TmpDir)
+		}
 	}
 	return left
 }

@@ -179,29 +179,43 @@ func scrapeSum(ctx context.Context, client *http.Client, url, name string) (floa
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("scrape %s: status %s", url, resp.Status)
 	}
+	sum, err := sumMetric(resp.Body, name)
+	if err != nil {
+		return 0, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	return sum, nil
+}
+
+// sumMetric sums every series of the metric name in Prometheus text
+// exposition; comments and other metrics are skipped.
+func sumMetric(r io.Reader, name string) (float64, error) {
 	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue // another metric, or a longer name sharing the prefix
 		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
-			continue // a longer name sharing the prefix
+		if rest[0] == '{' {
+			end := strings.LastIndexByte(rest, '}')
+			if end < 0 {
+				return 0, fmt.Errorf("line %d: unterminated labels", n)
+			}
+			rest = rest[end+1:]
 		}
-		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		f := strings.Fields(rest)
 		if len(f) == 0 {
-			return 0, fmt.Errorf("scrape %s: no value in %q", url, line)
+			return 0, fmt.Errorf("line %d: no value", n)
 		}
 		v, err := strconv.ParseFloat(f[0], 64)
 		if err != nil {
-			return 0, fmt.Errorf("scrape %s: value in %q: %w", url, line, err)
+			return 0, fmt.Errorf("line %d: value: %w", n, err)
 		}
 		sum += v
 	}
 	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("scrape %s: %w", url, err)
+		return 0, fmt.Errorf("read: %w", err)
 	}
 	return sum, nil
 }
