@@ -31,6 +31,7 @@ var commands = []command{
 	{"decisions", "list, add or delete ban decisions on the decision feed", runDecisions},
 	{"engine", "run the detection engine live over the sources of an acquis.yaml", runEngine},
 	{"lapi", "serve the CrowdSec Local API bouncer endpoints from the decision feed", runLAPI},
+	{"metrics", "show engine counters per parser and scenario, and topic and consumer-lag health", runMetrics},
 	{"replay", "run detection over log files offline and print the alerts", runReplay},
 }
 
