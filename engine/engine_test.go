@@ -2,10 +2,16 @@ package engine
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/maxmind/mmdbwriter"
+	"github.com/maxmind/mmdbwriter/mmdbtype"
 
 	"github.com/portcullis-ips/portcullis/config/scenarios"
 	"github.com/portcullis-ips/portcullis/decisionfeed"
@@ -205,5 +211,38 @@ func TestShortDuration(t *testing.T) {
 		if got := ShortDuration(d); got != want {
 			t.Errorf("ShortDuration(%s) = %s, want %s", d, got, want)
 		}
+	}
+}
+
+// The country of the offender reaches the alert and the decision.
+func TestCountryEnrichment(t *testing.T) {
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "Test-Country", IPVersion: 6, RecordSize: 24, IncludeReservedNetworks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, n, _ := net.ParseCIDR("185.220.101.0/24")
+	if err := tree.Insert(n, mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String("RU")}}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "country.mmdb")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	eng, rec := newEngine(t, func(c *profile.Config) { c.GeoIP.CountryMMDB = path })
+	sshFails(eng, "185.220.101.5", 0, 5, time.Second)
+	sshFails(eng, "192.0.2.77", 0, 5, time.Second)
+	if len(rec.alerts) != 2 || len(rec.decisions) != 2 {
+		t.Fatalf("alerts %d decisions %d", len(rec.alerts), len(rec.decisions))
+	}
+	if rec.alerts[0].Country != "RU" || rec.decisions[0].Country != "RU" {
+		t.Errorf("country: alert %q decision %q, want RU", rec.alerts[0].Country, rec.decisions[0].Country)
+	}
+	if rec.alerts[1].Country != "" || rec.decisions[1].Country != "" {
+		t.Errorf("unknown address got a country: %q %q", rec.alerts[1].Country, rec.decisions[1].Country)
 	}
 }
