@@ -25,6 +25,7 @@ type command struct {
 
 // commands is the subcommand table; a new subcommand is a file and a row here.
 var commands = []command{
+	{"alerts", "list the engine's alerts from the alerts topic", runAlerts},
 	{"blocklist", "import an IP blocklist as decisions (adds and deletes against its last import)", runBlocklist},
 	{"broker", "run the embedded Kafka-protocol broker (one host, tests)", runBroker},
 	{"crowdsec-pull", "republish a CrowdSec LAPI decision stream onto the decision feed", runCrowdsecPull},

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/engine"
+	"github.com/portcullis-ips/portcullis/internal/cli"
+)
+
+// maxAlertBytes bounds one alert message; an alert is a few hundred bytes.
+const maxAlertBytes = 64 << 10
+
+func runAlerts(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "list" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			fmt.Fprint(stdout, "NAME\n    portcullis alerts - the engine's alerts\n\nSYNOPSIS\n    portcullis alerts list [--since D] [--ip IP] [--scenario S] [-o table|json]\n")
+			return nil
+		}
+		return fmt.Errorf("%w: alerts: want list", errUsage)
+	}
+	fs := newFlagSet("alerts list",
+		"portcullis alerts list [--since D] [--ip IP] [--scenario S] [-o table|json] [--topic T]",
+		`Reads the alerts topic from the earliest offset of every partition up to
+the high-water marks taken at start, and prints the alerts oldest first:
+the time of the last event, the source IP, its country, the scenario and
+the decision taken (type and duration, "-" when none, "(simulated)" when
+the scenario runs in simulation). Messages that are not alerts are
+skipped and counted.
+`,
+		`portcullis alerts list
+portcullis alerts list --since 1h --scenario crowdsecurity/ssh-bf
+portcullis alerts list --ip 185.220.101.5 -o json
+`)
+	var (
+		common           cli.Common
+		since, timeout   time.Duration
+		ipFlag, scenario string
+		output, topic    string
+	)
+	common.Register(fs)
+	fs.DurationVar(&since, "since", 0, "only alerts whose last event is at most this old (0: all)")
+	fs.StringVar(&ipFlag, "ip", "", "only alerts on this source address")
+	fs.StringVar(&scenario, "scenario", "", "only alerts of this scenario")
+	fs.StringVar(&output, "o", "table", "output format: table or json")
+	fs.StringVar(&topic, "topic", decisionfeed.TopicAlerts, "alerts topic")
+	fs.DurationVar(&timeout, "timeout", 60*time.Second, "give up after this long")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if common.Config != "" {
+		return fmt.Errorf("%w: alerts list: --config is not used (all settings are flags)", errUsage)
+	}
+	if output != "table" && output != "json" {
+		return fmt.Errorf("%w: -o %q: want table or json", errUsage, output)
+	}
+	var ip netip.Addr
+	if ipFlag != "" {
+		a, err := netip.ParseAddr(ipFlag)
+		if err != nil {
+			return fmt.Errorf("%w: --ip %q: %v", errUsage, ipFlag, err)
+		}
+		ip = a.Unmap()
+	}
+	if since < 0 {
+		return fmt.Errorf("%w: --since must not be negative", errUsage)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	msgs, err := readTopic(ctx, common.BrokerList(), topic)
+	if err != nil {
+		return fmt.Errorf("alerts list: %w", err)
+	}
+	now := time.Now()
+	alerts := []engine.Alert{}
+	bad := 0
+	for _, m := range msgs {
+		a, err := decodeAlert(m.Value)
+		if err != nil {
+			bad++
+			continue
+		}
+		if (ip.IsValid() && netip.MustParseAddr(a.IP).Unmap() != ip) || (scenario != "" && a.Scenario != scenario) ||
+			(since > 0 && now.Sub(a.LastSeen) > since) {
+			continue
+		}
+		alerts = append(alerts, a)
+	}
+	slices.SortStableFunc(alerts, func(a, b engine.Alert) int { return a.LastSeen.Compare(b.LastSeen) })
+	if output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(alerts)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "=== Alerts ===")
+	fmt.Fprintln(tw, "TIME\tIP\tCOUNTRY\tSCENARIO\tDECISION")
+	for _, a := range alerts {
+		dec := "-"
+		if a.Decision != nil {
+			dec = string(a.Decision.Type) + " " + a.Decision.Duration
+		}
+		if a.Simulated {
+			dec += " (simulated)"
+		}
+		country := a.Country
+		if country == "" {
+			country = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.LastSeen.UTC().Format(time.RFC3339), a.IP, country, a.Scenario, dec)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	if bad > 0 {
+		fmt.Fprintf(stdout, "(%d messages on %s were not alerts and were skipped)\n", bad, topic)
+	}
+	return nil
+}
+
+// decodeAlert reads one alert message: schema v1, a valid source address
+// and a scenario.
+func decodeAlert(b []byte) (engine.Alert, error) {
+	var a engine.Alert
+	if len(b) > maxAlertBytes {
+		return a, fmt.Errorf("alert of %d bytes: above %d", len(b), maxAlertBytes)
+	}
+	if err := json.Unmarshal(b, &a); err != nil {
+		return a, fmt.Errorf("alert: %w", err)
+	}
+	if a.V != engine.AlertVersion {
+		return a, fmt.Errorf("alert: version %d, want %d", a.V, engine.AlertVersion)
+	}
+	if _, err := netip.ParseAddr(a.IP); err != nil {
+		return a, fmt.Errorf("alert: ip %q: %w", a.IP, err)
+	}
+	if a.Scenario == "" {
+		return a, errors.New("alert: no scenario")
+	}
+	return a, nil
+}
+
+// readTopic returns the messages of every partition of topic from the
+// earliest offset up to the high-water marks taken at start.
+func readTopic(ctx context.Context, brokers []string, topic string) ([]kafka.Message, error) {
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("metadata of %s: %w", topic, err)
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+		var terr error
+		if len(md.Topics) == 1 {
+			terr = md.Topics[0].Error
+		}
+		return nil, fmt.Errorf("topic %s: %w", topic, errors.Join(errors.New("not found"), terr))
+	}
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for _, p := range md.Topics[0].Partitions {
+		req.Topics[topic] = append(req.Topics[topic], kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
+	}
+	res, err := c.ListOffsets(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("offsets of %s: %w", topic, err)
+	}
+	var out []kafka.Message
+	for _, po := range res.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("offsets of %s/%d: %w", topic, po.Partition, po.Error)
+		}
+		if po.LastOffset <= po.FirstOffset {
+			continue
+		}
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: po.Partition, MaxWait: 200 * time.Millisecond, MaxBytes: 4 << 20})
+		err := r.SetOffset(po.FirstOffset)
+		for err == nil {
+			var m kafka.Message
+			m, err = r.ReadMessage(ctx)
+			if err != nil {
+				break
+			}
+			out = append(out, m)
+			if m.Offset >= po.LastOffset-1 {
+				break
+			}
+		}
+		if cerr := r.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s/%d: %w", topic, po.Partition, err)
+		}
+	}
+	return out, nil
+}
