@@ -115,4 +115,3 @@ func Feed(r io.Reader, typ, source string, p *Pipeline, onError func(line uint64
 		}
 	}
 }
-
