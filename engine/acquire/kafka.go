@@ -130,6 +130,10 @@ func (s *KafkaSource) Run(ctx context.Context, h Handler) error {
 		StartOffset:    start,
 		MaxBytes:       8 << 20,
 		MaxWait:        250 * time.Millisecond,
+		// kafka-go waits ReadBackoffMin (100 ms by default) after some
+		// empty fetches: that would be a line's latency.
+		ReadBackoffMin: time.Millisecond,
+		ReadBackoffMax: time.Second,
 		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { s.log.Warn("kafka", "err", fmt.Sprintf(msg, args...)) }),
 	})
 	defer func() {

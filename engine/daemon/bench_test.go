@@ -16,21 +16,33 @@ import (
 
 // BenchmarkLineToDecision measures the live engine end to end: one line
 // appended to a followed access log, from the write to the decision read
-// back from the decisions topic (inotify, parse, scenario, profile,
-// publish, broker, consumer). Each iteration is one new scanner address
-// (a trigger scenario), so each line makes exactly one decision.
+// back from the decisions topic (inotify, parse, [re-key through the
+// events topic,] scenario, profile, publish, broker, consumer). Each
+// iteration is one new scanner address (a trigger scenario), so each line
+// makes exactly one decision.
 func BenchmarkLineToDecision(b *testing.B) {
+	b.Run("single", func(b *testing.B) { benchLineToDecision(b, false) })
+	b.Run("rekey", func(b *testing.B) { benchLineToDecision(b, true) })
+}
+
+func benchLineToDecision(b *testing.B, rekey bool) {
 	brokers := feedtest.Brokers(b)
 	cfg := DefaultConfig()
 	cfg.Brokers = brokers
 	cfg.Topics.Decisions = feedtest.CompactedTopic(b, decisionfeed.PartitionsDecisions)
 	cfg.Topics.Alerts = feedtest.Topic(b, decisionfeed.PartitionsAlerts)
+	if rekey {
+		cfg.Rekey = true
+		cfg.Topics.Events = "events-" + cfg.Topics.Decisions
+		cfg.RekeyGroup = "detect-" + cfg.Topics.Decisions
+	}
 	access := filepath.Join(b.TempDir(), "access.log")
 	writeFile(b, access, "")
 	in := startDaemon(b, cfg, fmt.Sprintf("filenames: [%q]\nlabels: {type: nginx}\n", access))
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: brokers, GroupTopics: []string{cfg.Topics.Decisions}, GroupID: "bench-" + cfg.Topics.Decisions,
-		StartOffset: kafka.FirstOffset, MaxWait: 5 * time.Millisecond, ReadBatchTimeout: 5 * time.Millisecond,
+		StartOffset: kafka.FirstOffset, MaxWait: 50 * time.Millisecond, ReadBatchTimeout: 5 * time.Millisecond,
+		ReadBackoffMin: time.Millisecond, ReadBackoffMax: 10 * time.Millisecond,
 	})
 	defer func() { _ = r.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

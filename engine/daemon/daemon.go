@@ -392,6 +392,7 @@ func (d *Daemon) detectRekeyed(ctx context.Context, eng *engine.Engine) {
 		Brokers: d.brokers, GroupID: d.cfg.RekeyGroup, Topic: d.cfg.Topics.Events,
 		StartOffset: kafka.FirstOffset, CommitInterval: acquire.KafkaCommitInterval,
 		MaxWait: 100 * time.Millisecond, MaxBytes: 8 << 20,
+		ReadBackoffMin: time.Millisecond, ReadBackoffMax: time.Second, // see acquire.KafkaSource
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { d.log.Warn("kafka", "err", fmt.Sprintf(msg, args...)) }),
 	})
 	defer func() {
