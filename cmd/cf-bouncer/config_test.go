@@ -56,6 +56,7 @@ func TestConfigErrors(t *testing.T) {
 		{"account_id: a\n", []string{"--api-base", "api.cloudflare.com"}, `config: api_base: "api.cloudflare.com" is not an http(s) URL`},
 		{"account_id: a\n", []string{"--zone-id", "z", "--zone-id", "z"}, `config: zone_ids[1]: "z" given twice`},
 		{"account_id: a\ndebounce: 1m\nmax_delay: 10s\n", nil, "config: max_delay: 10s is shorter than debounce 1m0s"},
+		{"account_id: a\n", []string{"--mode", "rules"}, `config: mode: "rules" is neither lists nor access_rules`},
 	}
 	for _, tc := range cases {
 		p := writeFile(t, tc.file)

@@ -25,8 +25,12 @@ limit and Cloudflare's API rate limit, and one WAF custom rule per list in
 each zone's custom-rules phase ("ip.src in $portcullis_ban" -> block,
 captcha -> managed_challenge). The operator's own rules are left alone.
 
+--mode access_rules keeps account IP Access Rules instead, for accounts that
+cannot use lists: one API request per added or removed address.
+
 The API token comes from CLOUDFLARE_API_TOKEN or --token-file; it needs
-"Account Filter Lists: Edit" and "Zone WAF: Edit". It is never logged.
+"Account Filter Lists: Edit" and "Zone WAF: Edit" ("Account Firewall Access
+Rules: Edit" in access_rules mode). It is never logged.
 
 Examples:
   CLOUDFLARE_API_TOKEN=... cf-bouncer --account-id ACCOUNT --zone-id ZONE1 --zone-id ZONE2
@@ -37,7 +41,8 @@ Examples:
 
 --once syncs from the feed's snapshot, prints a summary and exits non-zero on
 failure. "cleanup" deletes the rules (by ref) and lists the bouncer made in
-the given account and zones, and nothing else. Flags set on the command line override the configuration file.
+the given account and zones, and nothing else. Flags set on the command line
+override the configuration file.
 
 Flags:
 `
@@ -90,6 +95,7 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *options, error) {
 	account := fs.String("account-id", "", "Cloudflare account id owning the lists")
 	var zones zoneFlag
 	fs.Var(&zones, "zone-id", "zone id to protect (repeatable, or comma-separated)")
+	mode := fs.String("mode", def.Cloudflare.Mode, "lists (IP lists + WAF custom rules) or access_rules (IP Access Rules)")
 	itemLimit := fs.Int("item-limit", def.Cloudflare.ItemLimit, "the account's list-item limit, shared by all its lists")
 	topic := fs.String("topic", def.Topic, "decisions topic")
 	group := fs.String("group", def.Group, "per-host consumer group for lag reporting")
@@ -120,6 +126,9 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *options, error) {
 	}
 	if set["zone-id"] {
 		cfg.Cloudflare.ZoneIDs = zones
+	}
+	if set["mode"] {
+		cfg.Cloudflare.Mode = *mode
 	}
 	if set["item-limit"] {
 		cfg.Cloudflare.ItemLimit = *itemLimit
