@@ -118,6 +118,20 @@ func TestOnceSyncsTheSnapshot(t *testing.T) {
 	if !strings.Contains(stderr.String(), "msg=synced") {
 		t.Fatalf("no sync log line:\n%s", stderr.String())
 	}
+
+	// A second cron run adopts the lists and rules: it reads (lists, the
+	// items of both, the zone's rules) and writes nothing.
+	fake.ResetCalls()
+	stdout.Reset()
+	err = run(context.Background(), []string{"--once", "--config", fastConfig(t), "--brokers", brokers[0], "--topic", topic,
+		"--group", "-", "--account-id", account, "--zone-id", zone, "--api-base", fake.URL}, &stdout, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = "items=3 adds=0 deletes=0 left_out=0 refused=0 unsupported=0 rule_changes=0 api_calls=4 api_writes=0\n"
+	if stdout.String() != want || fake.Writes() != 0 {
+		t.Fatalf("second run: stdout = %q, want %q; calls %v", stdout.String(), want, fake.Calls())
+	}
 }
 
 func TestDryRunPrintsThePlanAndWritesNothing(t *testing.T) {
