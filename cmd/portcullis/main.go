@@ -27,6 +27,7 @@ type command struct {
 var commands = []command{
 	{"alerts", "list the engine's alerts from the alerts topic", runAlerts},
 	{"blocklist", "import an IP blocklist as decisions (adds and deletes against its last import)", runBlocklist},
+	{"bouncers", "list the bouncers from their heartbeats", runBouncers},
 	{"broker", "run the embedded Kafka-protocol broker (one host, tests)", runBroker},
 	{"crowdsec-pull", "republish a CrowdSec LAPI decision stream onto the decision feed", runCrowdsecPull},
 	{"decisions", "list, add or delete ban decisions on the decision feed", runDecisions},

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
+	"github.com/portcullis-ips/portcullis/heartbeat"
+)
+
+func TestBouncersList(t *testing.T) {
+	brokers := feedtest.Brokers(t)
+	topic := "heartbeats-" + strconv.FormatInt(time.Now().UnixNano(), 36) // unique; the publisher creates it
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	now := time.Now()
+	beat := func(name, host, mode string, decisions int, lag int64, at time.Time) {
+		t.Helper()
+		p, err := heartbeat.New(heartbeat.Config{
+			Brokers: brokers, Topic: topic, Name: name, Host: host, Mode: mode, Interval: 10 * time.Second,
+			Stats: func() heartbeat.Stats { return heartbeat.Stats{Decisions: decisions, Lag: lag} },
+			Now:   func() time.Time { return at },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		if err := p.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	common := []string{"--brokers", strings.Join(brokers, ","), "--topic", topic}
+	out, err := portcullis(t, append([]string{"bouncers", "list"}, common...)...)
+	if err != nil || out != "NAME  HOST  MODE  DECISIONS  LAST SEEN  LAG  STATUS\n(no bouncer heartbeats on "+topic+")\n" {
+		t.Fatalf("no heartbeats yet: %v\n%q", err, out)
+	}
+	beat("fw-bouncer", "edge-1", "xdp", 10, 0, now.Add(-time.Hour))
+	beat("nginx-bouncer", "web-1", "auth_request", 7, 2, now.Add(-5*time.Second))
+	beat("fw-bouncer", "edge-1", "xdp", 12, 1, now.Add(-20*time.Second)) // newer beat of the same bouncer
+	beat("fw-bouncer", "edge-2", "nftables", 12, 0, now.Add(-31*time.Second))
+
+	out, err = portcullis(t, append([]string{"bouncers", "list", "-o", "json"}, common...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []bouncerRow
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var got []string
+	for _, r := range rows {
+		got = append(got, strings.Join([]string{r.Key(), r.Mode, strconv.Itoa(r.Decisions), strconv.FormatInt(r.Lag, 10), map[bool]string{true: "stale", false: "ok"}[r.Stale]}, " "))
+	}
+	want := "fw-bouncer@edge-1 xdp 12 1 ok\nfw-bouncer@edge-2 nftables 12 0 stale\nnginx-bouncer@web-1 auth_request 7 2 ok"
+	if strings.Join(got, "\n") != want {
+		t.Fatalf("bouncers list -o json:\n%s\nwant\n%s", strings.Join(got, "\n"), want)
+	}
+	out, err = portcullis(t, append([]string{"bouncers", "list"}, common...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[1], "fw-bouncer     edge-1  xdp           12         20s ago") ||
+		!strings.HasSuffix(lines[2], "stale") || !strings.HasSuffix(lines[3], " 2    ok") {
+		t.Fatalf("bouncers list:\n%s", out)
+	}
+}
