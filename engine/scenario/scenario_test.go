@@ -197,10 +197,27 @@ func TestDrainedBucketsReclaimed(t *testing.T) {
 		run(set, sshFail(fmt.Sprintf("10.0.%d.%d", i/256, i%256), 0))
 	}
 	for i := range 600 {
-		run(set, sshFail("192.0.2.200", time.Hour+time.Duration(i)*time.Minute))
+		run(set, sshFail("192.0.2.200", 2*time.Hour+time.Duration(i)*time.Minute))
 	}
 	if st := set.Stats(); st.Buckets != 1 || st.Evicted != 0 {
 		t.Fatalf("buckets %d evicted %d, want 1 and 0", st.Buckets, st.Evicted)
+	}
+}
+
+// A backlog read partition by partition delivers one attacker's lines
+// after other sources' later lines: its bucket must still be there.
+func TestOutOfOrderLinesKeepTheirBucket(t *testing.T) {
+	set := NewSet([]*Scenario{mustParse(t, leakyYAML)}, Options{})
+	var got []Overflow
+	for i := range 5 {
+		got = append(got, run(set, sshFail("192.0.2.1", time.Duration(i)*time.Second))...)
+		for j := range 500 {
+			// Other sources, ten minutes ahead, enough to pass the gc hand over every slot.
+			run(set, sshFail(fmt.Sprintf("10.1.%d.%d", j/256, j%256), 10*time.Minute+time.Duration(i)*time.Second))
+		}
+	}
+	if len(got) != 1 || got[0].Source != netip.MustParseAddr("192.0.2.1") {
+		t.Fatalf("overflows %+v, want one for 192.0.2.1", got)
 	}
 }
 

@@ -152,10 +152,18 @@ func (s *store) remove(i int32) {
 // active client's bucket is not freed and re-created between requests.
 const idleGrace = int64(time.Minute)
 
+// reorderSlack is how far behind the newest event time a bucket is judged
+// drained. Lines reach the engine out of time order when a backlog is read
+// partition by partition or several hosts ship with delays; a bucket freed
+// against the newest time would lose an attacker whose older lines are
+// still arriving.
+const reorderSlack = int64(15 * time.Minute)
+
 // gc looks at the next two slots and frees those whose bucket has
-// drained, is out of its blackhole and has been idle a while: it holds
-// nothing a new bucket would not.
-func (s *store) gc(now int64) {
+// drained, is out of its blackhole and has been idle a while, judged at
+// reorderSlack before newest: it holds nothing a new bucket would not.
+func (s *store) gc(newest int64) {
+	now := newest - reorderSlack
 	for range 2 {
 		if len(s.slab) == 0 {
 			return
