@@ -46,6 +46,10 @@ const (
 	metricsAddr         = "127.0.0.1:9101"
 )
 
+// FWBouncerCaps is the capability set of fw-bouncer's systemd unit, in
+// setpriv(1) syntax; the demo runs fw-bouncer with exactly these.
+const FWBouncerCaps = "+net_admin,+bpf,+sys_admin"
+
 // Attackers are the attacker's three source addresses, one per attack step.
 var Attackers = []string{"198.51.100.10", "198.51.100.11", "198.51.100.12"}
 
@@ -141,7 +145,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("demo: needs root (network namespaces, XDP)")
 	}
-	for _, c := range []string{"ip", "nsenter", "nginx"} {
+	for _, c := range []string{"ip", "nsenter", "setpriv", "nginx"} {
 		if _, err := exec.LookPath(c); err != nil {
 			return nil, fmt.Errorf("demo: %s not found on PATH (scripts/deps.sh demo installs it)", c)
 		}
@@ -283,7 +287,15 @@ func (r *run) setup(ctx context.Context) error {
 		}
 		return cerr
 	})
-	if _, err := r.spawn("fw-bouncer", "srv", bin("fw-bouncer"), "--config", fwcfg); err != nil {
+	// fw-bouncer runs with no more capabilities than its systemd unit
+	// grants (packaging/systemd/fw-bouncer.service), so the demo checks
+	// that set is enough.
+	caps := os.Getenv("PORTCULLIS_DEMO_FW_CAPS")
+	if caps == "" {
+		caps = FWBouncerCaps
+	}
+	if _, err := r.spawn("fw-bouncer", "srv", "setpriv", "--bounding-set=-all,"+caps, "--inh-caps=-all,"+caps,
+		"--ambient-caps=-all,"+caps, "--", bin("fw-bouncer"), "--config", fwcfg); err != nil {
 		return err
 	}
 	if err := r.waitLog(ctx, "fw-bouncer", "reconciled to the feed's snapshot", 30*time.Second); err != nil {
