@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
@@ -487,5 +489,18 @@ func TestZoneRulesReadOncePerResyncInterval(t *testing.T) {
 		if got := fake.Calls()[entry]; got != step.reads {
 			t.Fatalf("sync %d: %d entrypoint reads, want %d", i, got, step.reads)
 		}
+	}
+}
+
+func TestGarbageAnswerIsOneLineError(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte("{\"success\":true,\n\"result\": [{\"id\": 7,\n"))
+	}))
+	defer srv.Close()
+	c := newClient(t, testConfig(srv.URL))
+	_, err := c.Sync(context.Background(), bans(1, time.Now()))
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.HasPrefix(err.Error(), "read lists of account "+testAccount+": ") {
+		t.Fatalf("err = %q", err)
 	}
 }

@@ -62,7 +62,7 @@ func (e *APIError) hint() string {
 func apiError(op string, err error) error {
 	var ae *rules.Error
 	if !errors.As(err, &ae) {
-		return fmt.Errorf("%s: %w", op, err)
+		return &opError{op: op, err: err}
 	}
 	e := &APIError{Op: op, Status: ae.StatusCode}
 	for _, d := range ae.Errors {
@@ -86,3 +86,14 @@ func oneLine(s string) string {
 	}
 	return s
 }
+
+// opError wraps an error that is not an API answer (a network error, an
+// answer that does not decode) and prints it on one line.
+type opError struct {
+	op  string
+	err error
+}
+
+func (e *opError) Error() string { return e.op + ": " + oneLine(e.err.Error()) }
+
+func (e *opError) Unwrap() error { return e.err }
