@@ -51,6 +51,9 @@ type Config struct {
 	// SweepInterval is how often expired entries are dropped from memory
 	// (lookups ignore them as soon as they expire).
 	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// HeartbeatInterval is the time between two heartbeats on the
+	// heartbeat topic ("portcullis bouncers list"); 0 turns them off.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 }
 
 // DefaultConfig returns the configuration used for what is not set.
@@ -66,6 +69,8 @@ func DefaultConfig() Config {
 		Topic:          decisionfeed.TopicDecisions,
 		Group:          "portcullis-nginx-bouncer-" + host,
 		SweepInterval:  time.Minute,
+
+		HeartbeatInterval: 30 * time.Second,
 	}
 }
 
@@ -105,6 +110,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SweepInterval <= 0 {
 		return fmt.Errorf("sweep_interval: %s is not positive", c.SweepInterval)
+	}
+	if c.HeartbeatInterval < 0 {
+		return fmt.Errorf("heartbeat_interval: %s is negative", c.HeartbeatInterval)
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer/prefixset"
+	"github.com/portcullis-ips/portcullis/heartbeat"
 	"github.com/portcullis-ips/portcullis/internal/cli"
 )
 
@@ -82,6 +83,7 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *cli.Common, error) {
 	banTemplate := fs.String("ban-template", "", "html/template file for the ban page (default: built-in)")
 	topic := fs.String("topic", def.Topic, "decisions topic")
 	group := fs.String("group", def.Group, "per-host consumer group for lag reporting")
+	heartbeatEvery := fs.Duration("heartbeat-interval", def.HeartbeatInterval, "time between heartbeats on "+heartbeat.Topic+" (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
@@ -118,6 +120,9 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *cli.Common, error) {
 	}
 	if o.set["group"] {
 		cfg.Group = *group
+	}
+	if o.set["heartbeat-interval"] {
+		cfg.HeartbeatInterval = *heartbeatEvery
 	}
 	if o.set["metrics-listen"] || cfg.MetricsListen == "" {
 		cfg.MetricsListen = o.common.MetricsListen
@@ -205,6 +210,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	logger.Info("serving auth_request", "listen", ln.Addr().String(), "fail_mode", cfg.FailMode,
 		"trusted_proxies", fmt.Sprint(cfg.TrustedProxies), "brokers", strings.Join(cfg.Brokers, ","), "topic", cfg.Topic)
 
+	var hb *heartbeat.Publisher
+	if cfg.HeartbeatInterval > 0 {
+		hb, err = heartbeat.New(heartbeat.Config{
+			Brokers: cfg.Brokers, Name: "nginx-bouncer", Mode: "auth_request", Interval: cfg.HeartbeatInterval,
+			Stats: func() heartbeat.Stats { return heartbeat.Stats{Decisions: set.Len(), Lag: sub.Stats().Lag} },
+		})
+		if err != nil {
+			_ = ln.Close() // nothing served yet
+			return err
+		}
+		defer func() { _ = hb.Close() }()
+	}
+
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	wg.Go(func() {
@@ -213,6 +231,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	})
 	wg.Go(func() { sweep(ctx, set, cfg.SweepInterval, m, logger) })
+	if hb != nil {
+		wg.Go(func() { hb.Run(ctx, func(err error) { logger.Warn("heartbeat", "err", err) }) })
+	}
 	wg.Go(func() {
 		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("serve %s: %w", ln.Addr(), err)
