@@ -47,6 +47,9 @@ type Config struct {
 	// SweepInterval is how often expired bans are deleted from the
 	// backend's tables (they stop matching at expiry regardless).
 	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// HeartbeatInterval is the time between two heartbeats on the
+	// heartbeat topic ("portcullis bouncers list"); 0 turns them off.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 	// XDP, NFTables and IPTables are the backends' own sections.
 	XDP      xdp.Config      `yaml:"xdp"`
 	NFTables nftables.Config `yaml:"nftables"`
@@ -67,6 +70,7 @@ func DefaultConfig() Config {
 		HostAddressesRefresh: 30 * time.Second,
 		Coalesce:             5 * time.Millisecond,
 		SweepInterval:        time.Minute,
+		HeartbeatInterval:    30 * time.Second,
 		XDP:                  xdp.DefaultConfig(),
 		NFTables:             nftables.DefaultConfig(),
 		IPTables:             iptables.DefaultConfig(),
@@ -112,6 +116,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SweepInterval < 0 {
 		return fmt.Errorf("sweep_interval: %s is negative", c.SweepInterval)
+	}
+	if c.HeartbeatInterval < 0 {
+		return fmt.Errorf("heartbeat_interval: %s is negative", c.HeartbeatInterval)
 	}
 	if err := b.validate(c); err != nil {
 		return fmt.Errorf("%s: %w", b.name, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/runner"
+	"github.com/portcullis-ips/portcullis/heartbeat"
 	"github.com/portcullis-ips/portcullis/internal/cli"
 )
 
@@ -76,12 +77,31 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	log.Info("fw-bouncer started", "mode", cfg.Mode, "dry_run", cfg.DryRun, "brokers", cfg.Brokers,
 		"topic", cfg.Topic, "group", cfg.Group, "whitelist", len(rcfg.Whitelist))
 
-	// The runner stops when the feed does, whatever the reason.
+	// The runner and the heartbeats stop when the feed does, whatever the reason.
 	rctx, stopRunner := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
 	go func() { runDone <- r.Run(rctx) }()
+	hbDone := make(chan struct{})
+	if cfg.HeartbeatInterval > 0 {
+		hb, err := heartbeat.New(heartbeat.Config{
+			Brokers: cfg.Brokers, Name: "fw-bouncer", Mode: cfg.Mode, Interval: cfg.HeartbeatInterval,
+			Stats: func() heartbeat.Stats { return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag} },
+		})
+		if err != nil {
+			stopRunner()
+			return errors.Join(err, <-runDone)
+		}
+		go func() {
+			defer close(hbDone)
+			hb.Run(rctx, func(err error) { log.Warn("heartbeat", "err", err) })
+			_ = hb.Close()
+		}()
+	} else {
+		close(hbDone)
+	}
 	ferr := sub.Run(ctx, &feedHandler{r: r, log: log})
 	stopRunner()
+	<-hbDone
 	rerr := <-runDone
 	msg := "fw-bouncer stopped; bans stay in force in the kernel"
 	if cfg.DryRun {

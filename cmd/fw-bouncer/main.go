@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/portcullis-ips/portcullis/enforcer/xdp"
+	"github.com/portcullis-ips/portcullis/heartbeat"
 	"github.com/portcullis-ips/portcullis/internal/cli"
 )
 
@@ -189,6 +190,7 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	dryRun := fs.Bool("dry-run", false, "log what would be applied; touch nothing")
 	fs.Var(&whitelist, "whitelist", "addresses or CIDR ranges never to ban (repeatable, or comma-separated), added to the config's")
 	topic := fs.String("topic", "", "decisions topic (default "+DefaultConfig().Topic+")")
+	heartbeatEvery := fs.Duration("heartbeat-interval", DefaultConfig().HeartbeatInterval, "time between heartbeats on "+heartbeat.Topic+" (0: none)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -221,6 +223,9 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	}
 	if set["topic"] {
 		cfg.Topic = *topic
+	}
+	if set["heartbeat-interval"] {
+		cfg.HeartbeatInterval = *heartbeatEvery
 	}
 	if set["xdp-mode"] {
 		cfg.XDP.Mode = xdp.Mode(*xdpMode)
