@@ -87,7 +87,7 @@ func (p *Puller) Poll(ctx context.Context) (PollResult, error) {
 	if err != nil {
 		return PollResult{}, fmt.Errorf("crowdsec pull: get %s: %w", u.Redacted(), err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read-only body: nothing to lose
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512)) // context for the error only
 		return PollResult{}, fmt.Errorf("crowdsec pull: get %s: status %s: %s", u.Redacted(), resp.Status, strings.TrimSpace(string(b)))

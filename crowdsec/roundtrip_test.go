@@ -115,7 +115,7 @@ func TestPullRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pub.Close()
+	defer func() { _ = pub.Close() }()
 	srv := feedServer(t, ctx, brokers, topic)
 
 	res, err := p.Poll(ctx)

@@ -352,7 +352,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				continue
 			}
-			if hasIP && !(p.Addr().Is4() == ipP.Addr().Is4() && p.Contains(ipP.Addr())) {
+			if hasIP && (p.Addr().Is4() != ipP.Addr().Is4() || !p.Contains(ipP.Addr())) {
 				continue
 			}
 			if hasRange && !coversRange(p, rangeP, contains) {

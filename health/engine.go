@@ -56,7 +56,7 @@ func ScrapeEngine(ctx context.Context, c *http.Client, url string) (Engine, erro
 	if err != nil {
 		return Engine{}, fmt.Errorf("engine metrics: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read-only body: nothing to lose
 	if resp.StatusCode != http.StatusOK {
 		return Engine{}, fmt.Errorf("engine metrics %s: status %s", url, resp.Status)
 	}

@@ -27,7 +27,7 @@ func TestDryRunHeartbeats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pub.Close()
+	defer func() { _ = pub.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, p := range []string{"192.0.2.7/32", "198.51.100.0/24", "2001:db8::/64"} {
@@ -45,7 +45,7 @@ func TestDryRunHeartbeats(t *testing.T) {
 
 	host, _ := os.Hostname()
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: heartbeat.Topic, Partition: 0, MaxWait: 100 * time.Millisecond})
-	defer r.Close()
+	defer func() { _ = r.Close() }()
 	for {
 		m, err := r.ReadMessage(ctx)
 		if err != nil {

@@ -24,7 +24,7 @@ const maxAlertBytes = 64 << 10
 func runAlerts(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "list" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprint(stdout, "NAME\n    portcullis alerts - the engine's alerts\n\nSYNOPSIS\n    portcullis alerts list [--since D] [--ip IP] [--scenario S] [-o table|json]\n")
+			_, _ = fmt.Fprint(stdout, "NAME\n    portcullis alerts - the engine's alerts\n\nSYNOPSIS\n    portcullis alerts list [--since D] [--ip IP] [--scenario S] [-o table|json]\n")
 			return nil
 		}
 		return fmt.Errorf("%w: alerts: want list", errUsage)
@@ -68,7 +68,7 @@ portcullis alerts list --ip 185.220.101.5 -o json
 	if ipFlag != "" {
 		a, err := netip.ParseAddr(ipFlag)
 		if err != nil {
-			return fmt.Errorf("%w: --ip %q: %v", errUsage, ipFlag, err)
+			return fmt.Errorf("%w: --ip %q: %w", errUsage, ipFlag, err)
 		}
 		ip = a.Unmap()
 	}
@@ -103,8 +103,8 @@ portcullis alerts list --ip 185.220.101.5 -o json
 		return enc.Encode(alerts)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "=== Alerts ===")
-	fmt.Fprintln(tw, "TIME\tIP\tCOUNTRY\tSCENARIO\tDECISION")
+	_, _ = fmt.Fprintln(tw, "=== Alerts ===")
+	_, _ = fmt.Fprintln(tw, "TIME\tIP\tCOUNTRY\tSCENARIO\tDECISION")
 	for _, a := range alerts {
 		dec := "-"
 		if a.Decision != nil {
@@ -117,13 +117,13 @@ portcullis alerts list --ip 185.220.101.5 -o json
 		if country == "" {
 			country = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.LastSeen.UTC().Format(time.RFC3339), a.IP, country, a.Scenario, dec)
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.LastSeen.UTC().Format(time.RFC3339), a.IP, country, a.Scenario, dec)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)
 	}
 	if bad > 0 {
-		fmt.Fprintf(stdout, "(%d messages on %s were not alerts and were skipped)\n", bad, topic)
+		_, _ = fmt.Fprintf(stdout, "(%d messages on %s were not alerts and were skipped)\n", bad, topic)
 	}
 	return nil
 }

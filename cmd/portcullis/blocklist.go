@@ -33,7 +33,7 @@ func runBlocklist(ctx context.Context, args []string, stdout io.Writer) error {
 	case "import":
 		return blocklistImport(ctx, args[1:], stdout)
 	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, `NAME
+		_, _ = fmt.Fprint(stdout, `NAME
     portcullis blocklist - import IP blocklists into the decision feed
 
 SYNOPSIS
@@ -113,7 +113,7 @@ portcullis blocklist import scanners.txt --name scanners --type captcha -o json
 	}
 	list := intel.List{Name: name, Type: decisionfeed.Type(typ), Duration: dur}
 	if err := list.Validate(); err != nil {
-		return fmt.Errorf("%w: blocklist import: %v", errUsage, err)
+		return fmt.Errorf("%w: blocklist import: %w", errUsage, err)
 	}
 	in := stdin
 	if file != "-" {
@@ -121,7 +121,7 @@ portcullis blocklist import scanners.txt --name scanners --type captcha -o json
 		if err != nil {
 			return fmt.Errorf("blocklist import: %w", err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read-only
 		in = f
 	}
 	res, err := blocklist.Parse(in)
@@ -130,7 +130,7 @@ portcullis blocklist import scanners.txt --name scanners --type captcha -o json
 	}
 	log, err := common.Logger("blocklist")
 	if err != nil {
-		return fmt.Errorf("%w: blocklist import: %v", errUsage, err)
+		return fmt.Errorf("%w: blocklist import: %w", errUsage, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -160,7 +160,7 @@ portcullis blocklist import scanners.txt --name scanners --type captcha -o json
 	if err != nil {
 		return err
 	}
-	defer pub.Close()
+	defer func() { _ = pub.Close() }() // Publish is synchronous: nothing is left to flush
 	// Deletes first: a list that moved 10.0.0.1 into 10.0.0.0/24 shows no gap.
 	all := append(ch.Deletes, ch.Adds...)
 	for len(all) > 0 {
@@ -176,9 +176,9 @@ portcullis blocklist import scanners.txt --name scanners --type captcha -o json
 		return enc.Encode(sum)
 	}
 	for _, s := range sum.Skipped {
-		fmt.Fprintf(stdout, "skipped %s\n", s)
+		_, _ = fmt.Fprintf(stdout, "skipped %s\n", s)
 	}
-	fmt.Fprintf(stdout, "imported %s (import %s): %d prefixes, %d added, %d deleted, %d unchanged, %d shadowed, %d lines skipped\n",
+	_, _ = fmt.Fprintf(stdout, "imported %s (import %s): %d prefixes, %d added, %d deleted, %d unchanged, %d shadowed, %d lines skipped\n",
 		name, sum.ImportID, sum.Prefixes, sum.Added, sum.Deleted, sum.Unchanged, sum.Shadowed, len(sum.Skipped))
 	return nil
 }

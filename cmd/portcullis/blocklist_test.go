@@ -130,7 +130,7 @@ func TestBlocklistImport100k(t *testing.T) {
 
 	// Into the nginx bouncer's prefix set, as the nginx bouncer would.
 	set := prefixset.New()
-	defer set.Close()
+	defer func() { _ = set.Close() }()
 	bouncer.mu.Lock()
 	var entries []enforcer.Entry
 	for _, d := range bouncer.live {
@@ -202,7 +202,7 @@ func TestBlocklistImport100k(t *testing.T) {
 
 	// The two imports are recorded on threat-intel: 10 chunks each, keyed by name.
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: intelTopic, Partition: 0, MaxWait: 100 * time.Millisecond})
-	defer r.Close()
+	defer func() { _ = r.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	total := 0

@@ -26,7 +26,7 @@ type bouncerRow struct {
 func runBouncers(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "list" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprint(stdout, "NAME\n    portcullis bouncers - the bouncers, from their heartbeats\n\nSYNOPSIS\n    portcullis bouncers list [-o table|json] [--topic T]\n")
+			_, _ = fmt.Fprint(stdout, "NAME\n    portcullis bouncers - the bouncers, from their heartbeats\n\nSYNOPSIS\n    portcullis bouncers list [-o table|json] [--topic T]\n")
 			return nil
 		}
 		return fmt.Errorf("%w: bouncers: want list", errUsage)
@@ -91,7 +91,7 @@ portcullis bouncers list -o json | jq -r '.[] | select(.stale) | .host'
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tHOST\tMODE\tDECISIONS\tLAST SEEN\tLAG\tSTATUS")
+	_, _ = fmt.Fprintln(tw, "NAME\tHOST\tMODE\tDECISIONS\tLAST SEEN\tLAG\tSTATUS")
 	for _, r := range rows {
 		st := "ok"
 		if r.Stale {
@@ -101,17 +101,17 @@ portcullis bouncers list -o json | jq -r '.[] | select(.stale) | .host'
 		if mode == "" {
 			mode = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s ago\t%d\t%s\n", r.Name, r.Host, mode, r.Decisions,
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s ago\t%d\t%s\n", r.Name, r.Host, mode, r.Decisions,
 			now.Sub(r.At).Round(time.Second), r.Lag, st)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)
 	}
 	if len(rows) == 0 {
-		fmt.Fprintf(stdout, "(no bouncer heartbeats on %s)\n", topic)
+		_, _ = fmt.Fprintf(stdout, "(no bouncer heartbeats on %s)\n", topic)
 	}
 	if bad > 0 {
-		fmt.Fprintf(stdout, "(%d messages on %s were not heartbeats and were skipped)\n", bad, topic)
+		_, _ = fmt.Fprintf(stdout, "(%d messages on %s were not heartbeats and were skipped)\n", bad, topic)
 	}
 	return nil
 }

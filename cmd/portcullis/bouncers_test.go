@@ -28,7 +28,7 @@ func TestBouncersList(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer p.Close()
+		defer func() { _ = p.Close() }()
 		if err := p.Beat(ctx); err != nil {
 			t.Fatal(err)
 		}

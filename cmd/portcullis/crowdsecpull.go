@@ -54,24 +54,24 @@ portcullis crowdsec-pull --lapi-url http://crowdsec:8080 --once   # full set onc
 	}
 	p, err := crowdsec.NewPuller(crowdsec.PullerConfig{URL: lapiURL, APIKey: key})
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	log, err := common.Logger("crowdsec-pull")
 	if err != nil {
-		return fmt.Errorf("%w: crowdsec-pull: %v", errUsage, err)
+		return fmt.Errorf("%w: crowdsec-pull: %w", errUsage, err)
 	}
 	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: common.BrokerList(), Topic: topic})
 	if err != nil {
 		return err
 	}
-	defer pub.Close()
+	defer func() { _ = pub.Close() }() // Publish is synchronous: nothing is left to flush
 	for {
 		n, err := pullOnce(ctx, p, pub, publishTimeout, log)
 		if once {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "published %d decisions from %s\n", n, lapiURL)
+			_, _ = fmt.Fprintf(stdout, "published %d decisions from %s\n", n, lapiURL)
 			return nil
 		}
 		if err != nil {

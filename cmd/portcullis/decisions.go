@@ -323,7 +323,7 @@ func (f *decisionFilter) check() error {
 	}
 	a, err := netip.ParseAddr(f.ip)
 	if err != nil {
-		return fmt.Errorf("%w: --ip %q: %v", errUsage, f.ip, err)
+		return fmt.Errorf("%w: --ip %q: %w", errUsage, f.ip, err)
 	}
 	f.addr = a.Unmap()
 	return nil
@@ -361,7 +361,7 @@ func deleteMatching(ctx context.Context, common *cli.Common, topic string, f dec
 	}
 	log, err := common.Logger("decisions")
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -407,8 +407,8 @@ func deleteMatching(ctx context.Context, common *cli.Common, topic string, f dec
 		return enc.Encode(dels)
 	}
 	for _, d := range dels {
-		fmt.Fprintf(stdout, "deleted %s (id %s)\n", d.Value, d.ID)
+		_, _ = fmt.Fprintf(stdout, "deleted %s (id %s)\n", d.Value, d.ID)
 	}
-	fmt.Fprintf(stdout, "%d decisions deleted\n", len(dels))
+	_, _ = fmt.Fprintf(stdout, "%d decisions deleted\n", len(dels))
 	return nil
 }

@@ -39,7 +39,7 @@ func TestDecisionsFiltersAndDeletes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pub.Close()
+	defer func() { _ = pub.Close() }()
 	now := time.Now()
 	mk := func(p string, typ decisionfeed.Type, origin, scenario string) decisionfeed.Decision {
 		d := decisionfeed.NewDecision(decisionfeed.OpAdd, typ, netip.MustParsePrefix(p), time.Hour, origin, now)

@@ -58,11 +58,11 @@ portcullis lapi --listen :8080 --api-key fw-key,nginx-key --metrics-listen :9104
 	}
 	srv, err := crowdsec.NewServer(crowdsec.ServerConfig{APIKeys: splitList(keys)})
 	if err != nil {
-		return fmt.Errorf("%w: lapi: %v", errUsage, err)
+		return fmt.Errorf("%w: lapi: %w", errUsage, err)
 	}
 	log, err := common.Logger("lapi")
 	if err != nil {
-		return fmt.Errorf("%w: lapi: %v", errUsage, err)
+		return fmt.Errorf("%w: lapi: %w", errUsage, err)
 	}
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
 		Brokers: common.BrokerList(), Topic: topic, Logger: log, DLQTopic: "-",

@@ -104,37 +104,37 @@ portcullis metrics --topics crowdsec-decisions
 func printMetrics(w io.Writer, rep *metricsReport) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	if e := rep.Engine; e != nil {
-		fmt.Fprintln(tw, "=== Parsers ===")
-		fmt.Fprintln(tw, "FORMAT\tLINES\tEVENTS\tNO EVENT\tMALFORMED")
+		_, _ = fmt.Fprintln(tw, "=== Parsers ===")
+		_, _ = fmt.Fprintln(tw, "FORMAT\tLINES\tEVENTS\tNO EVENT\tMALFORMED")
 		for _, p := range e.Parsers {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", p.Format, p.Lines, p.Events, p.NoEvent, p.Malformed)
+			_, _ = fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", p.Format, p.Lines, p.Events, p.NoEvent, p.Malformed)
 		}
-		fmt.Fprintln(tw, "\n=== Scenarios ===")
-		fmt.Fprintln(tw, "SCENARIO\tALERTS\tDECISIONS")
+		_, _ = fmt.Fprintln(tw, "\n=== Scenarios ===")
+		_, _ = fmt.Fprintln(tw, "SCENARIO\tALERTS\tDECISIONS")
 		for _, s := range e.Scenarios {
-			fmt.Fprintf(tw, "%s\t%d\t%d\n", s.Scenario, s.Alerts, s.Decisions)
+			_, _ = fmt.Fprintf(tw, "%s\t%d\t%d\n", s.Scenario, s.Alerts, s.Decisions)
 		}
-		fmt.Fprintln(tw)
+		_, _ = fmt.Fprintln(tw)
 	}
-	fmt.Fprintln(tw, "=== Topics ===")
-	fmt.Fprintln(tw, "TOPIC\tPARTITIONS\tMESSAGES\tMESSAGES/S")
+	_, _ = fmt.Fprintln(tw, "=== Topics ===")
+	_, _ = fmt.Fprintln(tw, "TOPIC\tPARTITIONS\tMESSAGES\tMESSAGES/S")
 	for _, t := range rep.Topics {
 		if t.Missing {
-			fmt.Fprintf(tw, "%s\t-\t-\t(missing)\n", t.Topic)
+			_, _ = fmt.Fprintf(tw, "%s\t-\t-\t(missing)\n", t.Topic)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\n", t.Topic, t.Partitions, t.Messages, t.MessagesPerSec)
+		_, _ = fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\n", t.Topic, t.Partitions, t.Messages, t.MessagesPerSec)
 	}
-	fmt.Fprintln(tw, "\n=== Consumer groups ===")
-	fmt.Fprintln(tw, "GROUP\tTOPIC\tLAG\tSTATUS")
+	_, _ = fmt.Fprintln(tw, "\n=== Consumer groups ===")
+	_, _ = fmt.Fprintln(tw, "GROUP\tTOPIC\tLAG\tSTATUS")
 	for _, g := range rep.Groups {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", g.Group, g.Topic, g.Lag, g.Status)
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", g.Group, g.Topic, g.Lag, g.Status)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)
 	}
 	if len(rep.Groups) == 0 {
-		fmt.Fprintln(w, "(no consumer group committed offsets on these topics)")
+		_, _ = fmt.Fprintln(w, "(no consumer group committed offsets on these topics)")
 	}
 	return nil
 }

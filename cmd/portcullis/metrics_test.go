@@ -123,10 +123,10 @@ func TestMetricsEngineAndTable(t *testing.T) {
 	topic := feedtest.Topic(t, 1)
 	engine := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/garbage" {
-			fmt.Fprint(w, "portcullis_engine_alerts_total{scenario=\"x\" 1\n")
+			_, _ = fmt.Fprint(w, "portcullis_engine_alerts_total{scenario=\"x\" 1\n")
 			return
 		}
-		fmt.Fprint(w, `# TYPE portcullis_engine_parse_lines_total counter
+		_, _ = fmt.Fprint(w, `# TYPE portcullis_engine_parse_lines_total counter
 portcullis_engine_parse_lines_total{format="nginx",result="event"} 90
 portcullis_engine_parse_lines_total{format="nginx",result="no_event"} 7
 portcullis_engine_parse_lines_total{format="nginx",result="malformed"} 3
