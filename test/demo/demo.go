@@ -179,13 +179,13 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 func (r *run) say(format string, args ...any) {
 	r.outMu.Lock()
 	defer r.outMu.Unlock()
-	fmt.Fprintf(r.cfg.Out, "[%6.2fs] %s\n", time.Since(r.start).Seconds(), fmt.Sprintf(format, args...))
+	_, _ = fmt.Fprintf(r.cfg.Out, "[%6.2fs] %s\n", time.Since(r.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
 func (r *run) step(title string) {
 	r.outMu.Lock()
 	defer r.outMu.Unlock()
-	fmt.Fprintf(r.cfg.Out, "\n== %s\n", title)
+	_, _ = fmt.Fprintf(r.cfg.Out, "\n== %s\n", title)
 }
 
 func (r *run) ns(role string) string { return r.res.Tag + "-" + role }
@@ -386,7 +386,8 @@ func (r *run) spawn(name, role, prog string, args ...string) (*proc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
-	defer f.Close()
+	// The child holds its own descriptor of the log from Start on.
+	defer func() { _ = f.Close() }()
 	p.cmd = exec.Command("nsenter", append([]string{"--net=/run/netns/" + r.ns(role), prog}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
@@ -412,15 +413,15 @@ func (r *run) startRole(role, nsRole string, handle func(Event), args ...string)
 	p.cmd.Stderr = f
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, nil, fmt.Errorf("demo: %s: %w", role, err)
 	}
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, nil, fmt.Errorf("demo: %s: %w", role, err)
 	}
 	if err := p.cmd.Start(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, nil, fmt.Errorf("demo: start %s: %w", role, err)
 	}
 	read := make(chan struct{})
@@ -436,7 +437,7 @@ func (r *run) startRole(role, nsRole string, handle func(Event), args ...string)
 			handle(ev)
 		}
 	}()
-	go func() { <-read; _ = p.cmd.Wait(); f.Close(); close(p.done) }()
+	go func() { <-read; _ = p.cmd.Wait(); _ = f.Close(); close(p.done) }()
 	r.procs = append(r.procs, p)
 	return p, read, nil
 }

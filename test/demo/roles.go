@@ -175,7 +175,7 @@ func scrapeSum(ctx context.Context, client *http.Client, url, name string) (floa
 	if err != nil {
 		return 0, fmt.Errorf("scrape %s: %w", url, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("scrape %s: status %s", url, resp.Status)
 	}

@@ -60,7 +60,7 @@ func main() {
 
 func run(ctx context.Context) error {
 	fs := flag.NewFlagSet("portcullis-demo", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	fs.Usage = func() { _, _ = fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("own path: %w", err)
