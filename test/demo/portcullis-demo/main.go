@@ -30,8 +30,9 @@ DESCRIPTION
     Creates three network namespaces (server, attacker, bystander), runs
     the embedded broker, nginx, the engine and fw-bouncer (XDP) in the
     server one, attacks from the attacker one while the bystander browses,
-    prints what happens and removes everything. Needs root, ip(8),
-    nsenter(1) and nginx.
+    prints what happens and removes everything. fw-bouncer runs with only
+    the capabilities of its systemd unit. Needs root, ip(8), nsenter(1),
+    setpriv(1) and nginx (scripts/deps.sh demo installs them).
 
 EXAMPLES
     make demo
