@@ -35,6 +35,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/portcullis-ips/portcullis/enforcer/xdp"
 )
 
 // Topology addresses (RFC 5737 documentation ranges).
@@ -560,7 +562,7 @@ func removeStale() {
 			if dir == "/run/netns" {
 				_ = sh("ip", "netns", "del", e.Name())
 			} else if !seen[e.Name()] {
-				_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+				_ = xdp.Cleanup(filepath.Join(dir, e.Name()))
 			}
 			seen[e.Name()] = true
 		}
