@@ -34,6 +34,20 @@ type entry struct {
 	id int64
 }
 
+// sentState is what one bouncer (API key) was sent, by decision key.
+type sentState struct {
+	gen uint64
+	m   map[string]sentEntry
+}
+
+// sentEntry is one decision a bouncer was sent, and the generation of the
+// last stream call that found it still live.
+type sentEntry struct {
+	d     Decision
+	until time.Time
+	gen   uint64
+}
+
 // Server serves the LAPI bouncer endpoints from the decision feed. It is a
 // decisionfeed.Handler and an http.Handler; it answers 503 until the feed's
 // snapshot has arrived.
@@ -45,8 +59,8 @@ type Server struct {
 	ready     bool
 	nextID    int64
 	live      map[string]entry
-	gone      map[string]time.Time           // key -> when it was deleted
-	sent      map[string]map[string]Decision // API key -> decision key -> what it was sent
+	gone      map[string]time.Time  // key -> when it was deleted
+	sent      map[string]*sentState // API key -> what that bouncer was sent
 	lastPrune time.Time
 }
 
@@ -59,7 +73,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		now:  cfg.Now,
 		live: map[string]entry{},
 		gone: map[string]time.Time{},
-		sent: map[string]map[string]Decision{},
+		sent: map[string]*sentState{},
 	}
 	for _, k := range cfg.APIKeys {
 		if k == "" {
@@ -258,38 +272,43 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, key string) {
 		return
 	}
 	now := s.now()
-	cur := make(map[string]Decision, len(s.live))
-	for k, e := range s.live {
-		if !e.d.Expired(now) && f.match(&e.d) {
-			cur[k] = toLAPI(&e.d, e.id, now)
-		}
+	st := s.sent[key]
+	if st == nil || startup {
+		st = &sentState{m: make(map[string]sentEntry, len(s.live))}
+		s.sent[key] = st
 	}
-	prev := s.sent[key]
-	if startup {
-		prev = nil
-	}
+	// Entries seen in this pass get the new generation; those left with an
+	// older one were deleted or expired (or filtered out) since.
+	st.gen++
 	out := Stream{New: []Decision{}, Deleted: []Decision{}}
-	for k, d := range cur {
-		if p, ok := prev[k]; !ok || p.ID != d.ID {
-			out.New = append(out.New, d)
-		}
-	}
-	for k, p := range prev {
-		if _, ok := cur[k]; ok {
+	for k, e := range s.live {
+		if e.d.Expired(now) || !f.match(&e.d) {
 			continue
 		}
-		until, err := time.Parse(time.RFC3339, p.Until)
-		if t, ok := s.gone[k]; ok && (err != nil || t.Before(until)) {
+		if p, ok := st.m[k]; ok && p.d.ID == e.id {
+			p.gen = st.gen
+			st.m[k] = p
+			continue
+		}
+		d := toLAPI(&e.d, e.id, now)
+		st.m[k] = sentEntry{d: d, until: e.d.Until, gen: st.gen}
+		out.New = append(out.New, d)
+	}
+	for k, p := range st.m {
+		if p.gen == st.gen {
+			continue
+		}
+		until := p.until
+		if t, ok := s.gone[k]; ok && t.Before(until) {
 			until = t
 		}
-		dur := until.Sub(now)
-		if err != nil || dur > -time.Second {
-			dur = -time.Second // deleted now: CrowdSec's deleted decisions always lie in the past
-		}
-		p.Duration = formatDuration(dur)
-		out.Deleted = append(out.Deleted, p)
+		// Deleted just now still lies in the past, as CrowdSec's deleted
+		// decisions always do.
+		dur := min(until.Sub(now), -time.Second)
+		p.d.Duration = formatDuration(dur)
+		out.Deleted = append(out.Deleted, p.d)
+		delete(st.m, k)
 	}
-	s.sent[key] = cur
 	s.mu.Unlock()
 	byID := func(a, b Decision) int { return int(a.ID - b.ID) }
 	slices.SortFunc(out.New, byID)
