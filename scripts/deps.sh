@@ -20,6 +20,7 @@ test_cmds=(
 	make:make gcc:gcc git:git
 	clang:clang llvm-strip:llvm # bpf2go (make generate)
 	ip:iproute2 nft:nftables iptables:iptables ipset:ipset
+	nsenter:util-linux setpriv:util-linux systemd-analyze:systemd # test/demo
 	nginx:nginx-light wrk:wrk kcat:kcat
 	java:openjdk-17-jre-headless mvn:maven # test/kafka/kafka.sh
 	python3:python3
