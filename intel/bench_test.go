@@ -30,7 +30,7 @@ func BenchmarkPlan(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			live := first.Adds
+			live := first.AddDecisions(0, len(first.Adds))
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {

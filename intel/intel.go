@@ -76,13 +76,35 @@ func (l *List) Validate() error {
 
 // Change is the result of Plan.
 type Change struct {
-	// Adds and Deletes are the decisions to publish.
-	Adds, Deletes []decisionfeed.Decision
+	// Adds are the prefixes to publish add decisions for; AddDecisions
+	// builds them, a slice at a time, so a million-line import never holds
+	// a million decisions.
+	Adds []netip.Prefix
+	// Deletes are the delete decisions to publish.
+	Deletes []decisionfeed.Decision
 	// Unchanged counts listed prefixes whose decision stays as it is.
 	Unchanged int
 	// Shadowed counts listed prefixes left alone because a longer decision
 	// of another origin holds their key.
 	Shadowed int
+
+	list List
+	now  time.Time
+}
+
+// AddDecisions returns the add decisions of Adds[lo:hi].
+func (c *Change) AddDecisions(lo, hi int) []decisionfeed.Decision {
+	out := make([]decisionfeed.Decision, 0, hi-lo)
+	for _, p := range c.Adds[lo:hi] {
+		out = append(out, newAdd(c.list, p, c.now))
+	}
+	return out
+}
+
+func newAdd(l List, p netip.Prefix, now time.Time) decisionfeed.Decision {
+	d := decisionfeed.NewDecision(decisionfeed.OpAdd, l.Type, p, l.Duration, Origin, now)
+	d.Scenario = Scenario(l.Name)
+	return d
 }
 
 // Plan computes the decisions that turn the list's previous content in live
@@ -93,23 +115,23 @@ func Plan(l List, prefixes []netip.Prefix, live []decisionfeed.Decision, now tim
 		return Change{}, err
 	}
 	scenario := Scenario(l.Name)
+	// The until of a new add, as NewDecision computes it.
+	until := now.UTC().Truncate(time.Millisecond).Add(l.Duration)
 	byKey := make(map[string]*decisionfeed.Decision, len(live))
 	for i := range live {
 		byKey[live[i].Key()] = &live[i]
 	}
-	var ch Change
+	ch := Change{list: l, now: now}
 	listed := make(map[string]struct{}, len(prefixes))
 	for _, p := range prefixes {
-		d := decisionfeed.NewDecision(decisionfeed.OpAdd, l.Type, p, l.Duration, Origin, now)
-		d.Scenario = scenario
-		k := d.Key()
+		k := decisionfeed.PrefixKey(p)
 		if _, dup := listed[k]; dup {
 			continue // 10.0.0.1/32 and 10.0.0.1 are one key
 		}
 		listed[k] = struct{}{}
 		if cur, ok := byKey[k]; ok && !cur.Expired(now) {
 			if cur.Origin != Origin || cur.Scenario != scenario {
-				if !cur.Until.Before(d.Until) {
+				if !cur.Until.Before(until) {
 					ch.Shadowed++
 					continue
 				}
@@ -118,7 +140,7 @@ func Plan(l List, prefixes []netip.Prefix, live []decisionfeed.Decision, now tim
 				continue
 			}
 		}
-		ch.Adds = append(ch.Adds, d)
+		ch.Adds = append(ch.Adds, p)
 	}
 	for i := range live {
 		cur := &live[i]

@@ -53,7 +53,8 @@ func TestPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := values(ch.Adds), "add 192.0.2.77, add 198.51.100.0/24, add 203.0.113.9"; got != want {
+	adds := ch.AddDecisions(0, len(ch.Adds))
+	if got, want := values(adds), "add 192.0.2.77, add 198.51.100.0/24, add 203.0.113.9"; got != want {
 		t.Errorf("adds: %s, want %s", got, want)
 	}
 	if got, want := values(ch.Deletes), "delete 192.0.2.2"; got != want {
@@ -62,7 +63,7 @@ func TestPlan(t *testing.T) {
 	if ch.Unchanged != 1 || ch.Shadowed != 2 {
 		t.Errorf("unchanged %d shadowed %d, want 1 and 2", ch.Unchanged, ch.Shadowed)
 	}
-	for _, d := range append(ch.Adds, ch.Deletes...) {
+	for _, d := range append(adds, ch.Deletes...) {
 		if d.Origin != Origin || d.Scenario != "blocklist/drop" {
 			t.Errorf("%s: origin %q scenario %q", d.Value, d.Origin, d.Scenario)
 		}
@@ -70,8 +71,8 @@ func TestPlan(t *testing.T) {
 			t.Errorf("%s: %v", d.Value, err)
 		}
 	}
-	if ch.Adds[0].Until != now.Add(24*time.Hour) {
-		t.Errorf("until %s, want %s", ch.Adds[0].Until, now.Add(24*time.Hour))
+	if adds[0].Until != now.Add(24*time.Hour) {
+		t.Errorf("until %s, want %s", adds[0].Until, now.Add(24*time.Hour))
 	}
 
 	// An empty list deletes all of its previous content.
@@ -80,7 +81,7 @@ func TestPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got, want := values(ch.Deletes), "delete 192.0.2.1, delete 192.0.2.2, delete 198.51.100.0/24"; got != want || len(ch.Adds) != 0 {
-		t.Errorf("empty list: deletes %s, adds %s", got, values(ch.Adds))
+		t.Errorf("empty list: deletes %s, adds %v", got, ch.Adds)
 	}
 }
 
@@ -115,5 +116,17 @@ func TestRecords(t *testing.T) {
 	}
 	if rs := Records(l, "id2", nil, t0); len(rs) != 1 || len(rs[0].Prefixes) != 0 || rs[0].Chunks != 1 {
 		t.Fatalf("empty list records: %+v", rs)
+	}
+}
+
+// Plan relies on decisionfeed.PrefixKey agreeing with the key of the
+// decision NewDecision builds.
+func TestPrefixKeyMatchesNewDecision(t *testing.T) {
+	for _, s := range []string{"192.0.2.1/32", "198.51.100.0/24", "::ffff:192.0.2.1/128", "::ffff:198.51.100.0/120", "2001:db8::/48", "2001:db8::1/128"} {
+		p := netip.MustParsePrefix(s)
+		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, p, time.Hour, Origin, t0)
+		if got := decisionfeed.PrefixKey(p); got != d.Key() {
+			t.Errorf("PrefixKey(%s) = %s, decision key %s", s, got, d.Key())
+		}
 	}
 }

@@ -162,13 +162,17 @@ portcullis blocklist import scanners.txt --name scanners --type captcha -o json
 	}
 	defer func() { _ = pub.Close() }() // Publish is synchronous: nothing is left to flush
 	// Deletes first: a list that moved 10.0.0.1 into 10.0.0.0/24 shows no gap.
-	all := append(ch.Deletes, ch.Adds...)
-	for len(all) > 0 {
-		n := min(len(all), publishChunk)
-		if err := pub.Publish(ctx, all[:n]...); err != nil {
-			return fmt.Errorf("blocklist import: publish decisions: %w", err)
+	for rest := ch.Deletes; len(rest) > 0; {
+		n := min(len(rest), publishChunk)
+		if err := pub.Publish(ctx, rest[:n]...); err != nil {
+			return fmt.Errorf("blocklist import: publish deletes: %w", err)
 		}
-		all = all[n:]
+		rest = rest[n:]
+	}
+	for lo := 0; lo < len(ch.Adds); lo += publishChunk {
+		if err := pub.Publish(ctx, ch.AddDecisions(lo, min(lo+publishChunk, len(ch.Adds)))...); err != nil {
+			return fmt.Errorf("blocklist import: publish adds: %w", err)
+		}
 	}
 	if output == "json" {
 		enc := json.NewEncoder(stdout)
