@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -238,9 +239,7 @@ PORTCULLIS_BROKERS=kafka-1:9092 portcullis decisions list
 	live = f.apply(live)
 	slices.SortFunc(live, func(a, b decisionfeed.Decision) int { return strings.Compare(a.Key(), b.Key()) })
 	if output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(live)
+		return writeJSONArray(stdout, live)
 	}
 	return printTable(stdout, live, time.Now())
 }
@@ -343,9 +342,9 @@ func (f *decisionFilter) match(d *decisionfeed.Decision) bool {
 	return true
 }
 
-// apply returns the matching decisions, never nil.
+// apply keeps the matching decisions, filtering ds in place.
 func (f *decisionFilter) apply(ds []decisionfeed.Decision) []decisionfeed.Decision {
-	out := []decisionfeed.Decision{}
+	out := ds[:0]
 	for i := range ds {
 		if f.match(&ds[i]) {
 			out = append(out, ds[i])
@@ -402,13 +401,37 @@ func deleteMatching(ctx context.Context, common *cli.Common, topic string, f dec
 		}
 	}
 	if output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(dels)
+		return writeJSONArray(stdout, dels)
 	}
 	for _, d := range dels {
 		_, _ = fmt.Fprintf(stdout, "deleted %s (id %s)\n", d.Value, d.ID)
 	}
 	_, _ = fmt.Fprintf(stdout, "%d decisions deleted\n", len(dels))
+	return nil
+}
+
+// writeJSONArray writes ds as an indented JSON array one element at a time,
+// so a million-decision listing is not first built in memory.
+func writeJSONArray(w io.Writer, ds []decisionfeed.Decision) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	if len(ds) == 0 {
+		_, _ = bw.WriteString("[]\n")
+	} else {
+		_, _ = bw.WriteString("[\n  ")
+		for i := range ds {
+			b, err := json.MarshalIndent(&ds[i], "  ", "  ")
+			if err != nil {
+				return fmt.Errorf("encode decision %s: %w", ds[i].Key(), err)
+			}
+			if i > 0 {
+				_, _ = bw.WriteString(",\n  ")
+			}
+			_, _ = bw.Write(b) // errors are sticky; Flush reports them
+		}
+		_, _ = bw.WriteString("\n]\n")
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write decisions: %w", err)
+	}
 	return nil
 }
