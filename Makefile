@@ -12,7 +12,8 @@ TEST_FLAGS ?= -race -count=1 -timeout 15m
 TEST_PKGS ?= ./test/netns/... ./test/nginx/... ./...
 # Packages that run a second time against real Apache Kafka (test/kafka) in
 # `make test`; extend with `KAFKA_PKGS += ./yourpkg/...` or on the command line.
-KAFKA_PKGS ?= ./decisionfeed/... ./test/interop/...
+KAFKA_PKGS ?= ./decisionfeed/... ./test/interop/... ./crowdsec/... ./engine/acquire/... ./engine/daemon/... \
+	./cmd/fw-bouncer/... ./cmd/nginx-bouncer/... ./cmd/cf-bouncer/...
 KAFKA_PORT ?= 19092
 # Benchmark selection and budget for `make bench`: bounded, the machine is shared.
 BENCH ?= .
