@@ -1,6 +1,7 @@
 package crowdsec
 
 import (
+	"bufio"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -37,7 +38,7 @@ type entry struct {
 // sentState is what one bouncer (API key) was sent, by decision key.
 type sentState struct {
 	gen uint64
-	m   map[string]sentEntry
+	m   map[string]*sentEntry
 }
 
 // sentEntry is one decision a bouncer was sent, and the generation of the
@@ -58,7 +59,8 @@ type Server struct {
 	mu        sync.Mutex
 	ready     bool
 	nextID    int64
-	live      map[string]entry
+	live      map[string]*entry
+	ranges    map[string]struct{}   // keys of the range decisions in live
 	gone      map[string]time.Time  // key -> when it was deleted
 	sent      map[string]*sentState // API key -> what that bouncer was sent
 	lastPrune time.Time
@@ -70,10 +72,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("crowdsec server: no API key configured")
 	}
 	s := &Server{
-		now:  cfg.Now,
-		live: map[string]entry{},
-		gone: map[string]time.Time{},
-		sent: map[string]*sentState{},
+		now:    cfg.Now,
+		live:   map[string]*entry{},
+		ranges: map[string]struct{}{},
+		gone:   map[string]time.Time{},
+		sent:   map[string]*sentState{},
 	}
 	for _, k := range cfg.APIKeys {
 		if k == "" {
@@ -92,7 +95,8 @@ func (s *Server) Snapshot(_ context.Context, live []decisionfeed.Decision) error
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.live
-	s.live = make(map[string]entry, len(live))
+	s.live = make(map[string]*entry, len(live))
+	s.ranges = map[string]struct{}{}
 	for _, d := range live {
 		s.addLocked(d, old)
 	}
@@ -110,6 +114,7 @@ func (s *Server) Changes(_ context.Context, changes []decisionfeed.Decision) err
 		if d.Op == decisionfeed.OpDelete {
 			if _, ok := s.live[k]; ok {
 				delete(s.live, k)
+				delete(s.ranges, k)
 				s.gone[k] = now
 			}
 			continue
@@ -125,14 +130,19 @@ func (s *Server) Changes(_ context.Context, changes []decisionfeed.Decision) err
 // addLocked stores d, keeping the id it had in prev when it is the same
 // decision (a retried call or a reconnect's snapshot), so bouncers are not
 // sent it again.
-func (s *Server) addLocked(d decisionfeed.Decision, prev map[string]entry) {
+func (s *Server) addLocked(d decisionfeed.Decision, prev map[string]*entry) {
 	k := d.Key()
+	if d.Scope == decisionfeed.ScopeRange {
+		s.ranges[k] = struct{}{}
+	} else {
+		delete(s.ranges, k)
+	}
 	if e, ok := prev[k]; ok && e.d.ID == d.ID {
 		s.live[k] = e
 		return
 	}
 	s.nextID++
-	s.live[k] = entry{d: d, id: s.nextID}
+	s.live[k] = &entry{d: d, id: s.nextID}
 	delete(s.gone, k)
 }
 
@@ -142,6 +152,7 @@ func (s *Server) pruneLocked(now time.Time) {
 	for k, e := range s.live {
 		if e.d.Expired(now) {
 			delete(s.live, k)
+			delete(s.ranges, k)
 		}
 	}
 	for k, t := range s.gone {
@@ -274,7 +285,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, key string) {
 	now := s.now()
 	st := s.sent[key]
 	if st == nil || startup {
-		st = &sentState{m: make(map[string]sentEntry, len(s.live))}
+		st = &sentState{m: make(map[string]*sentEntry, len(s.live))}
 		s.sent[key] = st
 	}
 	// Entries seen in this pass get the new generation; those left with an
@@ -287,11 +298,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, key string) {
 		}
 		if p, ok := st.m[k]; ok && p.d.ID == e.id {
 			p.gen = st.gen
-			st.m[k] = p
 			continue
 		}
 		d := toLAPI(&e.d, e.id, now)
-		st.m[k] = sentEntry{d: d, until: e.d.Until, gen: st.gen}
+		st.m[k] = &sentEntry{d: d, until: e.d.Until, gen: st.gen}
 		out.New = append(out.New, d)
 	}
 	for k, p := range st.m {
@@ -313,7 +323,38 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, key string) {
 	byID := func(a, b Decision) int { return int(a.ID - b.ID) }
 	slices.SortFunc(out.New, byID)
 	slices.SortFunc(out.Deleted, byID)
-	writeJSON(w, http.StatusOK, out)
+	writeStream(w, &out)
+}
+
+// writeStream writes a stream body one decision at a time: a startup
+// answer over a million decisions is some 200 MB of JSON, not worth
+// holding in memory a second time.
+func writeStream(w http.ResponseWriter, st *Stream) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	for i, part := range []struct {
+		name string
+		ds   []Decision
+	}{{"new", st.New}, {"deleted", st.Deleted}} {
+		if i == 0 {
+			_, _ = bw.WriteString(`{"` + part.name + `":[`)
+		} else {
+			_, _ = bw.WriteString(`],"` + part.name + `":[`)
+		}
+		for j := range part.ds {
+			b, err := json.Marshal(&part.ds[j])
+			if err != nil {
+				return // a struct of strings and an int always encodes
+			}
+			if j > 0 {
+				_ = bw.WriteByte(',')
+			}
+			_, _ = bw.Write(b) // the client went away; nothing to do
+		}
+	}
+	_, _ = bw.WriteString("]}\n")
+	_ = bw.Flush()
 }
 
 // query answers GET /v1/decisions: the live decisions matching ip (ranges
@@ -360,8 +401,33 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now()
+	// The candidates: an address can only be matched by its own key and by
+	// ranges, a range (contains) only by ranges and its own address, a
+	// scope and value only by their key; other queries scan the live set.
+	var keys []string
+	switch {
+	case hasIP:
+		keys = append(keys, string(decisionfeed.ScopeIP)+":"+ipP.Addr().String())
+		keys = s.appendRanges(keys)
+	case scope != "" && value != "":
+		keys = append(keys, scope+":"+value)
+	case hasRange && contains:
+		if rangeP.IsSingleIP() {
+			keys = append(keys, string(decisionfeed.ScopeIP)+":"+rangeP.Addr().Unmap().String())
+		}
+		keys = s.appendRanges(keys)
+	default:
+		keys = make([]string, 0, len(s.live))
+		for k := range s.live {
+			keys = append(keys, k)
+		}
+	}
 	var out []Decision
-	for _, e := range s.live {
+	for _, k := range keys {
+		e, ok := s.live[k]
+		if !ok {
+			continue
+		}
 		d := &e.d
 		if d.Expired(now) || (scope != "" && scope != string(d.Scope)) || (value != "" && value != d.Value) || (typ != "" && typ != string(d.Type)) {
 			continue
@@ -383,6 +449,14 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	slices.SortFunc(out, func(a, b Decision) int { return int(a.ID - b.ID) })
 	writeJSON(w, http.StatusOK, out) // nil encodes as null
+}
+
+// appendRanges appends the keys of the live range decisions.
+func (s *Server) appendRanges(keys []string) []string {
+	for k := range s.ranges {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // coversRange reports whether decision prefix p contains r (contains) or
