@@ -64,6 +64,9 @@ type Server struct {
 	gone      map[string]time.Time  // key -> when it was deleted
 	sent      map[string]*sentState // API key -> what that bouncer was sent
 	lastPrune time.Time
+
+	statsMu  sync.Mutex
+	requests map[reqKey]uint64
 }
 
 // NewServer checks cfg and returns a server with an empty live set.
@@ -77,6 +80,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		ranges: map[string]struct{}{},
 		gone:   map[string]time.Time{},
 		sent:   map[string]*sentState{},
+
+		requests: map[reqKey]uint64{},
 	}
 	for _, k := range cfg.APIKeys {
 		if k == "" {
@@ -162,8 +167,34 @@ func (s *Server) pruneLocked(now time.Time) {
 	}
 }
 
-// ServeHTTP routes the two LAPI bouncer endpoints.
+// ServeHTTP routes the two LAPI bouncer endpoints, and counts every answer.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	endpoint := "other"
+	switch strings.TrimSuffix(r.URL.Path, "/") {
+	case "/v1/decisions/stream":
+		endpoint = "stream"
+	case "/v1/decisions":
+		endpoint = "decisions"
+	}
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	s.serve(sw, r)
+	s.count(endpoint, sw.code)
+}
+
+// statusWriter remembers the status code written.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+// WriteHeader implements http.ResponseWriter.
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// serve answers a request.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		writeJSON(w, http.StatusMethodNotAllowed, message{"method not allowed"})
 		return

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 )
 
@@ -257,5 +260,37 @@ func TestServerQuery(t *testing.T) {
 	}
 	if code, _ := get(t, s, "key-a", "/v1/decisions?ip=not-an-ip"); code != http.StatusBadRequest {
 		t.Errorf("bad ip: status %d, want 400", code)
+	}
+}
+
+func TestServerMetrics(t *testing.T) {
+	s := newTestServer(t, &clock{now: t0})
+	get(t, s, "key-a", "/v1/decisions/stream?startup=true") // 503: not loaded
+	if err := s.Snapshot(context.Background(), []decisionfeed.Decision{
+		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32", time.Hour, "engine", "x", t0),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	get(t, s, "key-a", "/v1/decisions/stream?startup=true")
+	get(t, s, "key-a", "/v1/decisions/stream")
+	get(t, s, "bad", "/v1/decisions?ip=1.2.3.4")
+	get(t, s, "key-b", "/v1/nothing")
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(s)
+	want := `# HELP portcullis_lapi_bouncers API keys that pulled the stream at least once.
+# TYPE portcullis_lapi_bouncers gauge
+portcullis_lapi_bouncers 1
+# HELP portcullis_lapi_decisions Live decisions held (expired ones are dropped at most a minute late).
+# TYPE portcullis_lapi_decisions gauge
+portcullis_lapi_decisions 1
+# HELP portcullis_lapi_requests_total LAPI requests answered, by endpoint (stream, decisions, other) and HTTP status.
+# TYPE portcullis_lapi_requests_total counter
+portcullis_lapi_requests_total{code="200",endpoint="stream"} 2
+portcullis_lapi_requests_total{code="403",endpoint="decisions"} 1
+portcullis_lapi_requests_total{code="404",endpoint="other"} 1
+portcullis_lapi_requests_total{code="503",endpoint="stream"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/portcullis-ips/portcullis/crowdsec"
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/internal/cli"
@@ -65,8 +67,13 @@ portcullis crowdsec-pull --lapi-url http://crowdsec:8080 --once   # full set onc
 		return err
 	}
 	defer func() { _ = pub.Close() }() // Publish is synchronous: nothing is left to flush
+	reg := prometheus.NewRegistry()
+	m := newPullMetrics(reg)
+	if err := cli.ServeMetrics(ctx, common.MetricsListen, reg, log); err != nil {
+		return err
+	}
 	for {
-		n, err := pullOnce(ctx, p, pub, publishTimeout, log)
+		n, err := pullOnce(ctx, p, pub, publishTimeout, log, m)
 		if once {
 			if err != nil {
 				return err
@@ -86,13 +93,16 @@ portcullis crowdsec-pull --lapi-url http://crowdsec:8080 --once   # full set onc
 }
 
 // pullOnce polls the stream and publishes what it returned.
-func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publisher, timeout time.Duration, log *slog.Logger) (int, error) {
+func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publisher, timeout time.Duration, log *slog.Logger, m *pullMetrics) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	res, err := p.Poll(ctx)
 	if err != nil {
+		m.polls.WithLabelValues("error").Inc()
 		return 0, err
 	}
+	m.polls.WithLabelValues("ok").Inc()
+	m.skipped.Add(float64(len(res.Skipped)))
 	for _, e := range res.Skipped {
 		log.Debug("skipped LAPI decision", "err", e)
 	}
@@ -103,8 +113,33 @@ func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publish
 		return 0, nil
 	}
 	if err := pub.Publish(ctx, res.Decisions...); err != nil {
+		m.polls.WithLabelValues("publish_error").Inc()
 		return 0, fmt.Errorf("publish %d decisions: %w", len(res.Decisions), err)
+	}
+	for _, d := range res.Decisions {
+		m.published.WithLabelValues(string(d.Op)).Inc()
 	}
 	log.Info("republished LAPI decisions", "count", len(res.Decisions))
 	return len(res.Decisions), nil
+}
+
+// pullMetrics are crowdsec-pull's counters: namespace portcullis,
+// subsystem crowdsec_pull.
+type pullMetrics struct {
+	polls     *prometheus.CounterVec
+	published *prometheus.CounterVec
+	skipped   prometheus.Counter
+}
+
+func newPullMetrics(reg prometheus.Registerer) *pullMetrics {
+	m := &pullMetrics{
+		polls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "portcullis", Subsystem: "crowdsec_pull",
+			Name: "polls_total", Help: "LAPI stream polls, by result (ok, error, publish_error)."}, []string{"result"}),
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "portcullis", Subsystem: "crowdsec_pull",
+			Name: "decisions_total", Help: "Decisions republished to the decisions topic, by op."}, []string{"op"}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "portcullis", Subsystem: "crowdsec_pull",
+			Name: "skipped_total", Help: "LAPI decisions that could not be converted (other scopes, types, bad values)."}),
+	}
+	reg.MustRegister(m.polls, m.published, m.skipped)
+	return m
 }

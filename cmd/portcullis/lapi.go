@@ -71,7 +71,7 @@ portcullis lapi --listen :8080 --api-key fw-key,nginx-key --metrics-listen :9104
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(sub)
+	reg.MustRegister(sub, srv)
 	if err := cli.ServeMetrics(ctx, common.MetricsListen, reg, log); err != nil {
 		return err
 	}
