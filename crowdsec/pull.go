@@ -70,6 +70,11 @@ func NewPuller(cfg PullerConfig) (*Puller, error) {
 	return &Puller{base: u, cfg: cfg}, nil
 }
 
+// Reset makes the next poll ask for the full set again (startup=true): call
+// it when what a poll returned could not be delivered, since the LAPI will
+// not send those changes twice.
+func (p *Puller) Reset() { p.started = false }
+
 // Poll fetches the stream once: the full set the first time (and after a
 // failed first poll), the changes since the last poll afterwards.
 func (p *Puller) Poll(ctx context.Context) (PollResult, error) {

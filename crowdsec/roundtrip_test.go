@@ -157,10 +157,14 @@ func TestPullRoundTrip(t *testing.T) {
 		"Ip 2001:db8::7 ban crowdsec crowdsecurity/http-cve",
 		"Range 198.51.100.0/24 captcha crowdsec crowdsecurity/http-crawl",
 	})
+	p.Reset()
+	if res, err = p.Poll(ctx); err != nil || len(res.Decisions) != 3 {
+		t.Fatalf("poll after Reset: %v, %d decisions, want the full set of 3", err, len(res.Decisions))
+	}
 	lapi.mu.Lock()
 	reqs := lapi.requests
 	lapi.mu.Unlock()
-	if len(reqs) != 2 || !strings.Contains(reqs[0], "startup=true") || !strings.Contains(reqs[1], "startup=false") {
+	if len(reqs) != 3 || !strings.Contains(reqs[0], "startup=true") || !strings.Contains(reqs[1], "startup=false") || !strings.Contains(reqs[2], "startup=true") {
 		t.Fatalf("requests to the stand-in: %v", reqs)
 	}
 

@@ -113,6 +113,7 @@ func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publish
 		return 0, nil
 	}
 	if err := pub.Publish(ctx, res.Decisions...); err != nil {
+		p.Reset() // the LAPI will not repeat these changes: ask for the full set next time
 		m.polls.WithLabelValues("publish_error").Inc()
 		return 0, fmt.Errorf("publish %d decisions: %w", len(res.Decisions), err)
 	}
