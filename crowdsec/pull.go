@@ -46,6 +46,39 @@ type PollResult struct {
 	// Skipped are the stream's decisions that could not be converted
 	// (other scopes, unknown types, bad values), one error each.
 	Skipped []error
+	// Startup is set when the poll asked for the full set: decisions of
+	// origin crowdsec on the feed that it lacks are stale (see Stale).
+	Startup bool
+}
+
+// Stale returns delete decisions for the live feed decisions of origin
+// crowdsec whose key the full set of a startup poll does not hold: they
+// were deleted on the LAPI while no poll was running.
+func Stale(full, live []decisionfeed.Decision, now time.Time) []decisionfeed.Decision {
+	keep := make(map[string]struct{}, len(full))
+	for i := range full {
+		if full[i].Op == decisionfeed.OpAdd {
+			keep[full[i].Key()] = struct{}{}
+		}
+	}
+	var out []decisionfeed.Decision
+	for i := range live {
+		d := &live[i]
+		if d.Origin != Origin {
+			continue
+		}
+		if _, ok := keep[d.Key()]; ok {
+			continue
+		}
+		p, err := d.Prefix()
+		if err != nil {
+			continue // the feed validated it; a value that does not parse cannot be deleted by key either
+		}
+		del := decisionfeed.NewDecision(decisionfeed.OpDelete, d.Type, p, 0, Origin, now)
+		del.Scenario = d.Scenario
+		out = append(out, del)
+	}
+	return out
 }
 
 // NewPuller checks cfg and returns a puller whose first poll asks for the
@@ -102,9 +135,9 @@ func (p *Puller) Poll(ctx context.Context) (PollResult, error) {
 	if err := dec.Decode(&st); err != nil {
 		return PollResult{}, fmt.Errorf("crowdsec pull: decode stream from %s: %w", u.Redacted(), err)
 	}
+	res := PollResult{Startup: !p.started}
 	p.started = true
 	now := p.cfg.Now()
-	var res PollResult
 	for _, c := range st.Deleted {
 		d, err := FromLAPI(c, decisionfeed.OpDelete, now)
 		if err != nil {

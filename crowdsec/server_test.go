@@ -294,3 +294,21 @@ portcullis_lapi_requests_total{code="503",endpoint="stream"} 1
 		t.Fatal(err)
 	}
 }
+
+func TestStale(t *testing.T) {
+	full := []decisionfeed.Decision{
+		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32", time.Hour, Origin, "a", t0),
+	}
+	live := []decisionfeed.Decision{
+		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32", time.Hour, Origin, "a", t0),   // still on the LAPI
+		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.8/32", time.Hour, Origin, "b", t0),   // gone from it
+		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "198.51.100.0/24", time.Hour, "engine", "", t0), // not ours
+	}
+	got := Stale(full, live, t0)
+	if len(got) != 1 || got[0].Op != decisionfeed.OpDelete || got[0].Value != "203.0.113.8" || got[0].Origin != Origin || got[0].Scenario != "b" {
+		t.Fatalf("stale: %+v", got)
+	}
+	if err := got[0].Validate(decisionfeed.DefaultLimits()); err != nil {
+		t.Fatal(err)
+	}
+}

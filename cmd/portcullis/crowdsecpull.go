@@ -24,6 +24,11 @@ decisions, "deleted" delete decisions. So Portcullis bouncers enforce
 CrowdSec's local alerts and community blocklist. Decisions of other scopes
 (Country, AS) or types are skipped and counted in the log.
 
+After each startup poll (at start, and after a failed republish) the live
+set is read from the decisions topic and the decisions of origin crowdsec
+that the LAPI no longer holds are deleted: they were lifted while no poll
+was running.
+
 Register the key on the CrowdSec side with "cscli bouncers add portcullis".
 `,
 		`PORTCULLIS_LAPI_KEY=... portcullis crowdsec-pull --lapi-url http://127.0.0.1:8080
@@ -73,7 +78,7 @@ portcullis crowdsec-pull --lapi-url http://crowdsec:8080 --once   # full set onc
 		return err
 	}
 	for {
-		n, err := pullOnce(ctx, p, pub, publishTimeout, log, m)
+		n, err := pullOnce(ctx, p, pub, common.BrokerList(), topic, publishTimeout, log, m)
 		if once {
 			if err != nil {
 				return err
@@ -92,8 +97,9 @@ portcullis crowdsec-pull --lapi-url http://crowdsec:8080 --once   # full set onc
 	}
 }
 
-// pullOnce polls the stream and publishes what it returned.
-func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publisher, timeout time.Duration, log *slog.Logger, m *pullMetrics) (int, error) {
+// pullOnce polls the stream and publishes what it returned; after a startup
+// poll, also deletes for the crowdsec decisions of the feed it lacks.
+func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publisher, brokers []string, topic string, timeout time.Duration, log *slog.Logger, m *pullMetrics) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	res, err := p.Poll(ctx)
@@ -103,6 +109,16 @@ func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publish
 	}
 	m.polls.WithLabelValues("ok").Inc()
 	m.skipped.Add(float64(len(res.Skipped)))
+	if res.Startup {
+		// What the LAPI deleted while no poll ran is absent from the full
+		// set; it is still live on the feed.
+		live, err := liveSet(ctx, brokers, topic, log)
+		if err != nil {
+			p.Reset()
+			return 0, fmt.Errorf("read the live set to find stale crowdsec decisions: %w", err)
+		}
+		res.Decisions = append(crowdsec.Stale(res.Decisions, live, time.Now()), res.Decisions...)
+	}
 	for _, e := range res.Skipped {
 		log.Debug("skipped LAPI decision", "err", e)
 	}

@@ -6,11 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/portcullis-ips/portcullis/crowdsec"
+	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
 )
 
@@ -74,16 +76,37 @@ func TestLAPIAndPullCommands(t *testing.T) {
 		t.Fatalf("wrong key: %d, want 403", code)
 	}
 
+	// A crowdsec decision the LAPI no longer has: the startup poll deletes it.
+	if _, err := portcullis(t, "decisions", "add", "--ip", "192.0.2.99", "--duration", "1h", "--brokers", brokers, "--topic", mirror); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: feedtest.Brokers(t), Topic: mirror})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix("192.0.2.100/32"), time.Hour, crowdsec.Origin, time.Now())
+	if err := pub.Publish(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	_ = pub.Close()
 	out, err := portcullis(t, "crowdsec-pull", "--once", "--lapi-url", "http://"+addr, "--api-key", "k2", "--brokers", brokers, "--topic", mirror)
-	if err != nil || out != "published 1 decisions from http://"+addr+"\n" {
+	if err != nil || out != "published 2 decisions from http://"+addr+"\n" {
 		t.Fatalf("crowdsec-pull --once: %v %q", err, out)
 	}
 	out, err = portcullis(t, "decisions", "list", "-o", "json", "--brokers", brokers, "--topic", mirror)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, `"value": "203.0.113.7"`) || !strings.Contains(out, `"origin": "crowdsec"`) || !strings.Contains(out, `"scenario": "manual/test"`) {
-		t.Fatalf("mirrored decisions:\n%s", out)
+	var mirrored []decisionfeed.Decision
+	if err := json.Unmarshal([]byte(out), &mirrored); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range mirrored {
+		got = append(got, d.Value+" "+d.Origin+" "+d.Scenario)
+	}
+	if want := "192.0.2.99 cli |203.0.113.7 crowdsec manual/test"; strings.Join(got, "|") != want {
+		t.Fatalf("mirrored decisions: %q, want %q", strings.Join(got, "|"), want)
 	}
 	if _, err := portcullis(t, "crowdsec-pull", "--once", "--lapi-url", "http://"+addr, "--api-key", "bad", "--brokers", brokers, "--topic", mirror); err == nil ||
 		!strings.Contains(err.Error(), "403") {
