@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	kafkaprotocol "github.com/segmentio/kafka-go/protocol"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/engine"
@@ -152,6 +153,10 @@ func decodeAlert(b []byte) (engine.Alert, error) {
 
 // readTopic returns the messages of every partition of topic from the
 // earliest offset up to the high-water marks taken at start.
+//
+// It fetches with the client rather than a kafka.Reader: a Reader prefetches
+// in the background, and at the end of the log that prefetch is a long poll
+// of MaxWait that Close waits out on a real broker, so every read paid it.
 func readTopic(ctx context.Context, brokers []string, topic string) ([]kafka.Message, error) {
 	tr := &kafka.Transport{}
 	defer tr.CloseIdleConnections()
@@ -180,28 +185,68 @@ func readTopic(ctx context.Context, brokers []string, topic string) ([]kafka.Mes
 		if po.Error != nil {
 			return nil, fmt.Errorf("offsets of %s/%d: %w", topic, po.Partition, po.Error)
 		}
-		if po.LastOffset <= po.FirstOffset {
-			continue
-		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: po.Partition, MaxWait: 200 * time.Millisecond, MaxBytes: 4 << 20})
-		err := r.SetOffset(po.FirstOffset)
-		for err == nil {
-			var m kafka.Message
-			m, err = r.ReadMessage(ctx)
-			if err != nil {
-				break
-			}
-			out = append(out, m)
-			if m.Offset >= po.LastOffset-1 {
-				break
-			}
-		}
-		if cerr := r.Close(); err == nil {
-			err = cerr
-		}
+		out, err = readPartition(ctx, c, topic, po.Partition, po.FirstOffset, po.LastOffset, out)
 		if err != nil {
 			return nil, fmt.Errorf("read %s/%d: %w", topic, po.Partition, err)
 		}
 	}
 	return out, nil
+}
+
+// readPartition appends the messages of partition p in [first, end) to out.
+func readPartition(ctx context.Context, c *kafka.Client, topic string, p int, first, end int64, out []kafka.Message) ([]kafka.Message, error) {
+	for off := first; off < end; {
+		res, err := c.Fetch(ctx, &kafka.FetchRequest{
+			Topic: topic, Partition: p, Offset: off, MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 200 * time.Millisecond,
+		})
+		if err == nil {
+			err = res.Error
+		}
+		if err != nil {
+			return out, fmt.Errorf("fetch at %d: %w", off, err)
+		}
+		next := off
+		for {
+			r, err := res.Records.ReadRecord()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return out, fmt.Errorf("record after %d: %w", next, err)
+			}
+			// A response may start with records before off (the whole
+			// batch holding off), and may run past end.
+			if r.Offset < off || r.Offset >= end {
+				continue
+			}
+			m := kafka.Message{Topic: topic, Partition: p, Offset: r.Offset, Time: r.Time}
+			if m.Key, err = readRecordBytes(r.Key); err == nil {
+				m.Value, err = readRecordBytes(r.Value)
+			}
+			if err != nil {
+				return out, fmt.Errorf("record at %d: %w", r.Offset, err)
+			}
+			out = append(out, m)
+			next = r.Offset + 1
+		}
+		if next == off {
+			// Nothing readable at off (compacted away), yet the log goes on.
+			next = off + 1
+		}
+		off = next
+	}
+	return out, nil
+}
+
+// readRecordBytes reads and closes one key or value of a fetched record; a
+// missing one (a tombstone's value) stays nil.
+func readRecordBytes(b kafkaprotocol.Bytes) ([]byte, error) {
+	if b == nil {
+		return nil, nil
+	}
+	v, err := io.ReadAll(b)
+	if cerr := b.Close(); err == nil {
+		err = cerr
+	}
+	return v, err
 }
