@@ -52,7 +52,12 @@ func ExamplePublisher_Publish() {
 		fmt.Println(err)
 		return
 	}
-	defer pub.Close()
+	defer func() {
+		// Close flushes: an error here means decisions were lost.
+		if err := pub.Close(); err != nil {
+			fmt.Println(err)
+		}
+	}()
 	d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan,
 		netip.MustParsePrefix("203.0.113.7/32"), 4*time.Hour, "engine", time.Now())
 	d.Scenario = "crowdsecurity/ssh-bf"

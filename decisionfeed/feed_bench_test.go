@@ -44,23 +44,16 @@ func BenchmarkPublishToCallback(b *testing.B) {
 		b.Fatal(err)
 	}
 	h := &arrival{ready: make(chan struct{}), ids: make(chan string, 1)}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sub.Run(ctx, h) }()
-	defer func() { cancel(); <-done }()
+	run(b, sub, h)
 	<-h.ready
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pub.Close()
+	pub := feedtest.Publisher(b, decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
 	var lat []time.Duration
 	i := 0
 	for b.Loop() {
 		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, benchAddr(i), time.Hour, "bench", time.Now())
 		i++
 		start := time.Now()
-		if err := pub.Publish(ctx, d); err != nil {
+		if err := pub.Publish(context.Background(), d); err != nil {
 			b.Fatal(err)
 		}
 		if id := <-h.ids; id != d.ID {
@@ -77,11 +70,7 @@ func BenchmarkPublishToCallback(b *testing.B) {
 func BenchmarkPublishThroughput(b *testing.B) {
 	brokers := feedtest.Brokers(b)
 	topic := feedtest.CompactedTopic(b, decisionfeed.PartitionsDecisions)
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pub.Close()
+	pub := feedtest.Publisher(b, decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
 	now := time.Now()
 	ds := make([]decisionfeed.Decision, 1000)
 	n := 0
@@ -121,7 +110,9 @@ func BenchmarkRebuild(b *testing.B) {
 			ds = ds[:0]
 		}
 	}
-	pub.Close()
+	if err := pub.Close(); err != nil {
+		b.Fatal(err)
+	}
 	for b.Loop() {
 		sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-", DLQTopic: "-"})
 		if err != nil {
@@ -135,7 +126,9 @@ func BenchmarkRebuild(b *testing.B) {
 			b.Fatalf("rebuilt %d decisions, want %d", got, n)
 		}
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "decisions/s")
 }

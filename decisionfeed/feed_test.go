@@ -99,11 +99,7 @@ func TestSnapshotEqualsLiveSet(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	pub := feedtest.Publisher(t, decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
 
 	now := time.Now()
 	want := map[string]decisionfeed.Decision{}
@@ -215,11 +211,7 @@ func TestNoGoroutineLeft(t *testing.T) {
 func TestCollector(t *testing.T) {
 	brokers := feedtest.Brokers(t)
 	topic := feedtest.Topic(t, 1)
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	pub := feedtest.Publisher(t, decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
 	ctx := context.Background()
 	for i := range 3 {
 		if err := pub.Publish(ctx, decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(i), time.Hour, "test", time.Now())); err != nil {
@@ -235,10 +227,7 @@ func TestCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := newRecorder()
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- sub.Run(sctx, rec) }()
-	defer func() { cancel(); <-done }()
+	run(t, sub, rec)
 	<-rec.ready
 	waitFor(t, 10*time.Second, "ready", func() bool { return sub.Stats().Ready })
 	want := `

@@ -21,7 +21,7 @@ import (
 
 // run starts sub.Run(h) and returns a stop function that ends it and
 // fails the test if Run returned an error.
-func run(t *testing.T, sub *decisionfeed.Subscriber, h decisionfeed.Handler) (stop func()) {
+func run(t testing.TB, sub *decisionfeed.Subscriber, h decisionfeed.Handler) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -42,6 +42,20 @@ func run(t *testing.T, sub *decisionfeed.Subscriber, h decisionfeed.Handler) (st
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// subscribe creates a subscriber with cfg, runs it into a fresh recorder
+// until the test ends (or stop), and waits for its snapshot.
+func subscribe(t *testing.T, cfg decisionfeed.SubscriberConfig) (sub *decisionfeed.Subscriber, rec *recorder, stop func()) {
+	t.Helper()
+	sub, err := decisionfeed.NewSubscriber(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec = newRecorder()
+	stop = run(t, sub, rec)
+	waitReady(t, rec)
+	return sub, rec, stop
 }
 
 // waitFor polls cond until it holds or the timeout passes.
@@ -75,22 +89,12 @@ func TestBrokerKilledMidStream(t *testing.T) {
 	}
 	bp := feedtest.StartBrokerProcess(t)
 	brokers := bp.Brokers()
-	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
+	sub, rec, _ := subscribe(t, decisionfeed.SubscriberConfig{
 		Brokers: brokers, Group: "-", BackoffMin: 20 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
 		MaxWait: 100 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	run(t, sub, rec)
-	waitReady(t, rec)
 
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, MaxAttempts: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	pub := feedtest.Publisher(t, decisionfeed.PublisherConfig{Brokers: brokers, MaxAttempts: 3})
 	const keys, steps = 20, 30
 	var (
 		published = map[string][]string{} // key -> ids in publish order
@@ -173,14 +177,17 @@ func TestBrokerKilledMidStream(t *testing.T) {
 
 // rawWriter writes raw messages, valid or not, keyed like the publisher.
 // It has a transport of its own: kafka-go's default one caches metadata
-// across tests and would not know a topic created since.
+// across tests and would not know a topic created since. It is closed
+// when the test ends.
 func rawWriter(t *testing.T, brokers []string, topic string) *kafka.Writer {
 	tr := &kafka.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &kafka.Writer{
+	w := &kafka.Writer{
 		Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Murmur2Balancer{Consistent: true},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, Transport: tr,
 	}
+	t.Cleanup(func() { feedtest.Close(t, w) })
+	return w
 }
 
 func encode(t *testing.T, d decisionfeed.Decision) []byte {
@@ -201,7 +208,7 @@ type dlqMessage struct {
 func readDLQ(t *testing.T, brokers []string, topic string, n int) []dlqMessage {
 	t.Helper()
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
-	defer r.Close()
+	defer feedtest.Close(t, r)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out []dlqMessage
@@ -236,7 +243,6 @@ func TestMalformedGoToDLQ(t *testing.T) {
 	brokers := feedtest.Brokers(t)
 	topic := feedtest.Topic(t, 1) // one partition: offsets are predictable
 	w := rawWriter(t, brokers, topic)
-	defer w.Close()
 	ctx := context.Background()
 	now := time.Now()
 	good1 := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(1), time.Hour, "test", now)
@@ -271,13 +277,7 @@ func TestMalformedGoToDLQ(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	run(t, sub, rec)
-	waitReady(t, rec)
+	sub, rec, _ := subscribe(t, decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-"})
 	if got := rec.ids(); fmt.Sprint(got) != fmt.Sprint([]string{good1.Key() + "=" + good1.ID}) {
 		t.Fatalf("snapshot %v, want only the valid decision", got)
 	}
@@ -320,7 +320,6 @@ func TestTombstonesDelete(t *testing.T) {
 	brokers := feedtest.Brokers(t)
 	topic := feedtest.CompactedTopic(t, 3)
 	w := rawWriter(t, brokers, topic)
-	defer w.Close()
 	ctx := context.Background()
 	now := time.Now()
 	a := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(1), time.Hour, "test", now)
@@ -332,13 +331,7 @@ func TestTombstonesDelete(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	run(t, sub, rec)
-	waitReady(t, rec)
+	_, rec, _ := subscribe(t, decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-"})
 	if got, want := rec.ids(), []string{b.Key() + "=" + b.ID}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("snapshot %v, want %v", got, want)
 	}
@@ -362,11 +355,7 @@ func TestLagAndCommits(t *testing.T) {
 	brokers := feedtest.Brokers(t)
 	topic := feedtest.CompactedTopic(t, 3)
 	group := "portcullis-test-" + topic
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	pub := feedtest.Publisher(t, decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
 	ctx := context.Background()
 	var ds []decisionfeed.Decision
 	for i := range 30 {
@@ -465,11 +454,7 @@ func (f *failingHandler) Changes(ctx context.Context, cs []decisionfeed.Decision
 func TestHandlerErrorsAreRetried(t *testing.T) {
 	brokers := feedtest.Brokers(t)
 	topic := feedtest.Topic(t, 1)
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	pub := feedtest.Publisher(t, decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
 	ctx := context.Background()
 	d1 := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(1), time.Hour, "test", time.Now())
 	if err := pub.Publish(ctx, d1); err != nil {
@@ -511,11 +496,7 @@ func TestPartitionerMatchesKafkaPython(t *testing.T) {
 	}
 	brokers := feedtest.Brokers(t)
 	topic := feedtest.Topic(t, 3)
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	pub := feedtest.Publisher(t, decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
 	for k := range want {
 		scope, value, _ := strings.Cut(k, ":")
 		var p netip.Prefix
@@ -585,14 +566,8 @@ func TestRunMisuse(t *testing.T) {
 func TestFollowsAddedPartitions(t *testing.T) {
 	brokers := feedtest.Brokers(t)
 	topic := feedtest.Topic(t, 1)
-	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-",
+	sub, rec, _ := subscribe(t, decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-",
 		PartitionCheckInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	run(t, sub, rec)
-	waitReady(t, rec)
 	tr := &kafka.Transport{}
 	defer tr.CloseIdleConnections()
 	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
@@ -608,11 +583,7 @@ func TestFollowsAddedPartitions(t *testing.T) {
 	waitFor(t, 30*time.Second, "3 partitions", func() bool { return sub.Stats().Partitions == 3 })
 	// A publisher created now sees 3 partitions; murmur2 spreads these keys
 	// over all three (see TestPartitionerMatchesKafkaPython).
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	pub := feedtest.Publisher(t, decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
 	want := map[string]decisionfeed.Decision{}
 	var ds []decisionfeed.Decision
 	for i := range 30 {
@@ -640,7 +611,6 @@ func TestMissingDLQPausesCopies(t *testing.T) {
 	brokers := feedtest.Brokers(t)
 	topic := feedtest.Topic(t, 1)
 	w := rawWriter(t, brokers, topic)
-	defer w.Close()
 	var msgs []kafka.Message
 	for i := range 20 {
 		msgs = append(msgs, kafka.Message{Key: []byte("ip:192.0.2." + strconv.Itoa(i)), Value: []byte("not json")})
@@ -651,15 +621,9 @@ func TestMissingDLQPausesCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs syncBuffer
-	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-",
-		DLQTopic: topic + ".nosuch", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
 	start := time.Now()
-	stop := run(t, sub, rec)
-	waitReady(t, rec)
+	sub, rec, stop := subscribe(t, decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-",
+		DLQTopic: topic + ".nosuch", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	stop()
 	if n := strings.Count(logs.String(), "copy to the dead-letter topic failed"); n != 1 {
 		t.Fatalf("%d DLQ failures logged, want 1 (then a pause):\n%s", n, logs.String())

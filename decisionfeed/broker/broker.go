@@ -103,7 +103,8 @@ func Start(cfg Config) (*Broker, error) {
 	}
 	advAddr, err := net.ResolveTCPAddr("tcp", adv)
 	if err != nil {
-		ln.Close()
+		// The listener never served; the address error is the one to report.
+		_ = ln.Close()
 		return nil, fmt.Errorf("advertised address %q: %w", adv, err)
 	}
 	used := false
@@ -133,7 +134,7 @@ func Start(cfg Config) (*Broker, error) {
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		if !used {
-			ln.Close()
+			_ = ln.Close() // never served; the cluster error is the one to report
 		}
 		return nil, fmt.Errorf("start embedded broker: %w", err)
 	}

@@ -128,7 +128,7 @@ func TestCompactionHappens(t *testing.T) {
 	}
 	defer b.Close()
 	w := &kafka.Writer{Addr: kafka.TCP(b.Addr()), Topic: "compacted", RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
-	defer w.Close()
+	defer feedtest.Close(t, w)
 	ctx := context.Background()
 	// One produce per message, so the log has many batches; the cleaner
 	// never touches the last (active) one.
@@ -180,7 +180,9 @@ func TestSurvivesKill9(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pub.Close()
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	p.Kill()
 	p.Start()

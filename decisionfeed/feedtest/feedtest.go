@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -65,6 +66,27 @@ func Brokers(t testing.TB) []string {
 		mu.Unlock()
 	})
 	return bs
+}
+
+// Publisher returns a publisher with cfg that is closed when the test
+// ends; the test fails if that Close (which flushes) fails.
+func Publisher(t testing.TB, cfg decisionfeed.PublisherConfig) *decisionfeed.Publisher {
+	t.Helper()
+	pub, err := decisionfeed.NewPublisher(cfg)
+	if err != nil {
+		t.Fatalf("new publisher: %v", err)
+	}
+	t.Cleanup(func() { Close(t, pub) })
+	return pub
+}
+
+// Close closes c and fails the test if that fails: writers flush on
+// Close, so its error means lost messages. It suits defer.
+func Close(t testing.TB, c io.Closer) {
+	t.Helper()
+	if err := c.Close(); err != nil {
+		t.Errorf("close %T: %v", c, err)
+	}
 }
 
 // Topic creates a topic with a unique name and the given number of

@@ -3,9 +3,10 @@ package feedtest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
-
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -42,7 +43,9 @@ func StartBrokerProcess(t testing.TB) *BrokerProcess {
 		t.Fatalf("pick a port: %v", err)
 	}
 	addr := ln.Addr().String()
-	ln.Close()
+	if err := ln.Close(); err != nil {
+		t.Fatalf("free the picked port: %v", err)
+	}
 	p := &BrokerProcess{t: t, bin: bin, addr: addr, dataDir: filepath.Join(dir, "data")}
 	t.Cleanup(func() {
 		if p.cmd != nil {
@@ -102,7 +105,7 @@ func (p *BrokerProcess) Start() {
 	for {
 		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.addr)
 		if err == nil {
-			c.Close()
+			_ = c.Close() // only a probe: the broker accepted it
 			return
 		}
 		if ctx.Err() != nil {
@@ -119,11 +122,17 @@ func (p *BrokerProcess) Kill() {
 	if p.cmd == nil {
 		return
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !strings.Contains(err.Error(), "finished") {
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		p.t.Errorf("kill broker: %v", err)
 	}
 	select {
-	case <-p.waitErr:
+	case err := <-p.waitErr:
+		// A killed (or already exited) broker is an *exec.ExitError; anything
+		// else means Wait itself failed.
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			p.t.Errorf("wait for broker: %v", err)
+		}
 	case <-time.After(10 * time.Second):
 		p.t.Errorf("broker pid %d did not die", p.cmd.Process.Pid)
 	}

@@ -42,7 +42,7 @@ func main() {
 	}
 }
 
-func run() error {
+func run() (err error) {
 	var (
 		brokers = flag.String("brokers", "127.0.0.1:9092", "bootstrap brokers")
 		mode    = flag.String("mode", "", "load, rebuild or latency")
@@ -59,7 +59,13 @@ func run() error {
 		if err != nil {
 			return fmt.Errorf("cpuprofile: %w", err)
 		}
-		defer f.Close()
+		// Deferred first, so it runs after StopCPUProfile has written the
+		// profile out: a failed close means a truncated profile.
+		defer func() {
+			if cerr := f.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("cpuprofile: %w", cerr)
+			}
+		}()
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return fmt.Errorf("cpuprofile: %w", err)
 		}
@@ -94,7 +100,7 @@ func addr(i int) netip.Prefix {
 }
 
 // load publishes n distinct, realistic add decisions.
-func load(ctx context.Context, brokers []string, topic string, n, batch, pubs int) error {
+func load(ctx context.Context, brokers []string, topic string, n, batch, pubs int) (err error) {
 	if topic == "" {
 		return errors.New("load needs -topic")
 	}
@@ -105,7 +111,7 @@ func load(ctx context.Context, brokers []string, topic string, n, batch, pubs in
 	if err != nil {
 		return err
 	}
-	defer pub.Close()
+	defer closePublisher(pub, &err)
 	scenarios := []string{"crowdsecurity/ssh-bf", "crowdsecurity/http-probing", "crowdsecurity/http-crawl-non_statics", "portcullis/cve-probe"}
 	countries := []string{"RU", "CN", "US", "BR", "NL", "DE"}
 	now := time.Now()
@@ -146,6 +152,32 @@ func load(ctx context.Context, brokers []string, topic string, n, batch, pubs in
 	return nil
 }
 
+// closePublisher closes pub and reports its error through *err unless an
+// earlier error is already there: Close flushes, so a failure means lost
+// decisions.
+func closePublisher(pub *decisionfeed.Publisher, err *error) {
+	if cerr := pub.Close(); cerr != nil && *err == nil {
+		*err = cerr
+	}
+}
+
+// writeHeapProfile writes the heap profile as of now to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("memprofile: %w", err)
+	}
+	runtime.GC() // publish the allocation records up to now
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		_ = f.Close() // the write error is the one to report
+		return fmt.Errorf("memprofile: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("memprofile: %w", err)
+	}
+	return nil
+}
+
 // counting is a Handler that records when the snapshot arrived.
 type counting struct {
 	snap chan int
@@ -153,10 +185,10 @@ type counting struct {
 
 func (c *counting) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
 	if memProfile != "" {
-		if f, err := os.Create(memProfile); err == nil {
-			runtime.GC() // publish the allocation records up to now
-			_ = pprof.WriteHeapProfile(f)
-			f.Close()
+		// Reported, not returned: a failed Snapshot would leave rebuild
+		// waiting on c.snap for ever.
+		if err := writeHeapProfile(memProfile); err != nil {
+			fmt.Fprintln(os.Stderr, "feedbench:", err)
 		}
 	}
 	c.snap <- len(live)
@@ -222,7 +254,8 @@ func peakRSS() string {
 	if err != nil {
 		return "unknown"
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // read-only procfs file: nothing to lose on close
+
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
@@ -262,7 +295,7 @@ func (a *arrivals) Changes(_ context.Context, cs []decisionfeed.Decision) error 
 
 // latency publishes n decisions one at a time and measures the time from
 // the Publish call to the subscriber's Changes callback.
-func latency(ctx context.Context, brokers []string, topic string, n int) error {
+func latency(ctx context.Context, brokers []string, topic string, n int) (err error) {
 	if topic == "" {
 		topic = "bench-latency-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	}
@@ -283,7 +316,7 @@ func latency(ctx context.Context, brokers []string, topic string, n int) error {
 	if err != nil {
 		return err
 	}
-	defer pub.Close()
+	defer closePublisher(pub, &err)
 	var e2e, ack []time.Duration
 	for i := range n + 50 { // the first 50 warm connections up and are not counted
 		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, addr(i), time.Hour, "bench", time.Now())
@@ -302,7 +335,9 @@ func latency(ctx context.Context, brokers []string, topic string, n int) error {
 		}
 	}
 	cancel()
-	<-done
+	if err := <-done; err != nil {
+		return err
+	}
 	fmt.Printf("latency over %d decisions: publish->callback p50 %s p99 %s max %s; publish ack p50 %s p99 %s\n",
 		n, pct(e2e, 50), pct(e2e, 99), pct(e2e, 100), pct(ack, 50), pct(ack, 99))
 	return nil
