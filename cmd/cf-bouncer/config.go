@@ -1,19 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer/cloudflare"
+	"github.com/portcullis-ips/portcullis/internal/config"
 )
 
 // Config is the Cloudflare bouncer's configuration: the YAML file, then
@@ -67,24 +63,8 @@ func (c *Config) Validate() error {
 	if err := c.Cloudflare.Validate(); err != nil {
 		return err
 	}
-	if len(c.Brokers) == 0 {
-		return errors.New("brokers: none given")
-	}
-	for i, b := range c.Brokers {
-		if _, _, err := net.SplitHostPort(b); err != nil {
-			return fmt.Errorf("brokers[%d]: %q is not host:port", i, b)
-		}
-	}
-	if c.Topic == "" {
-		return errors.New("topic: empty")
-	}
-	if c.Group == "" {
-		return errors.New("group: empty")
-	}
-	if c.MetricsListen != "" {
-		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
-			return fmt.Errorf("metrics_listen: %q is not host:port", c.MetricsListen)
-		}
+	if err := config.ValidateFeed(c.Brokers, c.Topic, c.Group, c.MetricsListen); err != nil {
+		return err
 	}
 	switch {
 	case c.Debounce < 0:
@@ -95,36 +75,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("sync_retry_min/sync_retry_max: %s/%s is not 0 < min <= max", c.SyncRetryMin, c.SyncRetryMax)
 	case c.SnapshotTimeout <= 0:
 		return fmt.Errorf("snapshot_timeout: %s is not positive", c.SnapshotTimeout)
-	}
-	return nil
-}
-
-// loadConfig decodes a YAML file over c. Unknown keys, a second document
-// and values of the wrong type are errors naming the file and line.
-func loadConfig(path string, c *Config) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read config: %w", err)
-	}
-	return decodeConfig(path, data, c)
-}
-
-func decodeConfig(name string, data []byte, c *Config) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("%s: empty document", name)
-		}
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			return fmt.Errorf("%s: %s", name, strings.Join(te.Errors, "; "))
-		}
-		return fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%s: line %d: a second YAML document; one per file", name, extra.Line)
 	}
 	return nil
 }

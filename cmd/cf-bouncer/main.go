@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/portcullis-ips/portcullis/internal/cli"
+	"github.com/portcullis-ips/portcullis/internal/config"
 )
 
 const usage = `cf-bouncer: keep Cloudflare's edge in step with the Portcullis decision feed.
@@ -111,7 +112,7 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *options, error) {
 
 	cfg := def
 	if o.common.Config != "" {
-		if err := loadConfig(o.common.Config, &cfg); err != nil {
+		if err := config.Load(o.common.Config, &cfg); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -17,6 +13,7 @@ import (
 	"github.com/portcullis-ips/portcullis/enforcer/iptables"
 	"github.com/portcullis-ips/portcullis/enforcer/nftables"
 	"github.com/portcullis-ips/portcullis/enforcer/xdp"
+	"github.com/portcullis-ips/portcullis/internal/config"
 )
 
 // Config is fw-bouncer's configuration: defaults, then the YAML file, then
@@ -84,24 +81,8 @@ func (c *Config) Validate() error {
 	if err != nil {
 		return err
 	}
-	if len(c.Brokers) == 0 {
-		return errors.New("brokers: none given")
-	}
-	for i, br := range c.Brokers {
-		if _, _, err := net.SplitHostPort(br); err != nil {
-			return fmt.Errorf("brokers[%d]: %q is not host:port", i, br)
-		}
-	}
-	if c.Topic == "" {
-		return errors.New("topic: empty")
-	}
-	if c.Group == "" {
-		return errors.New("group: empty")
-	}
-	if c.MetricsListen != "" {
-		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
-			return fmt.Errorf("metrics_listen: %q is not host:port", c.MetricsListen)
-		}
+	if err := config.ValidateFeed(c.Brokers, c.Topic, c.Group, c.MetricsListen); err != nil {
+		return err
 	}
 	for i, p := range c.Whitelist {
 		if !netip.Prefix(p).IsValid() {
@@ -122,43 +103,6 @@ func (c *Config) Validate() error {
 	}
 	if err := b.validate(c); err != nil {
 		return fmt.Errorf("%s: %w", b.name, err)
-	}
-	return nil
-}
-
-// loadConfig decodes a YAML file over c. Unknown keys, a second document
-// and values of the wrong type are errors naming the file and line.
-func loadConfig(path string, c *Config) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read config: %w", err)
-	}
-	return decodeConfig(path, data, c)
-}
-
-func decodeConfig(name string, data []byte, c *Config) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("%s: empty document", name)
-		}
-		// yaml.v3 reports "yaml: line N: ..." or, for several problems,
-		// "yaml: unmarshal errors:\n  line N: ...": keep every line, each
-		// prefixed with the file name.
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		msg = strings.TrimPrefix(msg, "unmarshal errors:\n")
-		var lines []string
-		for _, l := range strings.Split(msg, "\n") {
-			if l = strings.TrimSpace(l); l != "" {
-				lines = append(lines, name+": "+l)
-			}
-		}
-		return errors.New(strings.Join(lines, "\n"))
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%s: line %d: a second YAML document; one per file", name, extra.Line)
 	}
 	return nil
 }

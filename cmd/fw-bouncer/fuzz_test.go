@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/portcullis-ips/portcullis/internal/config"
 )
 
 // FuzzDecodeConfig feeds arbitrary YAML to the strict decoder: it must
@@ -23,7 +25,7 @@ func FuzzDecodeConfig(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body string) {
 		c := DefaultConfig()
-		err := decodeConfig("fuzz.yaml", []byte(body), &c)
+		err := config.Decode("fuzz.yaml", []byte(body), &c)
 		if err != nil && !strings.HasPrefix(err.Error(), "fuzz.yaml: ") {
 			t.Fatalf("error does not name the file: %v", err)
 		}

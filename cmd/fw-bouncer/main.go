@@ -16,6 +16,7 @@ import (
 	"github.com/portcullis-ips/portcullis/enforcer/xdp"
 	"github.com/portcullis-ips/portcullis/heartbeat"
 	"github.com/portcullis-ips/portcullis/internal/cli"
+	"github.com/portcullis-ips/portcullis/internal/config"
 )
 
 const usageHead = `NAME
@@ -205,7 +206,7 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 
 	cfg := DefaultConfig()
 	if o.common.Config != "" {
-		if err := loadConfig(o.common.Config, &cfg); err != nil {
+		if err := config.Load(o.common.Config, &cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -285,7 +286,7 @@ func runCleanup(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg := DefaultConfig()
 	if *cfgPath != "" {
-		if err := loadConfig(*cfgPath, &cfg); err != nil {
+		if err := config.Load(*cfgPath, &cfg); err != nil {
 			return err
 		}
 	}

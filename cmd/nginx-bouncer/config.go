@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -14,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/internal/config"
 )
 
 // FailMode says what /check answers before the feed delivered its snapshot.
@@ -89,60 +87,14 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("fail_mode: %q is neither open nor closed", c.FailMode)
 	}
-	if len(c.Brokers) == 0 {
-		return errors.New("brokers: none given")
-	}
-	for i, b := range c.Brokers {
-		if _, _, err := net.SplitHostPort(b); err != nil {
-			return fmt.Errorf("brokers[%d]: %q is not host:port", i, b)
-		}
-	}
-	if c.Topic == "" {
-		return errors.New("topic: empty")
-	}
-	if c.Group == "" {
-		return errors.New("group: empty")
-	}
-	if c.MetricsListen != "" {
-		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
-			return fmt.Errorf("metrics_listen: %q is not host:port", c.MetricsListen)
-		}
+	if err := config.ValidateFeed(c.Brokers, c.Topic, c.Group, c.MetricsListen); err != nil {
+		return err
 	}
 	if c.SweepInterval <= 0 {
 		return fmt.Errorf("sweep_interval: %s is not positive", c.SweepInterval)
 	}
 	if c.HeartbeatInterval < 0 {
 		return fmt.Errorf("heartbeat_interval: %s is negative", c.HeartbeatInterval)
-	}
-	return nil
-}
-
-// loadConfig decodes a YAML file over c. Unknown keys, a second document
-// and values of the wrong type are errors naming the file and line.
-func loadConfig(path string, c *Config) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read config: %w", err)
-	}
-	return decodeConfig(path, data, c)
-}
-
-func decodeConfig(name string, data []byte, c *Config) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("%s: empty document", name)
-		}
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			return fmt.Errorf("%s: %s", name, strings.Join(te.Errors, "; "))
-		}
-		return fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%s: line %d: a second YAML document; one per file", name, extra.Line)
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis-ips/portcullis/internal/config"
 )
 
 func TestDecodeConfig(t *testing.T) {
@@ -19,7 +21,7 @@ brokers: [k1:9092, k2:9092]
 topic: decisions
 sweep_interval: 30s
 `
-	if err := decodeConfig("c.yaml", []byte(src), &cfg); err != nil {
+	if err := config.Decode("c.yaml", []byte(src), &cfg); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Listen != "127.0.0.1:9000" || cfg.FailMode != FailClosed || cfg.Topic != "decisions" ||
@@ -39,7 +41,7 @@ sweep_interval: 30s
 		{"listen: a:1\n---\nlisten: b:2\n", "c.yaml: line 2: a second YAML document"},
 	} {
 		c := DefaultConfig()
-		err := decodeConfig("c.yaml", []byte(tc.src), &c)
+		err := config.Decode("c.yaml", []byte(tc.src), &c)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("decode %q: %v, want %q", tc.src, err, tc.want)
 		}
@@ -122,7 +124,7 @@ func FuzzDecodeConfig(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c := DefaultConfig()
-		if err := decodeConfig("f.yaml", data, &c); err != nil {
+		if err := config.Decode("f.yaml", data, &c); err != nil {
 			if !strings.HasPrefix(err.Error(), "f.yaml: ") {
 				t.Fatalf("error does not name the file: %v", err)
 			}

@@ -28,6 +28,7 @@ import (
 	"github.com/portcullis-ips/portcullis/enforcer/prefixset"
 	"github.com/portcullis-ips/portcullis/heartbeat"
 	"github.com/portcullis-ips/portcullis/internal/cli"
+	"github.com/portcullis-ips/portcullis/internal/config"
 )
 
 //go:embed ban.html
@@ -95,7 +96,7 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *cli.Common, error) {
 
 	cfg := def
 	if o.common.Config != "" {
-		if err := loadConfig(o.common.Config, &cfg); err != nil {
+		if err := config.Load(o.common.Config, &cfg); err != nil {
 			return nil, nil, err
 		}
 	}
