@@ -6,6 +6,7 @@ package blocklist
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -42,10 +43,10 @@ func Parse(r io.Reader) (Result, error) {
 	br := bufio.NewReaderSize(r, MaxLineBytes)
 	for n := 1; ; n++ {
 		line, err := br.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
+		if errors.Is(err, bufio.ErrBufferFull) {
 			res.Skipped = append(res.Skipped, LineError{Line: n, Text: string(line[:32]) + "…",
 				Reason: fmt.Sprintf("longer than %d bytes", MaxLineBytes)})
-			for err == bufio.ErrBufferFull {
+			for errors.Is(err, bufio.ErrBufferFull) {
 				_, err = br.ReadSlice('\n')
 			}
 			if err == io.EOF {

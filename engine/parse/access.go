@@ -260,7 +260,7 @@ func parseNginxTime(s string) (time.Time, bool) {
 	ss, ok6 := num(s[18:20])
 	oh, ok7 := num(s[22:24])
 	om, ok8 := num(s[24:26])
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7 && ok8) || (s[21] != '+' && s[21] != '-') {
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || !ok7 || !ok8 || (s[21] != '+' && s[21] != '-') {
 		return time.Time{}, false
 	}
 	if !validClock(d, hh, mm, ss) || oh > 23 || om > 59 {

@@ -33,7 +33,7 @@ func (p *Parser) nginxError(s string, ev *event.Event) string {
 		hh, ok4 := num(ts[11:13])
 		mm, ok5 := num(ts[14:16])
 		ss, ok6 := num(ts[17:19])
-		if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || ts[16] != ':' || mo < 1 || mo > 12 || !validClock(d, hh, mm, ss) {
+		if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || ts[16] != ':' || mo < 1 || mo > 12 || !validClock(d, hh, mm, ss) {
 			return "time: not yyyy/mm/dd hh:mm:ss"
 		}
 		t := time.Date(y, time.Month(mo), d, hh, mm, ss, 0, p.loc).UTC()

@@ -172,7 +172,7 @@ func (p *Parser) rfc3164Time(s string) (time.Time, bool) {
 	hh, ok2 := num(s[7:9])
 	mm, ok3 := num(s[10:12])
 	ss, ok4 := num(s[13:15])
-	if !(ok1 && ok2 && ok3 && ok4) || !validClock(d, hh, mm, ss) {
+	if !ok1 || !ok2 || !ok3 || !ok4 || !validClock(d, hh, mm, ss) {
 		return time.Time{}, false
 	}
 	ref := p.ref
@@ -199,7 +199,7 @@ func parseRFC3339(s string) (time.Time, bool) {
 	hh, ok4 := num(s[11:13])
 	mm, ok5 := num(s[14:16])
 	ss, ok6 := num(s[17:19])
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || mo < 1 || mo > 12 || !validClock(d, hh, mm, ss) {
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || mo < 1 || mo > 12 || !validClock(d, hh, mm, ss) {
 		return time.Time{}, false
 	}
 	s = s[19:]

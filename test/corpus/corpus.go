@@ -146,12 +146,12 @@ func writeFile(path string, fill func(*bufio.Writer) error) error {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	if err := fill(w); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	err = fill(w)
+	if err == nil {
+		err = w.Flush()
 	}
-	if err := w.Flush(); err != nil {
-		f.Close()
+	if err != nil {
+		_ = f.Close() // the write error is the one to report
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {

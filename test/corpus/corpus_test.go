@@ -42,7 +42,11 @@ func replay(t *testing.T, dir string, m Manifest) (*recorder, [2]engine.FeedStat
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer prof.Close()
+	defer func() {
+		if err := prof.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	rec := &recorder{}
 	eng, err := engine.New(engine.Config{Scenarios: scs, Profiles: prof, Sink: rec})
 	if err != nil {
@@ -56,7 +60,9 @@ func replay(t *testing.T, dir string, m Manifest) (*recorder, [2]engine.FeedStat
 		}
 		p := &engine.Pipeline{Parser: parse.New(parse.Config{Reference: m.End}), Engine: eng}
 		st[i], err = engine.Feed(fh, f.typ, f.name, p, nil)
-		fh.Close()
+		if cerr := fh.Close(); err == nil {
+			err = cerr
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
