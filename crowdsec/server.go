@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -295,22 +296,41 @@ func (f *filter) match(d *decisionfeed.Decision) bool {
 	return !slices.ContainsFunc(f.notContains, func(s string) bool { return strings.Contains(d.Scenario, s) })
 }
 
-// stream answers GET /v1/decisions/stream for the bouncer holding key.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, key string) {
-	startup := false
-	if v := r.URL.Query().Get("startup"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, message{fmt.Sprintf("startup %q: not a boolean", v)})
-			return
-		}
-		startup = b
+// boolParam returns the boolean query parameter name, or def when it is
+// absent; a value that is not a boolean is answered with 400 and ok false.
+func boolParam(w http.ResponseWriter, q url.Values, name string, def bool) (v, ok bool) {
+	s := q.Get(name)
+	if s == "" {
+		return def, true
 	}
-	f := parseFilter(r)
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, message{fmt.Sprintf("%s %q: not a boolean", name, s)})
+		return false, false
+	}
+	return v, true
+}
+
+// lockReady locks s.mu once the live set is loaded and reports true; before
+// that it answers 503 and returns false without the lock.
+func (s *Server) lockReady(w http.ResponseWriter) bool {
 	s.mu.Lock()
 	if !s.ready {
 		s.mu.Unlock()
 		writeJSON(w, http.StatusServiceUnavailable, message{"decision feed not loaded yet"})
+		return false
+	}
+	return true
+}
+
+// stream answers GET /v1/decisions/stream for the bouncer holding key.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, key string) {
+	startup, ok := boolParam(w, r.URL.Query(), "startup", false)
+	if !ok {
+		return
+	}
+	f := parseFilter(r)
+	if !s.lockReady(w) {
 		return
 	}
 	now := s.now()
@@ -398,7 +418,6 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		ipP, rangeP netip.Prefix
 		hasIP       = q.Get("ip") != ""
 		hasRange    = q.Get("range") != ""
-		contains    = true
 	)
 	if hasIP {
 		a, err := netip.ParseAddr(q.Get("ip"))
@@ -416,19 +435,12 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		}
 		rangeP = p.Masked()
 	}
-	if v := q.Get("contains"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, message{fmt.Sprintf("contains %q: not a boolean", v)})
-			return
-		}
-		contains = b
+	contains, ok := boolParam(w, q, "contains", true)
+	if !ok {
+		return
 	}
 	scope, value, typ := strings.ToLower(q.Get("scope")), q.Get("value"), q.Get("type")
-	s.mu.Lock()
-	if !s.ready {
-		s.mu.Unlock()
-		writeJSON(w, http.StatusServiceUnavailable, message{"decision feed not loaded yet"})
+	if !s.lockReady(w) {
 		return
 	}
 	now := s.now()
