@@ -2,20 +2,15 @@ package engine
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/maxmind/mmdbwriter"
-	"github.com/maxmind/mmdbwriter/mmdbtype"
-
 	"github.com/portcullis-ips/portcullis/config/scenarios"
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/engine/event"
+	"github.com/portcullis-ips/portcullis/engine/internal/enginetest"
 	"github.com/portcullis-ips/portcullis/engine/parse"
 	"github.com/portcullis-ips/portcullis/engine/profile"
 	"github.com/portcullis-ips/portcullis/engine/scenario"
@@ -47,7 +42,11 @@ func newEngine(t *testing.T, edit func(*profile.Config)) (*Engine, *recorder) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { prof.Close() })
+	t.Cleanup(func() {
+		if err := prof.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	rec := &recorder{}
 	eng, err := New(Config{Scenarios: scs, Profiles: prof, Sink: rec, Host: "engine-1"})
 	if err != nil {
@@ -216,23 +215,7 @@ func TestShortDuration(t *testing.T) {
 
 // The country of the offender reaches the alert and the decision.
 func TestCountryEnrichment(t *testing.T) {
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "Test-Country", IPVersion: 6, RecordSize: 24, IncludeReservedNetworks: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, n, _ := net.ParseCIDR("185.220.101.0/24")
-	if err := tree.Insert(n, mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String("RU")}}); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "country.mmdb")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	path := enginetest.CountryMMDB(t, map[string]string{"185.220.101.0/24": "RU"})
 	eng, rec := newEngine(t, func(c *profile.Config) { c.GeoIP.CountryMMDB = path })
 	sshFails(eng, "185.220.101.5", 0, 5, time.Second)
 	sshFails(eng, "192.0.2.77", 0, 5, time.Second)

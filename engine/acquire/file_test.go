@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/portcullis-ips/portcullis/engine/internal/enginetest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -25,6 +27,27 @@ func (c collector) handle(ctx context.Context, lines []Line) error {
 		}
 	}
 	return nil
+}
+
+// runSource runs s into a new collector of n lines until stop is called or
+// the test ends, and fails the test if Run returns an error.
+func runSource(t *testing.T, s Source, n int) (c collector, stop func()) {
+	t.Helper()
+	c = make(collector, n)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(ctx, c.handle) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return c, stop
 }
 
 // expect reads len(want) lines and compares their text in order.
@@ -75,33 +98,10 @@ func startFiles(t *testing.T, poll, fromBeginning bool, maxLine int, m *Metrics,
 		t.Fatal(err)
 	}
 	s.noNotify = poll
-	c := make(collector, 1024)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(ctx, c.handle) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
+	c, _ := runSource(t, s, 1024)
 	// Let the source open the files present now before the test writes more.
 	time.Sleep(100 * time.Millisecond)
 	return c
-}
-
-func appendFile(t *testing.T, path, s string) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString(s); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func bothModes(t *testing.T, f func(t *testing.T, poll bool)) {
@@ -112,16 +112,16 @@ func bothModes(t *testing.T, f func(t *testing.T, poll bool)) {
 func TestFileStartsAtEnd(t *testing.T) {
 	bothModes(t, func(t *testing.T, poll bool) {
 		p := filepath.Join(t.TempDir(), "access.log")
-		appendFile(t, p, "old1\nold2\npart")
+		enginetest.AppendFile(t, p, "old1\nold2\npart")
 		c := startFiles(t, poll, false, 0, nil, p)
-		appendFile(t, p, "ial\nnew1\n")
+		enginetest.AppendFile(t, p, "ial\nnew1\n")
 		got := c.expect(t, "new1")
 		if got[0].Source != p || got[0].Type != "nginx" {
 			t.Fatalf("line %+v", got[0])
 		}
-		appendFile(t, p, "new2 with a held")
+		enginetest.AppendFile(t, p, "new2 with a held")
 		c.quiet(t, 300*time.Millisecond)
-		appendFile(t, p, " partial end\r\n\nnew3\n")
+		enginetest.AppendFile(t, p, " partial end\r\n\nnew3\n")
 		c.expect(t, "new2 with a held partial end", "new3")
 	})
 }
@@ -129,10 +129,10 @@ func TestFileStartsAtEnd(t *testing.T) {
 func TestFileFromBeginning(t *testing.T) {
 	bothModes(t, func(t *testing.T, poll bool) {
 		p := filepath.Join(t.TempDir(), "auth.log")
-		appendFile(t, p, "old1\nold2\n")
+		enginetest.AppendFile(t, p, "old1\nold2\n")
 		c := startFiles(t, poll, true, 0, nil, p)
 		c.expect(t, "old1", "old2")
-		appendFile(t, p, "new1\n")
+		enginetest.AppendFile(t, p, "new1\n")
 		c.expect(t, "new1")
 	})
 }
@@ -141,7 +141,7 @@ func TestFileRenameRotation(t *testing.T) {
 	bothModes(t, func(t *testing.T, poll bool) {
 		dir := t.TempDir()
 		p := filepath.Join(dir, "access.log")
-		appendFile(t, p, "")
+		enginetest.AppendFile(t, p, "")
 		c := startFiles(t, poll, false, 0, nil, p)
 		w, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
@@ -160,13 +160,13 @@ func TestFileRenameRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(50 * time.Millisecond)
-		appendFile(t, p, "b1\nb2\n")
+		enginetest.AppendFile(t, p, "b1\nb2\n")
 		c.expect(t, "a3 after rename", "b1", "b2")
 		// A second rotation, this time renaming the now-current file away.
 		if err := os.Rename(p, p+".2"); err != nil {
 			t.Fatal(err)
 		}
-		appendFile(t, p, "c1\n")
+		enginetest.AppendFile(t, p, "c1\n")
 		c.expect(t, "c1")
 		c.quiet(t, 300*time.Millisecond)
 	})
@@ -179,15 +179,15 @@ func TestFileCopyTruncate(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := filepath.Join(t.TempDir(), "access.log")
-		appendFile(t, p, "")
+		enginetest.AppendFile(t, p, "")
 		c := startFiles(t, poll, false, 0, m, p)
-		appendFile(t, p, "a long first line before truncation\nanother long line before truncation\n")
+		enginetest.AppendFile(t, p, "a long first line before truncation\nanother long line before truncation\n")
 		c.expect(t, "a long first line before truncation", "another long line before truncation")
 		if err := os.Truncate(p, 0); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(400 * time.Millisecond) // a poll interval, so the truncation is seen before the file regrows
-		appendFile(t, p, "t1\nt2\n")
+		enginetest.AppendFile(t, p, "t1\nt2\n")
 		c.expect(t, "t1", "t2")
 		src := "file:" + p
 		if n := testutil.ToFloat64(m.Rotations.WithLabelValues(src, "truncate")); n != 1 {
@@ -202,23 +202,23 @@ func TestFileCopyTruncate(t *testing.T) {
 func TestFileGlobNewFiles(t *testing.T) {
 	bothModes(t, func(t *testing.T, poll bool) {
 		dir := t.TempDir()
-		appendFile(t, filepath.Join(dir, "a.log"), "old\n")
-		appendFile(t, filepath.Join(dir, "ignored.txt"), "")
+		enginetest.AppendFile(t, filepath.Join(dir, "a.log"), "old\n")
+		enginetest.AppendFile(t, filepath.Join(dir, "ignored.txt"), "")
 		c := startFiles(t, poll, false, 0, nil, filepath.Join(dir, "*.log"))
 		// A file that appears after start is read from its first byte.
-		appendFile(t, filepath.Join(dir, "b.log"), "b1\nb2\n")
+		enginetest.AppendFile(t, filepath.Join(dir, "b.log"), "b1\nb2\n")
 		got := c.expect(t, "b1", "b2")
 		if got[0].Source != filepath.Join(dir, "b.log") {
 			t.Fatalf("source %q", got[0].Source)
 		}
-		appendFile(t, filepath.Join(dir, "ignored.txt"), "nope\n")
-		appendFile(t, filepath.Join(dir, "a.log"), "a1\n")
+		enginetest.AppendFile(t, filepath.Join(dir, "ignored.txt"), "nope\n")
+		enginetest.AppendFile(t, filepath.Join(dir, "a.log"), "a1\n")
 		c.expect(t, "a1")
 		// Renaming a followed file to another matching name is not a new file.
 		if err := os.Rename(filepath.Join(dir, "a.log"), filepath.Join(dir, "a-old.log")); err != nil {
 			t.Fatal(err)
 		}
-		appendFile(t, filepath.Join(dir, "a-old.log"), "a2\n")
+		enginetest.AppendFile(t, filepath.Join(dir, "a-old.log"), "a2\n")
 		c.expect(t, "a2")
 		c.quiet(t, 300*time.Millisecond)
 	})
@@ -230,7 +230,7 @@ func TestFileDirectoryAppearsLater(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	appendFile(t, filepath.Join(dir, "x.log"), "x1\n")
+	enginetest.AppendFile(t, filepath.Join(dir, "x.log"), "x1\n")
 	c.expect(t, "x1") // found by the periodic rescan
 }
 
@@ -240,12 +240,12 @@ func TestFileLongLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := filepath.Join(t.TempDir(), "access.log")
-	appendFile(t, p, "")
+	enginetest.AppendFile(t, p, "")
 	c := startFiles(t, false, false, 64, m, p)
 	long := strings.Repeat("x", 65)
-	appendFile(t, p, "ok1\n"+long+"\nok2\n"+strings.Repeat("y", 40))
+	enginetest.AppendFile(t, p, "ok1\n"+long+"\nok2\n"+strings.Repeat("y", 40))
 	c.expect(t, "ok1", "ok2")
-	appendFile(t, p, strings.Repeat("y", 40)+"\nok3\n"+strings.Repeat("z", 64)+"\n")
+	enginetest.AppendFile(t, p, strings.Repeat("y", 40)+"\nok3\n"+strings.Repeat("z", 64)+"\n")
 	c.expect(t, "ok3", strings.Repeat("z", 64))
 	if n := testutil.ToFloat64(m.Skipped.WithLabelValues("file:"+p, SkipTooLong)); n != 2 {
 		t.Fatalf("too long = %v, want 2", n)
@@ -255,7 +255,7 @@ func TestFileLongLines(t *testing.T) {
 // A file much larger than the read buffer arrives whole and in order.
 func TestFileLargeAppend(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "access.log")
-	appendFile(t, p, "")
+	enginetest.AppendFile(t, p, "")
 	c := startFiles(t, false, false, 0, nil, p)
 	var b strings.Builder
 	want := make([]string, 5000)
@@ -263,6 +263,6 @@ func TestFileLargeAppend(t *testing.T) {
 		want[i] = fmt.Sprintf("line %05d %s", i, strings.Repeat("p", i%97))
 		b.WriteString(want[i] + "\n")
 	}
-	appendFile(t, p, b.String())
+	enginetest.AppendFile(t, p, b.String())
 	c.expect(t, want...)
 }

@@ -152,10 +152,7 @@ func TestKafkaSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := make(collector, 16)
-	runCtx, stop := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(runCtx, c.handle) }()
+	c, stop := runSource(t, s, 16)
 	var got []Line
 	for len(got) < 4 {
 		select {
@@ -170,9 +167,6 @@ func TestKafkaSource(t *testing.T) {
 	waitCounter(t, m.Skipped.WithLabelValues(name, SkipBadMessage), 2)
 	waitCounter(t, m.Skipped.WithLabelValues(name, SkipTooLong), 1)
 	stop()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
 	slices.SortFunc(got, func(a, b Line) int { return strings.Compare(a.Text, b.Text) })
 	want := []Line{
 		{Text: "filebeat line", Type: "nginx", Host: "web-1", Time: time.Date(2026, 11, 25, 10, 0, 5, 0, time.UTC)},
@@ -338,19 +332,13 @@ func TestKafkaSourceTLSSASL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := make(collector, 16)
-			runCtx, stop := context.WithCancel(ctx)
-			errc := make(chan error, 1)
-			go func() { errc <- s.Run(runCtx, c.handle) }()
+			c, stop := runSource(t, s, 16)
 			var want []string
 			for j := 0; j <= i; j++ {
 				want = append(want, fmt.Sprintf("line %d over %s", j, []string{SASLPlain, SASLSCRAMSHA256, SASLSCRAMSHA512}[j]))
 			}
 			c.expect(t, want...)
 			stop()
-			if err := <-errc; err != nil {
-				t.Fatal(err)
-			}
 		})
 	}
 }

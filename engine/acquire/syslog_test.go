@@ -2,7 +2,6 @@ package acquire
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -128,16 +127,7 @@ func startSyslog(t *testing.T, proto string, m *Metrics) (*SyslogSource, collect
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := make(collector, 64)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(ctx, c.handle) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
+	c, _ := runSource(t, s, 64)
 	return s, c
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
+	"github.com/portcullis-ips/portcullis/engine/internal/enginetest"
 )
 
 // BenchmarkLineToDecision measures the live engine end to end: one line
@@ -53,7 +54,7 @@ func benchLineToDecision(b *testing.B, rekey bool) {
 	}
 	// Warm up: the follower has the file open and the reader its partitions.
 	for i := 0; in.metric(b, "portcullis_engine_decisions_total") == 0; i++ {
-		appendFile(b, access, line(1<<30+i))
+		enginetest.AppendFile(b, access, line(1<<30+i))
 		time.Sleep(50 * time.Millisecond)
 	}
 	for {
@@ -68,7 +69,7 @@ func benchLineToDecision(b *testing.B, rekey bool) {
 	b.ResetTimer()
 	for i := range b.N {
 		start := time.Now()
-		appendFile(b, access, line(i))
+		enginetest.AppendFile(b, access, line(i))
 		m, err := r.ReadMessage(ctx)
 		if err != nil {
 			b.Fatal(err)

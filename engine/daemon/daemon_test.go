@@ -23,6 +23,7 @@ import (
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
 	"github.com/portcullis-ips/portcullis/engine"
 	"github.com/portcullis-ips/portcullis/engine/acquire"
+	"github.com/portcullis-ips/portcullis/engine/internal/enginetest"
 	"github.com/portcullis-ips/portcullis/engine/parse"
 	"github.com/portcullis-ips/portcullis/engine/profile"
 	"github.com/portcullis-ips/portcullis/engine/scenario"
@@ -316,14 +317,14 @@ labels: {type: syslog}
 		if time.Now().After(deadline) {
 			t.Fatal("follower never read the warm-up line")
 		}
-		appendFile(t, access, "\n"+warm+"\n") // the leading newline ends the old partial line, skipped
+		enginetest.AppendFile(t, access, "\n"+warm+"\n") // the leading newline ends the old partial line, skipped
 		time.Sleep(50 * time.Millisecond)
 	}
 	// Warm-up lines appended before the follower opened the file are not
 	// read: count the ones that were, once no more are on their way.
 	time.Sleep(200 * time.Millisecond)
 	warmRead := in.metric(t, "portcullis_acquire_lines_total")
-	appendFile(t, auth, "\n") // blank lines are skipped, so the auth.log follower state is known too
+	enginetest.AppendFile(t, auth, "\n") // blank lines are skipped, so the auth.log follower state is known too
 
 	// Write the corpus over time, in uneven pieces that split lines,
 	// rotating access.log by rename+create and auth.log by copytruncate.
@@ -369,20 +370,6 @@ func writeFile(t testing.TB, path, s string) {
 	}
 }
 
-func appendFile(t testing.TB, path, s string) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString(s); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // writeOverTime appends lines in pieces of varying size that cut lines in
 // two, pausing between pieces. Before line rotateAt it completes the line
 // in progress and calls rotate, as logrotate acts between two writes.
@@ -390,7 +377,7 @@ func writeOverTime(t *testing.T, path string, lines []string, rotateAt int, rota
 	t.Helper()
 	var pending strings.Builder
 	flush := func(s string) {
-		appendFile(t, path, s)
+		enginetest.AppendFile(t, path, s)
 		time.Sleep(5 * time.Millisecond)
 	}
 	for i, l := range lines {
@@ -428,7 +415,7 @@ func TestStopDrains(t *testing.T) {
 	}
 	// The follower may not have the file open yet: keep appending until it reads.
 	for in.metric(t, "portcullis_acquire_lines_total") == 0 {
-		appendFile(t, access, lines.String())
+		enginetest.AppendFile(t, access, lines.String())
 		time.Sleep(20 * time.Millisecond)
 	}
 	in.stop(t)

@@ -9,10 +9,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/maxmind/mmdbwriter"
-	"github.com/maxmind/mmdbwriter/mmdbtype"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/engine/internal/enginetest"
 )
 
 // The shipped profiles file says exactly what DefaultConfig says.
@@ -59,7 +58,7 @@ scenarios:
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	defer closeProfiles(t, p)
 	check := func(name string, typ decisionfeed.Type, d time.Duration, sim bool) {
 		t.Helper()
 		r := p.Remedy(name)
@@ -130,46 +129,15 @@ func TestWhitelist(t *testing.T) {
 	}
 }
 
-// writeMMDB writes a small country database: 185.220.101.0/24 RU,
-// 2001:db8:1::/48 DE, 192.0.2.0/24 with a non-ISO code.
-func writeMMDB(t *testing.T) string {
-	t.Helper()
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "Test-Country", IPVersion: 6, RecordSize: 24, IncludeReservedNetworks: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for cidr, code := range map[string]string{"185.220.101.0/24": "RU", "2001:db8:1::/48": "DE", "192.0.2.0/24": "europe"} {
-		_, n, err := net.ParseCIDR(cidr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rec := mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String(code)}}
-		if err := tree.Insert(n, rec); err != nil {
-			t.Fatal(err)
-		}
-	}
-	path := filepath.Join(t.TempDir(), "country.mmdb")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 func TestCountry(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.GeoIP.CountryMMDB = writeMMDB(t)
+	// 192.0.2.0/24 has a code that is not ISO.
+	cfg.GeoIP.CountryMMDB = enginetest.CountryMMDB(t, map[string]string{"185.220.101.0/24": "RU", "2001:db8:1::/48": "DE", "192.0.2.0/24": "europe"})
 	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	defer closeProfiles(t, p)
 	for s, want := range map[string]string{
 		"185.220.101.5": "RU", "2001:db8:1::9": "DE", "8.8.8.8": "", "192.0.2.1": "",
 	} {
@@ -215,4 +183,12 @@ func FuzzParse(f *testing.F) {
 		}
 		p.Escalate(p.Remedy("x").Duration, 50)
 	})
+}
+
+// closeProfiles closes p and fails the test if that fails.
+func closeProfiles(t *testing.T, p *Profiles) {
+	t.Helper()
+	if err := p.Close(); err != nil {
+		t.Error(err)
+	}
 }
