@@ -270,3 +270,26 @@ func testDoubleClose(t *testing.T, e enforcer.Enforcer) {
 		t.Fatalf("second Close: %v", err)
 	}
 }
+
+// ValidateCase is a change to a backend's default config and the error its
+// Validate must then return.
+type ValidateCase[C any] struct {
+	Mod  func(*C)
+	Want string
+}
+
+// TestValidate checks that the default config def returns is valid, and
+// that each case's change makes Validate fail with exactly the case's error.
+func TestValidate[C interface{ Validate() error }](t *testing.T, def func() C, cases []ValidateCase[C]) {
+	t.Helper()
+	if err := def().Validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	for _, c := range cases {
+		cfg := def()
+		c.Mod(&cfg)
+		if err := cfg.Validate(); err == nil || err.Error() != c.Want {
+			t.Errorf("Validate() = %v, want %q", err, c.Want)
+		}
+	}
+}

@@ -56,7 +56,7 @@ func NetNS(t testing.TB) (path, name string) {
 		if err != nil {
 			// NewNamed may have switched before failing: restore.
 			if serr := netns.Set(origin); serr != nil {
-				errc <- fmt.Errorf("create netns %s: %w (and restore failed, thread left locked: %v)", name, err, serr)
+				errc <- fmt.Errorf("create netns %s: %w (and restore failed, thread left locked: %w)", name, err, serr)
 				return
 			}
 			runtime.UnlockOSThread()
@@ -310,8 +310,9 @@ func (l Link) Reaches(t testing.TB, src, dst netip.Addr) bool {
 // l's host namespace, stops banned IPv4 and IPv6 sources (single addresses
 // and a range) and lets others through, that deleting a ban lifts it, and
 // that after e is closed its bans go on being enforced until they expire.
-// It calls beforeClose (when not nil), then closes e.
-func TestTraffic(t *testing.T, l Link, e enforcer.Enforcer, beforeClose func()) {
+// Before closing e it checks that each of the counters named by counted
+// (e must then be an enforcer.CounterReader) has counted packets.
+func TestTraffic(t *testing.T, l Link, e enforcer.Enforcer, counted ...string) {
 	t.Helper()
 	ctx := context.Background()
 	until := time.Now().Add(time.Hour)
@@ -366,8 +367,16 @@ func TestTraffic(t *testing.T, l Link, e enforcer.Enforcer, beforeClose func()) 
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	if beforeClose != nil {
-		beforeClose()
+	if len(counted) > 0 {
+		c, err := e.(enforcer.CounterReader).Counters()
+		if err != nil {
+			t.Fatalf("Counters: %v", err)
+		}
+		for _, k := range counted {
+			if c.ByReason[k].Packets == 0 {
+				t.Errorf("counter %s = %+v, want packets", k, c.ByReason[k])
+			}
+		}
 	}
 	if err := e.Close(); err != nil {
 		t.Fatalf("Close: %v", err)

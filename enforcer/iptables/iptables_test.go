@@ -9,35 +9,23 @@ import (
 	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
 )
 
 func TestConfigValidate(t *testing.T) {
-	if err := DefaultConfig().Validate(); err != nil {
-		t.Fatalf("default config: %v", err)
-	}
-	cases := []struct {
-		mod  func(*Config)
-		want string
-	}{
-		{func(c *Config) { c.Flavor = "ebtables" }, `flavor: "ebtables" is not auto, legacy or nft`},
-		{func(c *Config) { c.Name = "crowdsec" }, `name: "crowdsec" does not start with "portcullis"`},
-		{func(c *Config) { c.Name = "portcullis-much-too-long" }, `name: "portcullis-much-too-long" is longer than 20 bytes or holds blanks`},
-		{func(c *Config) { c.Hooks = nil }, "hooks: empty; at least INPUT is needed"},
-		{func(c *Config) { c.Hooks = []string{"INPUT", "PREROUTING"} }, `hooks: "PREROUTING" is not one of INPUT, FORWARD, DOCKER-USER`},
-		{func(c *Config) { c.Hooks = []string{"INPUT", "INPUT"} }, `hooks: "INPUT" listed twice`},
-		{func(c *Config) { c.DenyAction = "tarpit" }, `deny_action: "tarpit" is neither drop nor reject`},
-		{func(c *Config) { c.Log.Enabled = true; c.Log.Prefix = "a prefix far longer than the LOG target takes" },
-			"log.prefix: longer than 29 bytes or holds a quote or newline"},
-		{func(c *Config) { c.MaxElements = 10 }, "max_elements: 10 is below 1024"},
-	}
-	for _, c := range cases {
-		cfg := DefaultConfig()
-		c.mod(&cfg)
-		err := cfg.Validate()
-		if err == nil || err.Error() != c.want {
-			t.Errorf("Validate() = %v, want %q", err, c.want)
-		}
-	}
+	enforcertest.TestValidate(t, DefaultConfig, []enforcertest.ValidateCase[Config]{
+		{Mod: func(c *Config) { c.Flavor = "ebtables" }, Want: `flavor: "ebtables" is not auto, legacy or nft`},
+		{Mod: func(c *Config) { c.Name = "crowdsec" }, Want: `name: "crowdsec" does not start with "portcullis"`},
+		{Mod: func(c *Config) { c.Name = "portcullis-much-too-long" }, Want: `name: "portcullis-much-too-long" is longer than 20 bytes or holds blanks`},
+		{Mod: func(c *Config) { c.Hooks = nil }, Want: "hooks: empty; at least INPUT is needed"},
+		{Mod: func(c *Config) { c.Hooks = []string{"INPUT", "PREROUTING"} }, Want: `hooks: "PREROUTING" is not one of INPUT, FORWARD, DOCKER-USER`},
+		{Mod: func(c *Config) { c.Hooks = []string{"INPUT", "INPUT"} }, Want: `hooks: "INPUT" listed twice`},
+		{Mod: func(c *Config) { c.DenyAction = "tarpit" }, Want: `deny_action: "tarpit" is neither drop nor reject`},
+		{Mod: func(c *Config) { c.Log.Enabled = true; c.Log.Prefix = "a prefix far longer than the LOG target takes" },
+			Want: "log.prefix: longer than 29 bytes or holds a quote or newline"},
+		{Mod: func(c *Config) { c.MaxElements = 10 }, Want: "max_elements: 10 is below 1024"},
+	})
 }
 
 func TestNames(t *testing.T) {

@@ -3,8 +3,6 @@ package nftables
 import (
 	"context"
 	"fmt"
-	"net/netip"
-	"runtime"
 	"testing"
 	"time"
 
@@ -12,42 +10,16 @@ import (
 	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
 )
 
-// benchLoad measures a start-up reconcile of n bans into a fresh
-// namespace: wall time per load, and the kernel memory it took.
+// benchLoad measures a start-up reconcile of n bans into a fresh namespace
+// (enforcertest.BenchLoad) in transactions of chunk elements.
 func benchLoad(b *testing.B, n, chunk int) {
-	bans := enforcertest.Bans(n, time.Now().Add(4*time.Hour))
-	var mem int64
-	var cpu time.Duration
-	for b.Loop() {
-		b.StopTimer()
-		path, _ := enforcertest.NetNS(b)
+	enforcertest.BenchLoad(b, n, func(path string) (enforcer.Enforcer, func() error, error) {
 		cfg := DefaultConfig()
 		cfg.NetNS = path
 		cfg.ChunkSize = chunk
 		e, err := New(cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		runtime.GC()
-		before := enforcertest.KernelMemory(b)
-		cpuBefore := enforcertest.CPUTime(b)
-		b.StartTimer()
-		if err := e.Reconcile(context.Background(), bans); err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		cpu += enforcertest.CPUTime(b) - cpuBefore
-		mem += enforcertest.KernelMemory(b) - before
-		if err := e.Close(); err != nil {
-			b.Fatal(err)
-		}
-		if err := Cleanup(cfg); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-	}
-	b.ReportMetric(float64(mem)/float64(b.N)/(1<<20), "kernel-MB")
-	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s")
+		return e, func() error { return Cleanup(cfg) }, err
+	}, nil)
 }
 
 func BenchmarkLoad100k(b *testing.B) { benchLoad(b, 100000, DefaultConfig().ChunkSize) }
@@ -65,27 +37,8 @@ func BenchmarkLoad1MChunk(b *testing.B) {
 // BenchmarkApplyOne measures one ban added to a set of 100k: from Apply to
 // the kernel holding it (Apply returns after the kernel acknowledged).
 func BenchmarkApplyOne(b *testing.B) {
-	path, _ := enforcertest.NetNS(b)
-	cfg := DefaultConfig()
-	cfg.NetNS = path
-	e, err := New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer e.Close()
-	ctx := context.Background()
-	until := time.Now().Add(4 * time.Hour)
-	if err := e.Reconcile(ctx, enforcertest.Bans(100000, until)); err != nil {
-		b.Fatal(err)
-	}
-	i := 0
-	for b.Loop() {
-		i++
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)}), 32)
-		if err := e.Apply(ctx, enforcer.Batch{Add: []enforcer.Entry{{Prefix: p, Until: until}}}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	e, _, _ := newInNS(b, nil)
+	enforcertest.BenchApplyOne(b, e)
 }
 
 // BenchmarkSetGC measures what the kernel's garbage collector costs with a
@@ -129,23 +82,6 @@ func BenchmarkSetGC(b *testing.B) {
 // BenchmarkReconcileUnchanged1M measures the periodic reconcile of 1M bans
 // when nothing changed: a diff against the in-memory copy, no kernel dump.
 func BenchmarkReconcileUnchanged1M(b *testing.B) {
-	path, _ := enforcertest.NetNS(b)
-	cfg := DefaultConfig()
-	cfg.NetNS = path
-	e, err := New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer e.Close()
-	bans := enforcertest.Bans(1000000, time.Now().Add(4*time.Hour))
-	if err := e.Reconcile(context.Background(), bans); err != nil {
-		b.Fatal(err)
-	}
-	cpu := enforcertest.CPUTime(b)
-	for b.Loop() {
-		if err := e.Reconcile(context.Background(), bans); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric((enforcertest.CPUTime(b)-cpu).Seconds()/float64(b.N), "cpu-s")
+	e, _, _ := newInNS(b, nil)
+	enforcertest.BenchReconcileUnchanged(b, e, 1000000)
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	nft "github.com/google/nftables"
+
+	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -147,29 +149,15 @@ func FuzzPartition(f *testing.F) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	if err := DefaultConfig().Validate(); err != nil {
-		t.Fatalf("default config: %v", err)
-	}
-	cases := []struct {
-		mod  func(*Config)
-		want string
-	}{
-		{func(c *Config) { c.Table = "filter" }, `table: "filter" does not start with "portcullis"`},
-		{func(c *Config) { c.DenyAction = "tarpit" }, `deny_action: "tarpit" is neither drop nor reject`},
-		{func(c *Config) { c.Ingress = []string{"eth0", "eth0"} }, `ingress: "eth0" listed twice`},
-		{func(c *Config) { c.Ingress = []string{"a/b"} }, `ingress: "a/b" is not an interface name`},
-		{func(c *Config) { c.Log.Enabled = true; c.Log.Rate = 0 }, "log.rate: must be at least 1 per second"},
-		{func(c *Config) { c.GCInterval = 0 }, "gc_interval: 0s is outside 1s..24h"},
-		{func(c *Config) { c.ChunkSize = 0 }, "chunk_size: 0 is outside 1..200000"},
-	}
-	for _, c := range cases {
-		cfg := DefaultConfig()
-		c.mod(&cfg)
-		err := cfg.Validate()
-		if err == nil || err.Error() != c.want {
-			t.Errorf("Validate() = %v, want %q", err, c.want)
-		}
-	}
+	enforcertest.TestValidate(t, DefaultConfig, []enforcertest.ValidateCase[Config]{
+		{Mod: func(c *Config) { c.Table = "filter" }, Want: `table: "filter" does not start with "portcullis"`},
+		{Mod: func(c *Config) { c.DenyAction = "tarpit" }, Want: `deny_action: "tarpit" is neither drop nor reject`},
+		{Mod: func(c *Config) { c.Ingress = []string{"eth0", "eth0"} }, Want: `ingress: "eth0" listed twice`},
+		{Mod: func(c *Config) { c.Ingress = []string{"a/b"} }, Want: `ingress: "a/b" is not an interface name`},
+		{Mod: func(c *Config) { c.Log.Enabled = true; c.Log.Rate = 0 }, Want: "log.rate: must be at least 1 per second"},
+		{Mod: func(c *Config) { c.GCInterval = 0 }, Want: "gc_interval: 0s is outside 1s..24h"},
+		{Mod: func(c *Config) { c.ChunkSize = 0 }, Want: "chunk_size: 0 is outside 1..200000"},
+	})
 }
 
 func TestSetNames(t *testing.T) {
