@@ -655,6 +655,13 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 			newPieces[k] = e.diffPieces(t, k)
 		}
 	}
+	return e.commit(ctx, t, &u, newPieces)
+}
+
+// commit sends t. If that fails it rolls the in-memory state back with u
+// and leaves the next Reconcile to resync in full; otherwise it adopts the
+// range pieces computed for the kinds whose entry in newPieces is not nil.
+func (e *Enforcer) commit(ctx context.Context, t *txn, u *undo, newPieces [numKinds]map[piece]time.Time) error {
 	if err := e.sendWithRetry(ctx, t); err != nil {
 		u.run()
 		e.synced = false
@@ -782,17 +789,7 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 		u.ranges = append(u.ranges, func() { e.ranges[k] = old })
 		newPieces[k] = e.diffPieces(t, k)
 	}
-	if err := e.sendWithRetry(ctx, t); err != nil {
-		u.run()
-		e.synced = false
-		return err
-	}
-	for k, p := range newPieces {
-		if p != nil {
-			e.pieces[k] = p
-		}
-	}
-	return nil
+	return e.commit(ctx, t, &u, newPieces)
 }
 
 // swap loads the snapshot into a new generation of sets, then in one
