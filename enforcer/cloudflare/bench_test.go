@@ -36,12 +36,6 @@ func benchFake(b *testing.B) *cffake.Server {
 	return fake
 }
 
-func report(b *testing.B, c *Client, before Stats) {
-	after := c.Stats()
-	b.ReportMetric(float64(after.Calls-before.Calls)/float64(b.N), "calls/op")
-	b.ReportMetric(float64(after.Writes-before.Writes)/float64(b.N), "writes/op")
-}
-
 // BenchmarkColdSync10k: 10,000 bans into an account with no lists and a
 // zone with one operator rule.
 func BenchmarkColdSync10k(b *testing.B) {

@@ -487,8 +487,8 @@ func (c *Client) deleteItems(ctx context.Context, lp ListPlan) (int, error) {
 	if len(lp.Delete) == 0 || r == nil {
 		return 0, nil
 	}
-	done := 0
-	for chunk := range slices.Chunk(lp.Delete, c.cfg.BulkChunk) {
+	what := func(n int) string { return fmt.Sprintf("delete %d items from list %s", n, lp.Name) }
+	return inChunks(ctx, c, r, lp.Delete, what, func(chunk []string) (string, error) {
 		var p rules.ListItemDeleteParams
 		p.AccountID.Value, p.AccountID.Present = c.cfg.AccountID, true
 		body := make([]rules.ListItemDeleteParamsItem, len(chunk))
@@ -496,26 +496,19 @@ func (c *Client) deleteItems(ctx context.Context, lp ListPlan) (int, error) {
 			body[i].ID.Value, body[i].ID.Present = id, true
 		}
 		p.Items.Value, p.Items.Present = body, true
-		what := fmt.Sprintf("delete %d items from list %s", len(chunk), lp.Name)
-		err := c.bulk(ctx, what, r, func() (string, error) {
-			res, err := c.items.Delete(ctx, r.id, p)
-			if err != nil {
-				return "", err
-			}
-			return res.OperationID, nil
-		})
+		res, err := c.items.Delete(ctx, r.id, p)
 		if err != nil {
-			return done, err
+			return "", err
 		}
-		done += len(chunk)
+		return res.OperationID, nil
+	}, func(chunk []string) {
 		gone := map[string]bool{}
 		for _, id := range chunk {
 			gone[id] = true
 		}
 		maps.DeleteFunc(r.items, func(_, id string) bool { return gone[id] })
 		r.strays = slices.DeleteFunc(r.strays, func(id string) bool { return gone[id] })
-	}
-	return done, nil
+	})
 }
 
 // addItems sends the plan's adds and returns how many were made.
@@ -527,8 +520,8 @@ func (c *Client) addItems(ctx context.Context, lp ListPlan) (int, error) {
 	if r == nil {
 		return 0, fmt.Errorf("add items to list %s: the list does not exist", lp.Name)
 	}
-	done := 0
-	for chunk := range slices.Chunk(lp.Add, c.cfg.BulkChunk) {
+	what := func(n int) string { return fmt.Sprintf("add %d items to list %s", n, lp.Name) }
+	return inChunks(ctx, c, r, lp.Add, what, func(chunk []Addition) (string, error) {
 		var p rules.ListItemNewParams
 		p.AccountID.Value, p.AccountID.Present = c.cfg.AccountID, true
 		p.Body = make([]rules.ListItemNewParamsBodyUnion, len(chunk))
@@ -538,21 +531,29 @@ func (c *Client) addItems(ctx context.Context, lp ListPlan) (int, error) {
 			b.Comment.Value, b.Comment.Present = li.Comment, true
 			p.Body[i] = b
 		}
-		what := fmt.Sprintf("add %d items to list %s", len(chunk), lp.Name)
-		err := c.bulk(ctx, what, r, func() (string, error) {
-			res, err := c.items.New(ctx, r.id, p)
-			if err != nil {
-				return "", err
-			}
-			return res.OperationID, nil
-		})
+		res, err := c.items.New(ctx, r.id, p)
 		if err != nil {
-			return done, err
+			return "", err
 		}
-		done += len(chunk)
+		return res.OperationID, nil
+	}, func(chunk []Addition) {
 		for _, li := range chunk {
 			r.items[li.IP] = "" // the id is learnt at the next read
 		}
+	})
+}
+
+// inChunks sends items to r in bulk operations of at most BulkChunk items
+// each: submit sends a chunk and returns its operation id, sent records a
+// chunk whose operation completed. It returns how many items were sent.
+func inChunks[T any](ctx context.Context, c *Client, r *remoteList, items []T, what func(n int) string, submit func([]T) (string, error), sent func([]T)) (int, error) {
+	done := 0
+	for chunk := range slices.Chunk(items, c.cfg.BulkChunk) {
+		if err := c.bulk(ctx, what(len(chunk)), r, func() (string, error) { return submit(chunk) }); err != nil {
+			return done, err
+		}
+		done += len(chunk)
+		sent(chunk)
 	}
 	return done, nil
 }
