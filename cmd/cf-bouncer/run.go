@@ -99,28 +99,40 @@ func runOnce(ctx context.Context, cfg *Config, dryRun bool, client *cloudflare.C
 	go func() { done <- sub.Run(subCtx, h) }()
 	timer := time.NewTimer(cfg.SnapshotTimeout)
 	defer timer.Stop()
+	// stop ends the feed; Run returns nil once cancelled, an error only
+	// for misuse.
+	stop := func() error {
+		cancel()
+		if err := <-done; err != nil {
+			return fmt.Errorf("decision feed: %w", err)
+		}
+		return nil
+	}
 	select {
 	case <-h.ready:
 	case err := <-done:
 		return fmt.Errorf("decision feed: %w", err)
 	case <-timer.C:
-		cancel()
-		<-done
+		if err := stop(); err != nil {
+			return err
+		}
 		return fmt.Errorf("decision feed: no snapshot within %s (brokers %s, topic %s)", cfg.SnapshotTimeout, strings.Join(cfg.Brokers, ","), cfg.Topic)
 	case <-ctx.Done():
-		<-done
+		if err := stop(); err != nil {
+			return err
+		}
 		return ctx.Err()
 	}
-	cancel()
-	<-done
+	if err := stop(); err != nil {
+		return err
+	}
 	items := h.items()
 	if dryRun {
 		p, err := client.DryRun(ctx, items)
 		if err != nil {
 			return err
 		}
-		printPlan(stdout, p)
-		return nil
+		return printPlan(stdout, p)
 	}
 	start := time.Now()
 	sum, err := client.Sync(ctx, items)
@@ -146,29 +158,30 @@ func logSummary(logger *slog.Logger, sum cloudflare.Summary, took time.Duration)
 }
 
 // printPlan writes a dry run's plan, one change per line.
-func printPlan(w io.Writer, p cloudflare.Plan) {
+func printPlan(w io.Writer, p cloudflare.Plan) error {
+	var b strings.Builder
 	for _, lp := range p.Lists {
 		verb := "keep"
 		if lp.Create {
 			verb = "create"
 		}
-		fmt.Fprintf(w, "list %s (%s): %s; +%d -%d -> %d items\n", lp.Name, lp.Action, verb, len(lp.Add), len(lp.Delete), lp.Items)
+		fmt.Fprintf(&b, "list %s (%s): %s; +%d -%d -> %d items\n", lp.Name, lp.Action, verb, len(lp.Add), len(lp.Delete), lp.Items)
 		for _, a := range lp.Add {
-			fmt.Fprintf(w, "  + %s\n", a)
+			fmt.Fprintf(&b, "  + %s\n", a)
 		}
 		for i, id := range lp.Delete {
 			ip := "(duplicate)"
 			if i < len(lp.DeleteIPs) {
 				ip = lp.DeleteIPs[i]
 			}
-			fmt.Fprintf(w, "  - %s (item %s)\n", ip, id)
+			fmt.Fprintf(&b, "  - %s (item %s)\n", ip, id)
 		}
 	}
 	if a := p.Access; a != nil {
-		fmt.Fprintf(w, "ip access rules: +%d -%d -> %d rules\n", len(a.Add[cloudflare.Block])+len(a.Add[cloudflare.Challenge]), len(a.Delete), a.Rules)
+		fmt.Fprintf(&b, "ip access rules: +%d -%d -> %d rules\n", len(a.Add[cloudflare.Block])+len(a.Add[cloudflare.Challenge]), len(a.Delete), a.Rules)
 		for _, act := range []cloudflare.Action{cloudflare.Block, cloudflare.Challenge} {
 			for _, add := range a.Add[act] {
-				fmt.Fprintf(w, "  + %s %s\n", act, add)
+				fmt.Fprintf(&b, "  + %s %s\n", act, add)
 			}
 		}
 		for i, id := range a.Delete {
@@ -176,18 +189,20 @@ func printPlan(w io.Writer, p cloudflare.Plan) {
 			if i < len(a.DeleteValues) {
 				v = a.DeleteValues[i]
 			}
-			fmt.Fprintf(w, "  - %s (rule %s)\n", v, id)
+			fmt.Fprintf(&b, "  - %s (rule %s)\n", v, id)
 		}
 	}
 	for _, rc := range p.Rules {
 		switch rc.Kind {
 		case "create-entrypoint":
-			fmt.Fprintf(w, "zone %s: create the custom-rules entrypoint with the portcullis rules\n", rc.Zone)
+			fmt.Fprintf(&b, "zone %s: create the custom-rules entrypoint with the portcullis rules\n", rc.Zone)
 		default:
-			fmt.Fprintf(w, "zone %s: %s rule %s (%s)\n", rc.Zone, rc.Kind, rc.Ref, rc.Action)
+			fmt.Fprintf(&b, "zone %s: %s rule %s (%s)\n", rc.Zone, rc.Kind, rc.Ref, rc.Action)
 		}
 	}
-	fmt.Fprintf(w, "budget %d items; left out %d; refused %d; unsupported %d\n", p.Budget, p.LeftOut, p.Refused, p.Unsupported)
+	fmt.Fprintf(&b, "budget %d items; left out %d; refused %d; unsupported %d\n", p.Budget, p.LeftOut, p.Refused, p.Unsupported)
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // feedHandler holds the live decisions the feed delivers.

@@ -169,13 +169,23 @@ func newFlagSet(name string, stdout, stderr io.Writer) *flag.FlagSet {
 		for _, b := range backends {
 			fmt.Fprintf(&modes, "    %-10s %s\n", b.name, b.summary)
 		}
-		fmt.Fprintf(stdout, usageHead, modes.String())
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(stderr)
-		fmt.Fprint(stdout, usageTail)
+		printUsage(stdout, fs, fmt.Sprintf(usageHead, modes.String()), usageTail)
 	}
 	return fs
+}
+
+// printUsage writes head, the flags' defaults and tail to w.
+func printUsage(w io.Writer, fs *flag.FlagSet, head, tail string) {
+	var b strings.Builder
+	b.WriteString(head)
+	out := fs.Output()
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	fs.SetOutput(out)
+	b.WriteString(tail)
+	// flag.FlagSet.Usage has no error to return, and the flag package
+	// ignores its own output errors the same way.
+	_, _ = io.WriteString(w, b.String())
 }
 
 // parseArgs builds the effective configuration: defaults, the --config
@@ -262,12 +272,7 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 func runCleanup(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fw-bouncer cleanup", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stdout, cleanupUsage, modeNames())
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(stderr)
-	}
+	fs.Usage = func() { printUsage(stdout, fs, fmt.Sprintf(cleanupUsage, modeNames()), "") }
 	cfgPath := fs.String("config", "", "YAML configuration file (for pin paths and table names)")
 	mode := fs.String("mode", "", "backend to clean up (default: every backend)")
 	if err := fs.Parse(args); err != nil {
@@ -299,7 +304,9 @@ func runCleanup(args []string, stdout, stderr io.Writer) error {
 			errs = append(errs, fmt.Errorf("cleanup %s: %w", b.name, err))
 			continue
 		}
-		fmt.Fprintf(stdout, "%s: removed everything fw-bouncer installed\n", b.name)
+		if _, err := fmt.Fprintf(stdout, "%s: removed everything fw-bouncer installed\n", b.name); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

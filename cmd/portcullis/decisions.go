@@ -32,7 +32,7 @@ func runDecisions(ctx context.Context, args []string, stdout io.Writer) error {
 	case "list":
 		return decisionsList(ctx, args[1:], stdout)
 	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, `NAME
+		_, err := fmt.Fprint(stdout, `NAME
     portcullis decisions - manage ban decisions on the decision feed
 
 SYNOPSIS
@@ -42,7 +42,7 @@ SYNOPSIS
 
     Run "portcullis decisions add --help" (delete, list) for the options.
 `)
-		return nil
+		return err
 	}
 	return fmt.Errorf("%w: decisions: unknown subcommand %q (want add, delete or list)", errUsage, args[0])
 }
@@ -55,13 +55,13 @@ func target(ipFlag, rangeFlag string) (netip.Prefix, error) {
 	case ipFlag != "":
 		a, err := netip.ParseAddr(ipFlag)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%w: --ip %q: %v", errUsage, ipFlag, err)
+			return netip.Prefix{}, fmt.Errorf("%w: --ip %q: %w", errUsage, ipFlag, err)
 		}
 		return netip.PrefixFrom(a, a.BitLen()), nil
 	case rangeFlag != "":
 		p, err := netip.ParsePrefix(rangeFlag)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%w: --range %q: %v", errUsage, rangeFlag, err)
+			return netip.Prefix{}, fmt.Errorf("%w: --range %q: %w", errUsage, rangeFlag, err)
 		}
 		return p, nil
 	}
@@ -142,7 +142,7 @@ portcullis decisions delete --all
 	d := decisionfeed.NewDecision(op, decisionfeed.Type(typ), p, dur, "cli", time.Now())
 	d.Reason, d.Scenario = reason, scenario
 	if err := d.Validate(decisionfeed.DefaultLimits()); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: common.BrokerList(), Topic: topic})
 	if err != nil {
@@ -163,11 +163,11 @@ portcullis decisions delete --all
 		return enc.Encode([]decisionfeed.Decision{d})
 	}
 	if op == decisionfeed.OpAdd {
-		fmt.Fprintf(stdout, "added %s %s until %s (id %s)\n", d.Type, d.Value, d.Until.Format(time.RFC3339), d.ID)
+		_, err = fmt.Fprintf(stdout, "added %s %s until %s (id %s)\n", d.Type, d.Value, d.Until.Format(time.RFC3339), d.ID)
 	} else {
-		fmt.Fprintf(stdout, "deleted %s (id %s)\n", d.Value, d.ID)
+		_, err = fmt.Fprintf(stdout, "deleted %s (id %s)\n", d.Value, d.ID)
 	}
-	return nil
+	return err
 }
 
 // snapshotOnce is a Handler that keeps the snapshot and stops the run.
@@ -246,8 +246,9 @@ PORTCULLIS_BROKERS=kafka-1:9092 portcullis decisions list
 
 // printTable prints decisions as an aligned table.
 func printTable(w io.Writer, ds []decisionfeed.Decision, now time.Time) error {
+	// tabwriter buffers the table: a write error is returned by Flush.
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "VALUE\tTYPE\tSCENARIO/REASON\tORIGIN\tEXPIRES IN")
+	_, _ = fmt.Fprintln(tw, "VALUE\tTYPE\tSCENARIO/REASON\tORIGIN\tEXPIRES IN")
 	for _, d := range ds {
 		why := d.Scenario
 		if d.Reason != "" {
@@ -259,13 +260,15 @@ func printTable(w io.Writer, ds []decisionfeed.Decision, now time.Time) error {
 		if why == "" {
 			why = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Value, d.Type, why, d.Origin, d.Until.Sub(now).Round(time.Second))
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Value, d.Type, why, d.Origin, d.Until.Sub(now).Round(time.Second))
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)
 	}
 	if len(ds) == 0 {
-		fmt.Fprintln(w, "(no live decisions)")
+		if _, err := fmt.Fprintln(w, "(no live decisions)"); err != nil {
+			return fmt.Errorf("write table: %w", err)
+		}
 	}
 	return nil
 }

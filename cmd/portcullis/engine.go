@@ -46,7 +46,7 @@ func runEngine(ctx context.Context, args []string, _ io.Writer) error {
 	}
 	log, err := common.Logger("engine")
 	if err != nil {
-		return fmt.Errorf("%w: engine: %v", errUsage, err)
+		return fmt.Errorf("%w: engine: %w", errUsage, err)
 	}
 	cfg, err := daemon.LoadConfig(common.Config)
 	if err != nil {

@@ -57,25 +57,26 @@ func main() {
 
 // run dispatches to the subcommand named by args[0].
 func run(ctx context.Context, args []string, stdout io.Writer) error {
+	// usage on stderr goes with an error, which is what the caller reports;
+	// a failed write of it has nowhere better to go.
 	if len(args) == 0 {
-		usage(os.Stderr)
+		_ = usage(os.Stderr)
 		return fmt.Errorf("%w: no command given", errUsage)
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
-		usage(stdout)
-		return nil
+		return usage(stdout)
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
 			return c.run(ctx, args[1:], stdout)
 		}
 	}
-	usage(os.Stderr)
+	_ = usage(os.Stderr)
 	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
 }
 
-func usage(w io.Writer) {
+func usage(w io.Writer) error {
 	var b strings.Builder
 	b.WriteString(`NAME
     portcullis - intrusion prevention: detection engine, decision feed, operator tools
@@ -96,7 +97,8 @@ EXAMPLES
     portcullis decisions add --ip 203.0.113.7 --duration 4h --reason "manual ban"
     portcullis decisions list
 `)
-	fmt.Fprint(w, b.String())
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // helpOut receives the manual pages that --help prints.
@@ -109,11 +111,15 @@ func newFlagSet(name, synopsis, description, examples string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fmt.Fprintf(helpOut, "NAME\n    portcullis %s\n\nSYNOPSIS\n    %s\n\nDESCRIPTION\n%s\nOPTIONS\n", name, synopsis, indent(description))
-		fs.SetOutput(helpOut)
+		var b strings.Builder
+		fmt.Fprintf(&b, "NAME\n    portcullis %s\n\nSYNOPSIS\n    %s\n\nDESCRIPTION\n%s\nOPTIONS\n", name, synopsis, indent(description))
+		fs.SetOutput(&b)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
-		fmt.Fprintf(helpOut, "\nEXAMPLES\n%s", indent(examples))
+		fmt.Fprintf(&b, "\nEXAMPLES\n%s", indent(examples))
+		// flag.FlagSet.Usage has no error to return, and the flag package
+		// ignores its own output errors the same way.
+		_, _ = io.WriteString(helpOut, b.String())
 	}
 	return fs
 }
@@ -130,7 +136,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 			manual()
 			return err
 		}
-		return fmt.Errorf("%w: %s: %v (see --help)", errUsage, fs.Name(), err)
+		return fmt.Errorf("%w: %s: %w (see --help)", errUsage, fs.Name(), err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: %s: unexpected argument %q", errUsage, fs.Name(), fs.Arg(0))

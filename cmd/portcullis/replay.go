@@ -44,7 +44,7 @@ portcullis replay --type nginx --scenarios ./scenarios --profiles ./profiles.yam
 // maxReportedErrors is how many malformed lines replay prints before counting silently.
 const maxReportedErrors = 20
 
-func runReplay(ctx context.Context, args []string, stdout io.Writer) error {
+func runReplay(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	fs := newFlagSet("replay", "portcullis replay --type nginx|sshd|syslog [--json] [--scenarios DIR] [--profiles FILE] FILE...",
 		replayDescription, replayExamples)
 	typ := fs.String("type", "", "log format of the files: nginx, apache, sshd or syslog (required)")
@@ -91,7 +91,11 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("profiles: %w", err)
 	}
-	defer prof.Close()
+	defer func() {
+		if cerr := prof.Close(); err == nil {
+			err = cerr
+		}
+	}()
 
 	out := bufio.NewWriter(stdout)
 	sink := &replaySink{w: out, json: *asJSON}
@@ -99,8 +103,9 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Writes to out are buffered; their first error is returned by Flush.
 	if !*asJSON {
-		fmt.Fprintln(out, "=== Alerts ===")
+		_, _ = fmt.Fprintln(out, "=== Alerts ===")
 	}
 	var lines, malformed, reported uint64
 	for _, f := range files {
@@ -119,7 +124,7 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if !*asJSON {
 		es := eng.Stats()
-		fmt.Fprintf(out, "\n=== Summary ===\n lines: %d (malformed %d) | events: %d (whitelisted %d) | alerts: %d | decisions: %d\n",
+		_, _ = fmt.Fprintf(out, "\n=== Summary ===\n lines: %d (malformed %d) | events: %d (whitelisted %d) | alerts: %d | decisions: %d\n",
 			lines, malformed, es.Events, es.Whitelisted, es.Alerts, es.Decisions)
 	}
 	if err := out.Flush(); err != nil {
@@ -135,7 +140,7 @@ func replayFile(path, typ string, ref time.Time, eng *engine.Engine, reported *u
 	if err != nil {
 		return engine.FeedStats{}, fmt.Errorf("open %s: %w", path, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // opened read-only: a close error loses nothing
 	if ref.IsZero() {
 		fi, err := f.Stat()
 		if err != nil {
@@ -189,10 +194,9 @@ func (s *replaySink) Decision(decisionfeed.Decision) {}
 //	Scenario: crowdsecurity/ssh-bf | Time: 2026-11-25 10:00:05
 func formatAlert(a engine.Alert) string {
 	var tag string
-	switch {
-	case a.Decision == nil:
+	if a.Decision == nil {
 		tag = "alert"
-	default:
+	} else {
 		d, err := time.ParseDuration(a.Decision.Duration)
 		dur := a.Decision.Duration
 		if err == nil {
@@ -221,7 +225,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, err
 			}
-			return nil, fmt.Errorf("%w: %s: %v", errUsage, fs.Name(), err)
+			return nil, fmt.Errorf("%w: %s: %w", errUsage, fs.Name(), err)
 		}
 		args = fs.Args()
 		if len(args) == 0 {
