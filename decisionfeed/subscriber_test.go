@@ -429,23 +429,24 @@ type failingHandler struct {
 	changeBatches int
 }
 
-func (f *failingHandler) Snapshot(ctx context.Context, live []decisionfeed.Decision) error {
+// fails counts a call in *calls and reports whether it is one of the
+// first fails calls, which fail.
+func (f *failingHandler) fails(calls *int, fails int) bool {
 	f.mu.Lock()
-	f.snapCalls++
-	fail := f.snapCalls <= f.snapFails
-	f.mu.Unlock()
-	if fail {
+	defer f.mu.Unlock()
+	*calls++
+	return *calls <= fails
+}
+
+func (f *failingHandler) Snapshot(ctx context.Context, live []decisionfeed.Decision) error {
+	if f.fails(&f.snapCalls, f.snapFails) {
 		return errors.New("backend not ready")
 	}
 	return f.recorder.Snapshot(ctx, live)
 }
 
 func (f *failingHandler) Changes(ctx context.Context, cs []decisionfeed.Decision) error {
-	f.mu.Lock()
-	f.changeBatches++
-	fail := f.changeBatches <= f.changeFails
-	f.mu.Unlock()
-	if fail {
+	if f.fails(&f.changeBatches, f.changeFails) {
 		return errors.New("backend busy")
 	}
 	return f.recorder.Changes(ctx, cs)
