@@ -2,25 +2,16 @@ package main
 
 import (
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis-ips/portcullis/internal/bouncertest"
 )
 
-func writeFile(t *testing.T, content string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "cf.yaml")
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestConfigFileThenFlags(t *testing.T) {
-	p := writeFile(t, `account_id: acc1
+	p := bouncertest.WriteFile(t, "cf.yaml", `account_id: acc1
 zone_ids: [z1, z2]
 item_limit: 500
 scenario_priority:
@@ -59,7 +50,7 @@ func TestConfigErrors(t *testing.T) {
 		{"account_id: a\n", []string{"--mode", "rules"}, `config: mode: "rules" is neither lists nor access_rules`},
 	}
 	for _, tc := range cases {
-		p := writeFile(t, tc.file)
+		p := bouncertest.WriteFile(t, "cf.yaml", tc.file)
 		_, _, err := parseArgs(append([]string{"--config", p}, tc.args...), io.Discard)
 		if err == nil || !strings.HasSuffix(err.Error(), tc.want) {
 			t.Errorf("%q %v: err = %v, want ...%s", tc.file, tc.args, err, tc.want)
@@ -72,11 +63,11 @@ func TestReadToken(t *testing.T) {
 	if got, err := readToken(""); err != nil || got != "env-token" {
 		t.Fatalf("env: %q %v", got, err)
 	}
-	p := writeFile(t, "file-token\n")
+	p := bouncertest.WriteFile(t, "cf-token", "file-token\n")
 	if got, err := readToken(p); err != nil || got != "file-token" {
 		t.Fatalf("file: %q %v", got, err)
 	}
-	p = writeFile(t, "two words\n")
+	p = bouncertest.WriteFile(t, "cf-token", "two words\n")
 	if _, err := readToken(p); err == nil || err.Error() != "token file "+p+": more than one word" {
 		t.Fatalf("two words: %v", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -17,8 +16,8 @@ import (
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
-	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
 	"github.com/portcullis-ips/portcullis/enforcer/cloudflare/cffake"
+	"github.com/portcullis-ips/portcullis/internal/bouncertest"
 )
 
 const (
@@ -40,23 +39,6 @@ func fastConfig(t *testing.T) string {
 }
 
 // feed starts a broker and a topic and publishes ds.
-func feed(t *testing.T, ds ...decisionfeed.Decision) (brokers []string, topic string, pub *decisionfeed.Publisher) {
-	t.Helper()
-	brokers = feedtest.Brokers(t)
-	topic = feedtest.CompactedTopic(t, decisionfeed.PartitionsDecisions)
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pub.Close() })
-	if len(ds) > 0 {
-		if err := pub.Publish(context.Background(), ds...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return brokers, topic, pub
-}
-
 func decision(op decisionfeed.Op, typ decisionfeed.Type, p string) decisionfeed.Decision {
 	d := decisionfeed.NewDecision(op, typ, netip.MustParsePrefix(p), 4*time.Hour, "test", time.Now())
 	d.Scenario = "test/scenario"
@@ -84,7 +66,7 @@ func (s *syncBuffer) String() string {
 func TestOnceSyncsTheSnapshot(t *testing.T) {
 	fake := cffake.New(token, account, zone)
 	defer fake.Close()
-	brokers, topic, _ := feed(t,
+	brokers, topic, _ := bouncertest.Feed(t,
 		decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"),
 		decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "198.51.100.0/24"),
 		decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "192.0.2.9/32"),
@@ -138,7 +120,7 @@ func TestDryRunPrintsThePlanAndWritesNothing(t *testing.T) {
 	fake := cffake.New(token, account, zone)
 	defer fake.Close()
 	fake.SetRules(zone, `{"id":"r1","action":"log","expression":"true","ref":"mine"}`)
-	brokers, topic, _ := feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"))
+	brokers, topic, _ := bouncertest.Feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"))
 	tf := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tf, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -165,7 +147,7 @@ func TestDryRunPrintsThePlanAndWritesNothing(t *testing.T) {
 func TestOnceFailsWithOneLineError(t *testing.T) {
 	fake := cffake.New(token, account, zone)
 	defer fake.Close()
-	brokers, topic, _ := feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"))
+	brokers, topic, _ := bouncertest.Feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"))
 	const bad = "not-the-token-4411"
 	t.Setenv("CLOUDFLARE_API_TOKEN", bad)
 	var stdout, stderr bytes.Buffer
@@ -180,24 +162,14 @@ func TestOnceFailsWithOneLineError(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().String()
-}
-
 func TestDaemonFollowsTheFeed(t *testing.T) {
 	fake := cffake.New(token, account, zone)
 	defer fake.Close()
-	brokers, topic, pub := feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"))
+	brokers, topic, pub := bouncertest.Feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"))
 	t.Setenv("CLOUDFLARE_API_TOKEN", token)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	metricsAddr := freeAddr(t)
+	metricsAddr := bouncertest.FreeAddr(t)
 	var stderr syncBuffer
 	done := make(chan error, 1)
 	runCtx, stop := context.WithCancel(ctx)
@@ -272,7 +244,7 @@ func TestDaemonFollowsTheFeed(t *testing.T) {
 func TestCleanup(t *testing.T) {
 	fake := cffake.New(token, account, zone)
 	defer fake.Close()
-	brokers, topic, _ := feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"))
+	brokers, topic, _ := bouncertest.Feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"))
 	t.Setenv("CLOUDFLARE_API_TOKEN", token)
 	args := []string{"--config", fastConfig(t), "--brokers", brokers[0], "--topic", topic, "--group", "-",
 		"--account-id", account, "--zone-id", zone, "--api-base", fake.URL, "--log-level", "error"}
@@ -294,7 +266,7 @@ func TestCleanup(t *testing.T) {
 func TestDaemonRemovesExpiredBans(t *testing.T) {
 	fake := cffake.New(token, account)
 	defer fake.Close()
-	brokers, topic, pub := feed(t)
+	brokers, topic, pub := bouncertest.Feed(t)
 	// Made after the broker started, so it is still live at the first sync.
 	short := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix("203.0.113.8/32"), 3*time.Second, "test", time.Now())
 	if err := pub.Publish(context.Background(), short, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32")); err != nil {
@@ -331,7 +303,7 @@ func TestDaemonRemovesExpiredBans(t *testing.T) {
 func TestDryRunAccessRulesMode(t *testing.T) {
 	fake := cffake.New(token, account)
 	defer fake.Close()
-	brokers, topic, _ := feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"),
+	brokers, topic, _ := bouncertest.Feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"),
 		decision(decisionfeed.OpAdd, decisionfeed.TypeCaptcha, "2001:db8::/48"))
 	t.Setenv("CLOUDFLARE_API_TOKEN", token)
 	cfgFile := filepath.Join(t.TempDir(), "cf.yaml")

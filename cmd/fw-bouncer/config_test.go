@@ -3,27 +3,17 @@ package main
 import (
 	"io"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/portcullis-ips/portcullis/enforcer/xdp"
+	"github.com/portcullis-ips/portcullis/internal/bouncertest"
 )
 
-func writeConfig(t *testing.T, body string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "fw-bouncer.yaml")
-	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestConfigFileAndFlags(t *testing.T) {
-	p := writeConfig(t, `mode: xdp
+	p := bouncertest.WriteFile(t, "fw-bouncer.yaml", `mode: xdp
 brokers: [198.51.100.20:9092]
 topic: decisions-a
 whitelist: [192.0.2.10, 198.51.100.0/24]
@@ -76,7 +66,7 @@ func TestConfigErrorsNameFileAndLine(t *testing.T) {
 		"second document": {"mode: xdp\n---\nmode: xdp\n", "line 2: a second YAML document"},
 		"empty":           {"", "empty document"},
 	} {
-		p := writeConfig(t, tc.body)
+		p := bouncertest.WriteFile(t, "fw-bouncer.yaml", tc.body)
 		_, err := parseArgs([]string{"--config", p, "--iface", "eth0"}, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), p+": ") || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error = %v, want %q naming %s", name, err, tc.want, p)
@@ -97,7 +87,7 @@ func TestConfigValidate(t *testing.T) {
 		"bad metrics":    {[]string{"--iface", "eth0", "--metrics-listen", "9100"}, `metrics_listen: "9100" is not host:port`},
 		"stray argument": {[]string{"--iface", "eth0", "now"}, `unexpected argument "now"`},
 		"iptables iface": {[]string{"--mode", "iptables", "--iface", "eth0"}, "--iface: mode iptables filters every interface"},
-		"nft table name": {[]string{"--mode", "nftables", "--config", writeConfig(t, "nftables:\n  table: mine\n")}, `nftables: table: "mine" does not start with "portcullis"`},
+		"nft table name": {[]string{"--mode", "nftables", "--config", bouncertest.WriteFile(t, "fw-bouncer.yaml", "nftables:\n  table: mine\n")}, `nftables: table: "mine" does not start with "portcullis"`},
 	} {
 		_, err := parseArgs(tc.args, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

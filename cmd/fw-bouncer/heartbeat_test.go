@@ -14,6 +14,7 @@ import (
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
 	"github.com/portcullis-ips/portcullis/heartbeat"
+	"github.com/portcullis-ips/portcullis/internal/bouncertest"
 )
 
 // TestDryRunHeartbeats: the daemon beats with its mode and the bans it holds.
@@ -21,20 +22,13 @@ func TestDryRunHeartbeats(t *testing.T) {
 	if feedtest.External() {
 		t.Skip("beats on the shared " + heartbeat.Topic + " topic; embedded broker only")
 	}
-	brokers := feedtest.Brokers(t)
-	topic := feedtest.CompactedTopic(t, decisionfeed.PartitionsDecisions)
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
-	if err != nil {
-		t.Fatal(err)
+	var bans []decisionfeed.Decision
+	for _, p := range []string{"192.0.2.7/32", "198.51.100.0/24", "2001:db8::/64"} {
+		bans = append(bans, decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix(p), time.Hour, "cli", time.Now()))
 	}
-	defer func() { _ = pub.Close() }()
+	brokers, topic, _ := bouncertest.Feed(t, bans...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for _, p := range []string{"192.0.2.7/32", "198.51.100.0/24", "2001:db8::/64"} {
-		if err := pub.Publish(ctx, decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix(p), time.Hour, "cli", time.Now())); err != nil {
-			t.Fatal(err)
-		}
-	}
 	args := "--dry-run --mode nftables --log-level error --heartbeat-interval 100ms --brokers " + strings.Join(brokers, ",") + " --topic " + topic
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "FW_BOUNCER_TEST_MAIN=1", "FW_BOUNCER_TEST_ARGS="+args)

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
-	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
+	"github.com/portcullis-ips/portcullis/internal/bouncertest"
 )
 
 // TestMain lets a test run this binary's main in a child process.
@@ -55,17 +55,7 @@ func (l *logLines) waitFor(t *testing.T, substrs ...string) string {
 }
 
 func TestDryRunLogsAndTouchesNothing(t *testing.T) {
-	brokers := feedtest.Brokers(t)
-	topic := feedtest.CompactedTopic(t, decisionfeed.PartitionsDecisions)
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := pub.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	brokers, topic, pub := bouncertest.Feed(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	now := time.Now()

@@ -13,6 +13,7 @@ import (
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
 	"github.com/portcullis-ips/portcullis/heartbeat"
+	"github.com/portcullis-ips/portcullis/internal/bouncertest"
 )
 
 // TestRunHeartbeats: the daemon beats on the heartbeat topic with the
@@ -21,24 +22,17 @@ func TestRunHeartbeats(t *testing.T) {
 	if feedtest.External() {
 		t.Skip("beats on the shared " + heartbeat.Topic + " topic; embedded broker only")
 	}
-	brokers := feedtest.Brokers(t)
-	topic := feedtest.CompactedTopic(t, decisionfeed.PartitionsDecisions)
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
-	if err != nil {
-		t.Fatal(err)
+	var bans []decisionfeed.Decision
+	for _, p := range []string{"203.0.113.0/24", "192.0.2.1/32"} {
+		bans = append(bans, decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix(p), time.Hour, "test", time.Now()))
 	}
-	defer func() { _ = pub.Close() }()
+	brokers, topic, _ := bouncertest.Feed(t, bans...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for _, p := range []string{"203.0.113.0/24", "192.0.2.1/32"} {
-		if err := pub.Publish(ctx, decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix(p), time.Hour, "test", time.Now())); err != nil {
-			t.Fatal(err)
-		}
-	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(runCtx, []string{"--listen", freeAddr(t), "--brokers", brokers[0], "--topic", topic, "--group", "-",
+		done <- run(runCtx, []string{"--listen", bouncertest.FreeAddr(t), "--brokers", brokers[0], "--topic", topic, "--group", "-",
 			"--heartbeat-interval", "100ms", "--log-level", "error"}, io.Discard)
 	}()
 	defer func() {

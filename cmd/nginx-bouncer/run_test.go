@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -12,29 +11,13 @@ import (
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
-	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
+	"github.com/portcullis-ips/portcullis/internal/bouncertest"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().String()
-}
 
 // TestRunFollowsFeed runs the daemon against an embedded broker: it
 // becomes ready on the snapshot and answers from the decisions that follow.
 func TestRunFollowsFeed(t *testing.T) {
-	brokers := feedtest.Brokers(t)
-	topic := feedtest.CompactedTopic(t, decisionfeed.PartitionsDecisions)
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = pub.Close() }()
+	brokers, topic, pub := bouncertest.Feed(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	before := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix("203.0.113.0/24"), time.Hour, "test", time.Now())
@@ -42,7 +25,7 @@ func TestRunFollowsFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	listen, metricsAddr := freeAddr(t), freeAddr(t)
+	listen, metricsAddr := bouncertest.FreeAddr(t), bouncertest.FreeAddr(t)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
