@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -116,7 +115,7 @@ func (h *hostPrefix) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("line %d: want an address or CIDR range", n.Line)
 	}
-	ps, err := parsePrefixes(n.Value)
+	ps, err := config.ParsePrefixes(n.Value)
 	if err == nil && len(ps) != 1 {
 		err = fmt.Errorf("%q is not one address or range", n.Value)
 	}
@@ -134,31 +133,4 @@ func (c *Config) whitelist() []netip.Prefix {
 		out[i] = netip.Prefix(p)
 	}
 	return out
-}
-
-// parsePrefixes parses addresses and CIDR ranges, comma-separated; a bare
-// address becomes a /32 or /128.
-func parsePrefixes(s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		if strings.Contains(f, "/") {
-			p, err := netip.ParsePrefix(f)
-			if err != nil {
-				return nil, fmt.Errorf("%q is not a CIDR range", f)
-			}
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(f)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not an IP address", f)
-		}
-		a = a.Unmap().WithZone("")
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
-	}
-	return out, nil
 }

@@ -242,7 +242,7 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 		cfg.XDP.Mode = xdp.Mode(*xdpMode)
 	}
 	if len(whitelist) > 0 {
-		ps, err := parsePrefixes(strings.Join(whitelist, ","))
+		ps, err := config.ParsePrefixes(strings.Join(whitelist, ","))
 		if err != nil {
 			return nil, fmt.Errorf("--whitelist: %w", err)
 		}

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -114,7 +113,7 @@ func (l *PrefixList) UnmarshalYAML(n *yaml.Node) error {
 		if item.Kind != yaml.ScalarNode {
 			return fmt.Errorf("line %d: want an address or prefix", item.Line)
 		}
-		p, err := parseTrusted(item.Value)
+		p, err := config.ParsePrefixes(item.Value)
 		if err != nil || len(p) != 1 {
 			return fmt.Errorf("line %d: %q is not an address or prefix", item.Line, item.Value)
 		}
@@ -122,30 +121,4 @@ func (l *PrefixList) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*l = out
 	return nil
-}
-
-// parseTrusted parses a comma-separated list of addresses and prefixes.
-func parseTrusted(s string) (PrefixList, error) {
-	var out PrefixList
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		if strings.Contains(f, "/") {
-			p, err := netip.ParsePrefix(f)
-			if err != nil {
-				return nil, fmt.Errorf("trusted proxy %q: not a CIDR prefix", f)
-			}
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(f)
-		if err != nil {
-			return nil, fmt.Errorf("trusted proxy %q: not an IP address", f)
-		}
-		a = a.Unmap()
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
-	}
-	return out, nil
 }

@@ -104,7 +104,7 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *cli.Common, error) {
 		cfg.Listen = *listen
 	}
 	if o.set["trusted-proxy"] {
-		ps, err := parseTrusted(*trusted)
+		ps, err := config.ParsePrefixes(*trusted)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--trusted-proxy: %w", err)
 		}
