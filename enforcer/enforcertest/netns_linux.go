@@ -27,9 +27,9 @@ func RequireRoot(t testing.TB) {
 		return
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root: privileged netfilter test under CI=true")
+		t.Fatal("needs root: privileged kernel test under CI=true")
 	}
-	t.Skip("needs root: creates network namespaces and firewall state")
+	t.Skip("needs root: creates network namespaces, firewall state or BPF programs")
 }
 
 var nsSeq atomic.Uint64

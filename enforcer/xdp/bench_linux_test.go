@@ -17,6 +17,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/bpf"
 	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
 )
 
 // benchAddr4 and benchAddr6 return the i-th banned address of a family.
@@ -85,7 +86,7 @@ func benchPacket(b *testing.B, e *Enforcer, pkt []byte, want uint32) {
 // same packet each time), for exact hits and misses at several map sizes,
 // and range lookups with and without ranges present.
 func BenchmarkProgram(b *testing.B) {
-	requireRoot(b)
+	enforcertest.RequireRoot(b)
 	for _, n := range []int{1_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("exact=%d", n), func(b *testing.B) {
 			e := openUnpinned(b, benchConfig(b))
@@ -183,7 +184,7 @@ func memlockMB(b *testing.B, m *ebpf.Map) float64 {
 // syscall per ban; then a Reconcile that finds everything in place. Run
 // with -benchtime=1x.
 func BenchmarkLoadMillion(b *testing.B) {
-	requireRoot(b)
+	enforcertest.RequireRoot(b)
 	const n = 1_000_000
 	until := time.Now().Add(time.Hour)
 	keys := make([][4]byte, n)

@@ -11,7 +11,7 @@ import (
 // a veth in a namespace of its own with pinned, preallocated maps, as the
 // daemon runs it.
 func TestConformance(t *testing.T) {
-	requireRoot(t)
+	enforcertest.RequireRoot(t)
 	enforcertest.TestEnforcer(t, func(t *testing.T) enforcer.Enforcer {
 		ns := newTestNS(t, "pcf0", "pcf1")
 		cfg := testConfig(t)

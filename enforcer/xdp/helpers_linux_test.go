@@ -8,13 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"runtime"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
 )
 
 // XDP verdicts (uapi bpf.h).
@@ -31,18 +32,6 @@ const (
 	ether8021Q = 0x8100
 	ether8021A = 0x88a8
 )
-
-// requireRoot skips a test that needs root, or fails it under CI=true.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root: privileged tests must run under CI=true")
-	}
-	t.Skip("needs root: loads BPF programs")
-}
 
 // testConfig returns a configuration with small maps and a unique pin path.
 func testConfig(t testing.TB) Config {
@@ -64,7 +53,7 @@ func testConfig(t testing.TB) Config {
 // openUnpinned loads the program with fresh, unpinned maps, attached nowhere.
 func openUnpinned(t testing.TB, cfg Config) *Enforcer {
 	t.Helper()
-	requireRoot(t)
+	enforcertest.RequireRoot(t)
 	e, err := open(cfg, "")
 	if err != nil {
 		t.Fatalf("open: %v", err)
