@@ -119,25 +119,36 @@ func SampleQueue(ctx context.Context, c *kafka.Client, cfg QueueConfig) (Queue, 
 		}
 		q.Topics = append(q.Topics, ts)
 	}
+	if q.Groups, err = groupLags(ctx, c, cfg, parts, last, low); err != nil {
+		return Queue{}, err
+	}
+	return q, nil
+}
+
+// groupLags computes the lag of every consumer group, sorted by name, on
+// each of cfg.Topics it committed an offset on, from the high-water marks
+// last and the earliest offsets low.
+func groupLags(ctx context.Context, c *kafka.Client, cfg QueueConfig, parts map[string][]int, last, low map[string]map[int]int64) ([]GroupLag, error) {
 	groups, err := c.ListGroups(ctx, &kafka.ListGroupsRequest{})
 	if err != nil {
-		return Queue{}, fmt.Errorf("queue: list groups: %w", err)
+		return nil, fmt.Errorf("queue: list groups: %w", err)
 	}
 	if groups.Error != nil {
-		return Queue{}, fmt.Errorf("queue: list groups: %w", groups.Error)
+		return nil, fmt.Errorf("queue: list groups: %w", groups.Error)
 	}
 	ids := make([]string, 0, len(groups.Groups))
 	for _, g := range groups.Groups {
 		ids = append(ids, g.GroupID)
 	}
 	slices.Sort(ids)
+	var out []GroupLag
 	for _, id := range ids {
 		res, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: id, Topics: parts})
 		if err != nil {
-			return Queue{}, fmt.Errorf("queue: offsets of group %s: %w", id, err)
+			return nil, fmt.Errorf("queue: offsets of group %s: %w", id, err)
 		}
 		if res.Error != nil {
-			return Queue{}, fmt.Errorf("queue: offsets of group %s: %w", id, res.Error)
+			return nil, fmt.Errorf("queue: offsets of group %s: %w", id, res.Error)
 		}
 		for _, name := range cfg.Topics {
 			var lag int64
@@ -158,10 +169,10 @@ func SampleQueue(ctx context.Context, c *kafka.Client, cfg QueueConfig) (Queue, 
 			if lag > cfg.LagThreshold {
 				st = Lagging
 			}
-			q.Groups = append(q.Groups, GroupLag{Group: id, Topic: name, Lag: lag, Status: st})
+			out = append(out, GroupLag{Group: id, Topic: name, Lag: lag, Status: st})
 		}
 	}
-	return q, nil
+	return out, nil
 }
 
 // offsets lists the first or last offset of every partition, and when.
