@@ -62,8 +62,8 @@ portcullis alerts list --ip 185.220.101.5 -o json
 	if common.Config != "" {
 		return fmt.Errorf("%w: alerts list: --config is not used (all settings are flags)", errUsage)
 	}
-	if output != "table" && output != "json" {
-		return fmt.Errorf("%w: -o %q: want table or json", errUsage, output)
+	if err := checkOutput(output, "table", "json"); err != nil {
+		return err
 	}
 	var ip netip.Addr
 	if ipFlag != "" {

@@ -56,8 +56,8 @@ portcullis bouncers list -o json | jq -r '.[] | select(.stale) | .host'
 	if common.Config != "" {
 		return fmt.Errorf("%w: bouncers list: --config is not used (all settings are flags)", errUsage)
 	}
-	if output != "table" && output != "json" {
-		return fmt.Errorf("%w: -o %q: want table or json", errUsage, output)
+	if err := checkOutput(output, "table", "json"); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

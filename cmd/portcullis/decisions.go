@@ -126,8 +126,8 @@ portcullis decisions delete --all
 		}
 		return deleteMatching(ctx, &common, topic, decisionFilter{scenario: scenario}, timeout, output, stdout)
 	}
-	if output != "text" && output != "json" {
-		return fmt.Errorf("%w: -o %q: want text or json", errUsage, output)
+	if err := checkOutput(output, "text", "json"); err != nil {
+		return err
 	}
 	p, err := target(ipFlag, rangeFlag)
 	if err != nil {
@@ -217,8 +217,8 @@ PORTCULLIS_BROKERS=kafka-1:9092 portcullis decisions list
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if output != "table" && output != "json" {
-		return fmt.Errorf("%w: -o %q: want table or json", errUsage, output)
+	if err := checkOutput(output, "table", "json"); err != nil {
+		return err
 	}
 	if err := f.check(); err != nil {
 		return err
@@ -358,8 +358,8 @@ func (f *decisionFilter) apply(ds []decisionfeed.Decision) []decisionfeed.Decisi
 
 // deleteMatching publishes a delete for every live decision f matches.
 func deleteMatching(ctx context.Context, common *cli.Common, topic string, f decisionFilter, timeout time.Duration, output string, stdout io.Writer) error {
-	if output != "text" && output != "json" {
-		return fmt.Errorf("%w: -o %q: want text or json", errUsage, output)
+	if err := checkOutput(output, "text", "json"); err != nil {
+		return err
 	}
 	log, err := common.Logger("decisions")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/portcullis-ips/portcullis/internal/cli"
@@ -122,6 +123,14 @@ func newFlagSet(name, synopsis, description, examples string) *flag.FlagSet {
 		_, _ = io.WriteString(helpOut, b.String())
 	}
 	return fs
+}
+
+// checkOutput checks an -o value against the formats a command prints.
+func checkOutput(output string, formats ...string) error {
+	if !slices.Contains(formats, output) {
+		return fmt.Errorf("%w: -o %q: want %s", errUsage, output, strings.Join(formats, " or "))
+	}
+	return nil
 }
 
 // parse parses args into fs; a parse error is a usage error, --help prints

@@ -62,8 +62,8 @@ portcullis metrics --topics crowdsec-decisions
 	if common.Config != "" {
 		return fmt.Errorf("%w: metrics: --config is not used (all settings are flags)", errUsage)
 	}
-	if output != "table" && output != "json" {
-		return fmt.Errorf("%w: -o %q: want table or json", errUsage, output)
+	if err := checkOutput(output, "table", "json"); err != nil {
+		return err
 	}
 	if interval <= 0 || threshold < 0 {
 		return fmt.Errorf("%w: metrics: --interval must be positive and --lag-threshold not negative", errUsage)
