@@ -3,9 +3,7 @@ package netns_test
 import (
 	"encoding/binary"
 	"net"
-	"os/exec"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -220,14 +218,4 @@ func BenchmarkBanToDrop(b *testing.B) {
 			bn.stop(b)
 		})
 	}
-}
-
-// cliOutput runs a command and fails the benchmark with its output on error.
-func cliOutput(tb testing.TB, name string, args ...string) string {
-	tb.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
 }

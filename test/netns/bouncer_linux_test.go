@@ -3,8 +3,10 @@ package netns_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/netip"
 	"os"
@@ -107,8 +109,10 @@ var modes = []modeSpec{
 				strings.Join(e.top.VictimIfaces, ", "), e.pinPath)
 		},
 		leftovers: func(e *env) error {
-			if _, err := os.Stat(e.pinPath); !os.IsNotExist(err) {
-				return fmt.Errorf("pin directory %s still there (stat: %v)", e.pinPath, err)
+			if _, err := os.Stat(e.pinPath); err == nil {
+				return fmt.Errorf("pin directory %s still there", e.pinPath)
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("stat pin directory %s: %w", e.pinPath, err)
 			}
 			for _, ifname := range e.top.VictimIfaces {
 				out, err := e.top.Victim.Run("ip", "-d", "link", "show", ifname)
@@ -281,8 +285,10 @@ func (e *env) metrics() string {
 	if err != nil {
 		e.t.Fatalf("scrape fw-bouncer: %v", err)
 	}
-	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	if cerr := resp.Body.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		e.t.Fatalf("scrape fw-bouncer: %v", err)
 	}

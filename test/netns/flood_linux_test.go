@@ -56,12 +56,13 @@ func writeLines(tb testing.TB, name string, head string, bans []netip.Addr, line
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// A bufio.Writer's error sticks: Flush reports any failed write.
 	w := bufio.NewWriterSize(f, 1<<20)
-	w.WriteString(head)
+	_, _ = w.WriteString(head)
 	for _, a := range bans {
-		w.WriteString(line(a))
+		_, _ = w.WriteString(line(a))
 	}
-	w.WriteString(tail)
+	_, _ = w.WriteString(tail)
 	if err := w.Flush(); err != nil {
 		tb.Fatal(err)
 	}
@@ -125,7 +126,11 @@ var filters = []filter{
 		if err != nil {
 			tb.Fatal(err)
 		}
-		defer f.Close()
+		defer func() {
+			if err := f.Close(); err != nil {
+				tb.Errorf("close %s: %v", p, err)
+			}
+		}()
 		cmd := exec.Command("ipset", "restore")
 		cmd.Stdin = f
 		if err := top.Victim.Do(func() error {

@@ -126,7 +126,8 @@ func New(t testing.TB, role string) *NS {
 		if err != nil {
 			return fmt.Errorf("get current netns: %w", err)
 		}
-		defer orig.Close()
+		// A handle only read from: closing it cannot lose anything.
+		defer func() { _ = orig.Close() }()
 		h, err = vns.NewNamed(name)
 		if serr := vns.Set(orig); serr != nil {
 			return errors.Join(err, fmt.Errorf("restore netns: %w", serr), errThreadTainted)
@@ -193,7 +194,8 @@ func (n *NS) Do(fn func() error) error {
 		if err != nil {
 			return fmt.Errorf("get current netns: %w", err)
 		}
-		defer orig.Close()
+		// A handle only read from: closing it cannot lose anything.
+		defer func() { _ = orig.Close() }()
 		if err := vns.Set(n.handle); err != nil {
 			return fmt.Errorf("enter netns %s: %w", n.Name, err)
 		}

@@ -111,7 +111,11 @@ func TestForwardReachesHostLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() {
+		if err := ln.Close(); err != nil {
+			t.Errorf("close listener: %v", err)
+		}
+	})
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -126,7 +130,11 @@ func TestForwardReachesHostLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close connection: %v", err)
+		}
+	})
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 64)
 	k, _ := c.Read(buf)

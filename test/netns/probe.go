@@ -121,9 +121,9 @@ func (n *NS) probeTCP(src netip.Addr, dst netip.AddrPort, timeout time.Duration)
 	return c.Close()
 }
 
-func (n *NS) probeUDP(src netip.Addr, dst netip.AddrPort, timeout time.Duration) error {
+func (n *NS) probeUDP(src netip.Addr, dst netip.AddrPort, timeout time.Duration) (err error) {
 	var c *net.UDPConn
-	err := n.Do(func() error {
+	err = n.Do(func() error {
 		var err error
 		c, err = net.DialUDP("udp", &net.UDPAddr{IP: src.AsSlice()}, net.UDPAddrFromAddrPort(dst))
 		return err
@@ -131,7 +131,7 @@ func (n *NS) probeUDP(src netip.Addr, dst netip.AddrPort, timeout time.Duration)
 	if err != nil {
 		return fmt.Errorf("udp socket %s -> %s: %w", src, dst, err)
 	}
-	defer c.Close()
+	defer closeInto(c, &err)
 	token := []byte("portcullis-probe-" + strconv.FormatUint(uint64(probeSeq.Add(1)), 10))
 	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return err
@@ -151,7 +151,7 @@ func (n *NS) probeUDP(src netip.Addr, dst netip.AddrPort, timeout time.Duration)
 	}
 }
 
-func (n *NS) probePing(src, dst netip.Addr, timeout time.Duration) error {
+func (n *NS) probePing(src, dst netip.Addr, timeout time.Duration) (err error) {
 	network, proto := "ip4:icmp", 1
 	var typ, reply icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
 	if dst.Is6() {
@@ -159,7 +159,7 @@ func (n *NS) probePing(src, dst netip.Addr, timeout time.Duration) error {
 		typ, reply = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
 	}
 	var c *icmp.PacketConn
-	err := n.Do(func() error {
+	err = n.Do(func() error {
 		var err error
 		c, err = icmp.ListenPacket(network, src.String())
 		return err
@@ -167,7 +167,7 @@ func (n *NS) probePing(src, dst netip.Addr, timeout time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("icmp socket %s: %w", src, err)
 	}
-	defer c.Close()
+	defer closeInto(c, &err)
 	id, seq := os.Getpid()&0xffff, int(probeSeq.Add(1)&0xffff)
 	payload := []byte("portcullis-ping")
 	msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: id, Seq: seq, Data: payload}}
@@ -247,14 +247,22 @@ func (n *NS) Forward(t testing.TB, addr string) {
 	})
 }
 
+// closeInto closes c, keeping its error in *err unless *err holds one.
+func closeInto(c io.Closer, err *error) {
+	if cerr := c.Close(); *err == nil {
+		*err = cerr
+	}
+}
+
+// relay has no one to report to: a failed copy or close just ends it.
 func relay(ctx context.Context, in net.Conn, addr string) {
-	defer in.Close()
+	defer func() { _ = in.Close() }()
 	var d net.Dialer
 	out, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return
 	}
-	defer out.Close()
+	defer func() { _ = out.Close() }()
 	stop := context.AfterFunc(ctx, func() { _ = in.Close(); _ = out.Close() })
 	defer stop()
 	// Each direction ends at EOF and half-closes the other side; the

@@ -101,12 +101,12 @@ func Open(cfg Config) (*Sender, error) {
 		return nil, fmt.Errorf("flood: packet socket: %w", err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
-		unix.Close(fd)
+		_ = unix.Close(fd) // unused socket: the setsockopt error is the one to report
 		return nil, fmt.Errorf("flood: qdisc bypass: %w", err)
 	}
 	// Protocol 0: the socket only sends, it never receives a copy.
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifi.Index}); err != nil {
-		unix.Close(fd)
+		_ = unix.Close(fd) // unused socket: the bind error is the one to report
 		return nil, fmt.Errorf("flood: bind %s: %w", cfg.Iface, err)
 	}
 	s := &Sender{fd: fd, batch: cfg.Batch}

@@ -54,7 +54,9 @@ func TestFloodDelivers(t *testing.T) {
 		}
 		const n = 100
 		res, err := s.Run(context.Background(), n, 5*time.Second)
-		s.Close()
+		if cerr := s.Close(); cerr != nil {
+			t.Errorf("v%d: close sender: %v", v, cerr)
+		}
 		if err != nil || res.Sent != n {
 			t.Fatalf("v%d: sent %d of %d: %v", v, res.Sent, n, err)
 		}
@@ -71,7 +73,9 @@ func TestFloodDelivers(t *testing.T) {
 			}
 			got[from.(*net.UDPAddr).AddrPort().Addr().Unmap()]++
 		}
-		pc.Close()
+		if err := pc.Close(); err != nil {
+			t.Errorf("v%d: close receiver: %v", v, err)
+		}
 		if len(got) != 2 || got[srcs[0]] != n/2 || got[srcs[1]] != n/2 {
 			t.Fatalf("v%d: sources %v, want %d from each of %v", v, got, n/2, srcs)
 		}
