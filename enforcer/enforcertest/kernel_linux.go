@@ -18,7 +18,8 @@ import (
 
 // This file holds the scenarios the kernel backends (nftables, iptables)
 // share beyond the conformance suite: foreign state, restarts, a crash
-// mid-load, and load benchmarks.
+// mid-load, and load benchmarks. The tests' open functions must return
+// backends implementing enforcer.Lister.
 
 // Snapshot returns n IPv4 addresses from base plus an IPv4 and an IPv6
 // range, all expiring at until.
