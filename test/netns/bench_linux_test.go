@@ -165,9 +165,6 @@ func BenchmarkBanToDrop(b *testing.B) {
 	trials := envInt(b, "PORTCULLIS_BAN_TRIALS", 100)
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
-			if !available(b, m.name) {
-				b.Skipf("fw-bouncer has no %s backend in its table", m.name)
-			}
 			e := newEnvCoalesce(b, m, 5*time.Millisecond)
 			bn := e.startBouncer("--log-level", "info")
 			bn.waitLog(b, 0, 30*time.Second, "reconciled to the feed's snapshot")

@@ -162,20 +162,6 @@ var modes = []modeSpec{
 	},
 }
 
-// available reports whether the built fw-bouncer has a mode: its --help
-// lists every row of its backends table.
-func available(t testing.TB, mode string) bool {
-	out, _ := exec.Command(bin(t, "fw-bouncer"), "--help").Output()
-	_, modesAndMore, _ := strings.Cut(string(out), "\nMODES\n")
-	list, _, _ := strings.Cut(modesAndMore, "\n\n")
-	for _, l := range strings.Split(list, "\n") {
-		if f := strings.Fields(l); len(f) > 0 && f[0] == mode {
-			return true
-		}
-	}
-	return false
-}
-
 // env is one mode's world: a topology, a topic, a publisher and the
 // fw-bouncer configuration.
 type env struct {
