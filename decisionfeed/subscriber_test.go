@@ -1,7 +1,6 @@
 package decisionfeed_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
+	"github.com/portcullis-ips/portcullis/internal/syncbuf"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -621,7 +621,7 @@ func TestMissingDLQPausesCopies(t *testing.T) {
 	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	start := time.Now()
 	sub, rec, stop := subscribe(t, decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-",
 		DLQTopic: topic + ".nosuch", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -641,22 +641,4 @@ func TestMissingDLQPausesCopies(t *testing.T) {
 	if st := sub.Stats(); st.Invalid != 20 || st.DLQErrors != 20 {
 		t.Fatalf("stats %+v, want 20 invalid, 20 DLQ errors", st)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

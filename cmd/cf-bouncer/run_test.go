@@ -11,13 +11,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer/cloudflare/cffake"
 	"github.com/portcullis-ips/portcullis/internal/bouncertest"
+	"github.com/portcullis-ips/portcullis/internal/syncbuf"
 )
 
 const (
@@ -45,24 +45,6 @@ func decision(op decisionfeed.Op, typ decisionfeed.Type, p string) decisionfeed.
 	return d
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestOnceSyncsTheSnapshot(t *testing.T) {
 	fake := cffake.New(token, account, zone)
 	defer fake.Close()
@@ -76,7 +58,7 @@ func TestOnceSyncsTheSnapshot(t *testing.T) {
 	)
 	t.Setenv("CLOUDFLARE_API_TOKEN", token)
 	var stdout bytes.Buffer
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	err := run(context.Background(), []string{"--once", "--config", fastConfig(t), "--brokers", brokers[0], "--topic", topic,
 		"--group", "-", "--account-id", account, "--zone-id", zone, "--api-base", fake.URL, "--log-level", "debug"}, &stdout, &stderr)
 	if err != nil {
@@ -170,7 +152,7 @@ func TestDaemonFollowsTheFeed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	metricsAddr := bouncertest.FreeAddr(t)
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	done := make(chan error, 1)
 	runCtx, stop := context.WithCancel(ctx)
 	go func() {

@@ -1,15 +1,15 @@
 package demo
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/portcullis-ips/portcullis/internal/syncbuf"
 )
 
 // requireRoot skips without root, or fails under CI=true where a missing
@@ -23,24 +23,6 @@ func requireRoot(t *testing.T) {
 		t.Fatal("needs root: network namespaces, XDP and nginx (CI=true)")
 	}
 	t.Skip("needs root: network namespaces, XDP and nginx")
-}
-
-// syncBuffer is the demo's report, written by several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestDemo runs the demo of `make demo` with the binaries built from this
@@ -65,7 +47,7 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 		}
 	}
-	var out syncBuffer
+	var out syncbuf.Buffer
 	start := time.Now()
 	res, err := Run(context.Background(), Config{
 		BinDir: bin, Self: filepath.Join(bin, "portcullis-demo"), Out: &out, Timeout: 100 * time.Second,
