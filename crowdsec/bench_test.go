@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -27,7 +28,7 @@ func BenchmarkStream(b *testing.B) {
 			live[i] = decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, p, 4*time.Hour, "engine", t0)
 			live[i].Scenario = "crowdsecurity/ssh-bf"
 		}
-		if err := s.Snapshot(context.Background(), live); err != nil {
+		if err := s.Snapshot(context.Background(), slices.Values(live)); err != nil {
 			b.Fatal(err)
 		}
 		req := func(q string) int {

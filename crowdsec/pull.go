@@ -58,7 +58,7 @@ func Stale(full, live []decisionfeed.Decision, now time.Time) []decisionfeed.Dec
 	keep := make(map[string]struct{}, len(full))
 	for i := range full {
 		if full[i].Op == decisionfeed.OpAdd {
-			keep[full[i].Key()] = struct{}{}
+			keep[full[i].Target()] = struct{}{}
 		}
 	}
 	var out []decisionfeed.Decision
@@ -67,7 +67,7 @@ func Stale(full, live []decisionfeed.Decision, now time.Time) []decisionfeed.Dec
 		if d.Origin != Origin {
 			continue
 		}
-		if _, ok := keep[d.Key()]; ok {
+		if _, ok := keep[d.Target()]; ok {
 			continue
 		}
 		p, err := d.Prefix()
@@ -75,7 +75,7 @@ func Stale(full, live []decisionfeed.Decision, now time.Time) []decisionfeed.Dec
 			continue // the feed validated it; a value that does not parse cannot be deleted by key either
 		}
 		del := decisionfeed.NewDecision(decisionfeed.OpDelete, d.Type, p, 0, Origin, now)
-		del.Scenario = d.Scenario
+		del.Scenario, del.Legacy = d.Scenario, d.Legacy
 		out = append(out, del)
 	}
 	return out

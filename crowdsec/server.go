@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"iter"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -97,13 +98,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 }
 
 // Snapshot replaces the live set.
-func (s *Server) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
+func (s *Server) Snapshot(_ context.Context, live iter.Seq[decisionfeed.Decision]) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.live
-	s.live = make(map[string]*entry, len(live))
+	s.live = make(map[string]*entry, len(old))
 	s.ranges = map[string]struct{}{}
-	for _, d := range live {
+	for d := range live {
 		s.addLocked(d, old)
 	}
 	s.ready = true
@@ -116,7 +117,7 @@ func (s *Server) Changes(_ context.Context, changes []decisionfeed.Decision) err
 	defer s.mu.Unlock()
 	now := s.now()
 	for _, d := range changes {
-		k := d.Key()
+		k := d.Target()
 		if d.Op == decisionfeed.OpDelete {
 			if _, ok := s.live[k]; ok {
 				delete(s.live, k)
@@ -137,7 +138,7 @@ func (s *Server) Changes(_ context.Context, changes []decisionfeed.Decision) err
 // decision (a retried call or a reconnect's snapshot), so bouncers are not
 // sent it again.
 func (s *Server) addLocked(d decisionfeed.Decision, prev map[string]*entry) {
-	k := d.Key()
+	k := d.Target()
 	if d.Scope == decisionfeed.ScopeRange {
 		s.ranges[k] = struct{}{}
 	} else {

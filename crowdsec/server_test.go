@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -95,11 +96,11 @@ func TestServerStreamContract(t *testing.T) {
 	if code, _ := get(t, s, "key-a", "/v1/decisions/stream?startup=true"); code != http.StatusServiceUnavailable {
 		t.Fatalf("before the snapshot: status %d, want 503", code)
 	}
-	if err := s.Snapshot(ctx, []decisionfeed.Decision{
+	if err := s.Snapshot(ctx, slices.Values([]decisionfeed.Decision{
 		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32", 4*time.Hour, "engine", "crowdsecurity/ssh-bf", t0),
 		dec(t, decisionfeed.OpAdd, decisionfeed.TypeCaptcha, "198.51.100.0/24", time.Hour, "cli", "manual/abuse", t0),
 		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "2001:db8::7/128", 30*time.Minute, "blocklist", "blocklist/firehol", t0),
-	}); err != nil {
+	})); err != nil {
 		t.Fatal(err)
 	}
 	c.now = t0.Add(time.Second)
@@ -164,11 +165,11 @@ func TestServerStreamContract(t *testing.T) {
 func TestServerStreamFilters(t *testing.T) {
 	c := &clock{now: t0}
 	s := newTestServer(t, c)
-	if err := s.Snapshot(context.Background(), []decisionfeed.Decision{
+	if err := s.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{
 		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32", time.Hour, "engine", "crowdsecurity/ssh-bf", t0),
 		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.8/32", time.Hour, "cli", "manual/abuse", t0),
 		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "198.51.100.0/24", time.Hour, "blocklist", "blocklist/drop", t0),
-	}); err != nil {
+	})); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ query, want string }{
@@ -193,7 +194,7 @@ func TestServerStreamFilters(t *testing.T) {
 
 func TestServerAPIKey(t *testing.T) {
 	s := newTestServer(t, &clock{now: t0})
-	if err := s.Snapshot(context.Background(), nil); err != nil {
+	if err := s.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{})); err != nil {
 		t.Fatal(err)
 	}
 	for _, key := range []string{"", "wrong", "key-a "} {
@@ -214,12 +215,12 @@ func TestServerAPIKey(t *testing.T) {
 func TestServerQuery(t *testing.T) {
 	c := &clock{now: t0}
 	s := newTestServer(t, c)
-	if err := s.Snapshot(context.Background(), []decisionfeed.Decision{
+	if err := s.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{
 		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32", time.Hour, "engine", "crowdsecurity/ssh-bf", t0),
 		dec(t, decisionfeed.OpAdd, decisionfeed.TypeCaptcha, "198.51.100.0/24", time.Hour, "cli", "manual/abuse", t0),
 		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "198.51.100.128/25", time.Hour, "cli", "manual/abuse", t0),
 		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "2001:db8::/64", time.Minute, "cli", "v6", t0),
-	}); err != nil {
+	})); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ query, want string }{
@@ -266,9 +267,9 @@ func TestServerQuery(t *testing.T) {
 func TestServerMetrics(t *testing.T) {
 	s := newTestServer(t, &clock{now: t0})
 	get(t, s, "key-a", "/v1/decisions/stream?startup=true") // 503: not loaded
-	if err := s.Snapshot(context.Background(), []decisionfeed.Decision{
+	if err := s.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{
 		dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32", time.Hour, "engine", "x", t0),
-	}); err != nil {
+	})); err != nil {
 		t.Fatal(err)
 	}
 	get(t, s, "key-a", "/v1/decisions/stream?startup=true")

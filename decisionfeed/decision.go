@@ -48,6 +48,12 @@ const (
 // Decision is one message of the decisions topic, schema v1 (see DESIGN.md).
 // The Kafka message key is Key(); until is authoritative for expiry.
 type Decision struct {
+	// Legacy marks a decision that lives under a schema v1 key without
+	// origin ("ip:203.0.113.7"): the subscriber sets it on what it read
+	// under such a key, and a Publisher sends a decision so marked under
+	// that key. It is not part of the message.
+	Legacy bool `json:"-"`
+
 	V         int       `json:"v"`
 	ID        string    `json:"id"`
 	Op        Op        `json:"op"`
@@ -91,7 +97,7 @@ func DefaultLimits() Limits {
 const (
 	maxIDLen       = 64
 	maxScenarioLen = 256
-	maxOriginLen   = 64
+	maxOriginLen   = 80 // "lists:" and a 64-byte list name
 	maxHostLen     = 253
 	maxReasonLen   = 512
 	maxDurationLen = 32
@@ -100,8 +106,20 @@ const (
 // ErrTooLarge is returned (wrapped) for a message above Limits.MaxMessageBytes.
 var ErrTooLarge = errors.New("message too large")
 
-// Key returns the Kafka message key of the decision: "ip:VALUE" or "range:VALUE".
-func (d *Decision) Key() string { return string(d.Scope) + ":" + d.Value }
+// Key returns the Kafka message key of the decision, "scope:value@origin"
+// ("ip:203.0.113.7@cli", "range:198.51.100.0/24@lists:firehol"), so that
+// decisions of independent producers on one address are distinct keys; for
+// a Legacy decision it is the schema v1 key "scope:value".
+func (d *Decision) Key() string {
+	if d.Legacy {
+		return d.Target()
+	}
+	return string(d.Scope) + ":" + d.Value + "@" + d.Origin
+}
+
+// Target returns "scope:value", the address or range the decision applies
+// to, whatever its origin: the identity bouncers enforce by.
+func (d *Decision) Target() string { return string(d.Scope) + ":" + d.Value }
 
 // Prefix returns the decision's value as a prefix (a /32 or /128 for scope ip).
 // It is only meaningful on a validated decision.
@@ -147,9 +165,14 @@ func (d *Decision) Validate(lim Limits) error {
 	if len(d.Duration) > maxDurationLen {
 		return fmt.Errorf("duration: longer than %d bytes", maxDurationLen)
 	}
+	var dur time.Duration
 	if d.Duration != "" {
-		if _, err := time.ParseDuration(d.Duration); err != nil {
+		var err error
+		if dur, err = time.ParseDuration(d.Duration); err != nil {
 			return fmt.Errorf("duration: %q is not a duration", d.Duration)
+		}
+		if dur < 0 {
+			return fmt.Errorf("duration: %q is negative", d.Duration)
 		}
 	}
 	if d.CreatedAt.IsZero() {
@@ -166,11 +189,14 @@ func (d *Decision) Validate(lim Limits) error {
 		if lim.MaxDuration > 0 && d.Until.Sub(d.CreatedAt) > lim.MaxDuration {
 			return fmt.Errorf("until: decision lasts longer than %s", lim.MaxDuration)
 		}
+		if span := d.Until.Sub(d.CreatedAt); d.Duration != "" && !durationMatches(dur, span) {
+			return fmt.Errorf("duration: %q disagrees with until - created_at = %s", d.Duration, span)
+		}
 	}
 	if err := checkText("scenario", d.Scenario, maxScenarioLen); err != nil {
 		return err
 	}
-	if err := checkToken("origin", d.Origin, maxOriginLen, true); err != nil {
+	if err := CheckOrigin(d.Origin); err != nil {
 		return err
 	}
 	if d.Country != "" && !isCountry(d.Country) {
@@ -240,15 +266,63 @@ func checkToken(field, s string, max int, required bool) error {
 	return nil
 }
 
-// checkText accepts any UTF-8 without control characters.
+// durationMatches reports whether the informational duration agrees with
+// until - created_at, within a second and a thousandth for producers that
+// round.
+func durationMatches(dur, span time.Duration) bool {
+	diff := dur - span
+	if diff < 0 {
+		diff = -diff
+	}
+	return diff <= time.Second+span/1000
+}
+
+// CheckOrigin validates an origin, the producer identity that is also the
+// last part of a decision's key: 1 to 64 bytes of A-Z a-z 0-9 . _ : / -,
+// so that it can neither break the key nor smuggle anything into a log
+// line or a table.
+func CheckOrigin(origin string) error {
+	if origin == "" {
+		return errors.New("origin: missing")
+	}
+	if len(origin) > maxOriginLen {
+		return fmt.Errorf("origin: longer than %d bytes", maxOriginLen)
+	}
+	for i := 0; i < len(origin); i++ {
+		if !originByte(origin[i]) {
+			return fmt.Errorf("origin: byte %d (0x%02x) is not one of A-Z a-z 0-9 . _ : / -", i, origin[i])
+		}
+	}
+	return nil
+}
+
+func originByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+		c == '.' || c == '_' || c == ':' || c == '/' || c == '-'
+}
+
+// checkText accepts any UTF-8 without control characters (C0, DEL, C1)
+// and without the bidirectional controls (U+061C, U+200E, U+200F,
+// U+202A-U+202E, U+2066-U+2069) that make a reason display as something
+// else than it says.
 func checkText(field, s string, max int) error {
 	if len(s) > max {
 		return fmt.Errorf("%s: longer than %d bytes", field, max)
 	}
-	if strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f || r == '\uFFFD' }) {
+	if strings.ContainsFunc(s, badTextRune) {
 		return fmt.Errorf("%s: contains control or invalid characters", field)
 	}
 	return nil
+}
+
+func badTextRune(r rune) bool {
+	switch {
+	case r < ' ', r >= 0x7f && r <= 0x9f, r == '\uFFFD':
+		return true
+	case r == 0x061c, r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
 }
 
 func isCountry(s string) bool {
@@ -285,10 +359,46 @@ func decodeStrict(b []byte, lim Limits) (Decision, error) {
 	if dec.More() {
 		return Decision{}, errors.New("json: trailing data after the object")
 	}
+	if err := checkKeys(b); err != nil {
+		return Decision{}, err
+	}
 	if err := d.Validate(lim); err != nil {
 		return Decision{}, err
 	}
 	return d, nil
+}
+
+// checkKeys rejects an object that names a field twice, or in another case
+// ("value" and "Value"): encoding/json matches keys without regard to case
+// and keeps the last, while other consumers (the seed's Python one) may
+// read another of them, so such a message means different things to
+// different bouncers. b is an object that decoded into a Decision.
+func checkKeys(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if _, err := dec.Token(); err != nil { // the '{'
+		return fmt.Errorf("json: %w", err)
+	}
+	var seen uint16
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("json: %w", err)
+		}
+		k, _ := t.(string)
+		f := fieldOf([]byte(k))
+		if f < 0 {
+			return fmt.Errorf("json: key %q is not a field name (they are lower case)", k)
+		}
+		if seen&(1<<f) != 0 {
+			return fmt.Errorf("json: key %q appears twice", k)
+		}
+		seen |= 1 << f
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return fmt.Errorf("json: %w", err)
+		}
+	}
+	return nil
 }
 
 // Encode validates the decision and returns its JSON form.

@@ -27,8 +27,12 @@ func TestDecodeValid(t *testing.T) {
 	if !sameDecision(d, want) {
 		t.Fatalf("got %+v\nwant %+v", d, want)
 	}
+	if k, tg := d.Key(), d.Target(); k != "ip:203.0.113.7@engine" || tg != "ip:203.0.113.7" {
+		t.Fatalf("key %q target %q", k, tg)
+	}
+	d.Legacy = true
 	if k := d.Key(); k != "ip:203.0.113.7" {
-		t.Fatalf("key %q", k)
+		t.Fatalf("legacy key %q", k)
 	}
 }
 
@@ -97,7 +101,22 @@ func TestDecodeRejects(t *testing.T) {
 		{"until not a time", edit(t, `"2026-11-25T14:00:05Z"`, `"tomorrow"`), `json: parsing time`},
 		{"created missing", edit(t, `,"created_at":"2026-11-25T10:00:05Z"`, ``), `created_at: missing`},
 		{"origin missing", edit(t, `"origin":"engine",`, ``), `origin: missing`},
-		{"origin with newline", edit(t, `"engine"`, `"eng\nine"`), `origin: byte 3 is not printable ASCII`},
+		{"origin with newline", edit(t, `"engine"`, `"eng\nine"`), `origin: byte 3 (0x0a) is not one of A-Z a-z 0-9 . _ : / -`},
+		{"origin with space", edit(t, `"engine"`, `"eng ine"`), `origin: byte 3 (0x20) is not one of`},
+		{"origin with at", edit(t, `"engine"`, `"eng@ine"`), `origin: byte 3 (0x40) is not one of`},
+		{"origin with bidi", edit(t, `"engine"`, `"eng\u202eine"`), `origin: byte 3 (0xe2) is not one of`},
+		{"origin too long", edit(t, `"engine"`, `"`+strings.Repeat("o", 81)+`"`), `origin: longer than 80 bytes`},
+		{"value and Value", edit(t, `"value":"203.0.113.7",`, `"value":"203.0.113.7","Value":"198.51.100.1",`), `json: key "Value" is not a field name (they are lower case)`},
+		{"Value alone", edit(t, `"value":"203.0.113.7",`, `"Value":"203.0.113.7",`), `json: key "Value" is not a field name`},
+		{"key twice", edit(t, `"value":"203.0.113.7",`, `"value":"198.51.100.1","value":"203.0.113.7",`), `json: key "value" appears twice`},
+		{"escaped key twice", edit(t, `"value":"203.0.113.7",`, `"value":"198.51.100.1","val\u0075e":"203.0.113.7",`), `json: key "value" appears twice`},
+		{"negative duration", edit(t, `"4h0m0s"`, `"-1h"`), `duration: "-1h" is negative`},
+		{"duration disagrees with until", edit(t, `"4h0m0s"`, `"1h0m0s"`), `duration: "1h0m0s" disagrees with until - created_at = 4h0m0s`},
+		{"reason with RLO", edit(t, `"host":"web-1"`, `"host":"web-1","reason":"ban \u202eevil"`), `reason: contains control or invalid characters`},
+		{"reason with RLO raw", edit(t, `"host":"web-1"`, "\"host\":\"web-1\",\"reason\":\"ban \u202eevil\""), `reason: contains control or invalid characters`},
+		{"reason with isolate", edit(t, `"host":"web-1"`, "\"host\":\"web-1\",\"reason\":\"a\u2067b\""), `reason: contains control or invalid characters`},
+		{"reason with C1", edit(t, `"host":"web-1"`, `"host":"web-1","reason":"a\u0085b"`), `reason: contains control or invalid characters`},
+		{"scenario with LRM", edit(t, `"crowdsecurity/ssh-bf"`, `"ssh\u200ebf"`), `scenario: contains control or invalid characters`},
 		{"scenario control", edit(t, `"crowdsecurity/ssh-bf"`, `"ssh\u0007bf"`), `scenario: contains control or invalid characters`},
 		{"scenario DEL", edit(t, `"crowdsecurity/ssh-bf"`, `"ssh\u007fbf"`), `scenario: contains control or invalid characters`},
 		{"scenario bad utf8", edit(t, `"crowdsecurity/ssh-bf"`, "\"ssh\xffbf\""), `scenario: contains control or invalid characters`},

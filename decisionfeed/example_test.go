@@ -3,6 +3,7 @@ package decisionfeed_test
 import (
 	"context"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -14,14 +15,19 @@ import (
 // printer is a Handler that prints what it is told.
 type printer struct{}
 
-func (printer) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
-	fmt.Println("live decisions:", len(live))
+func (printer) Snapshot(_ context.Context, live iter.Seq[decisionfeed.Decision]) error {
+	n := 0
+	for d := range live {
+		fmt.Println("enforce", d.Type, d.Target(), "until", d.Until)
+		n++
+	}
+	fmt.Println("live decisions:", n)
 	return nil
 }
 
 func (printer) Changes(_ context.Context, cs []decisionfeed.Decision) error {
 	for _, d := range cs {
-		fmt.Println(d.Op, d.Key(), d.Until)
+		fmt.Println(d.Op, d.Target(), d.Until)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package decisionfeed_test
 
 import (
 	"context"
+	"iter"
 	"net/netip"
 	"slices"
 	"testing"
@@ -22,7 +23,7 @@ type arrival struct {
 	ids   chan string
 }
 
-func (a *arrival) Snapshot(context.Context, []decisionfeed.Decision) error {
+func (a *arrival) Snapshot(context.Context, iter.Seq[decisionfeed.Decision]) error {
 	close(a.ready)
 	return nil
 }
@@ -135,8 +136,12 @@ func BenchmarkRebuild(b *testing.B) {
 
 type sizeHandler struct{ live chan int }
 
-func (s *sizeHandler) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
-	s.live <- len(live)
+func (s *sizeHandler) Snapshot(_ context.Context, live iter.Seq[decisionfeed.Decision]) error {
+	n := 0
+	for range live {
+		n++
+	}
+	s.live <- n
 	return nil
 }
 

@@ -3,6 +3,7 @@ package decisionfeed_test
 import (
 	"context"
 	"fmt"
+	"iter"
 	"net/netip"
 	"runtime"
 	"sort"
@@ -31,12 +32,12 @@ func newRecorder() *recorder {
 	return &recorder{live: map[string]decisionfeed.Decision{}, ready: make(chan struct{}), notify: make(chan struct{}, 1)}
 }
 
-func (r *recorder) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
+func (r *recorder) Snapshot(_ context.Context, live iter.Seq[decisionfeed.Decision]) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.snapshots++
-	for _, d := range live {
-		r.live[d.Key()] = d
+	for d := range live {
+		r.live[d.Target()] = d
 	}
 	close(r.ready)
 	return nil
@@ -47,9 +48,9 @@ func (r *recorder) Changes(_ context.Context, cs []decisionfeed.Decision) error 
 	for _, d := range cs {
 		r.changes = append(r.changes, d)
 		if d.Op == decisionfeed.OpDelete {
-			delete(r.live, d.Key())
+			delete(r.live, d.Target())
 		} else {
-			r.live[d.Key()] = d
+			r.live[d.Target()] = d
 		}
 	}
 	r.mu.Unlock()
@@ -107,9 +108,9 @@ func TestSnapshotEqualsLiveSet(t *testing.T) {
 	add := func(d decisionfeed.Decision) {
 		all = append(all, d)
 		if d.Op == decisionfeed.OpDelete {
-			delete(want, d.Key())
+			delete(want, d.Target())
 		} else {
-			want[d.Key()] = d
+			want[d.Target()] = d
 		}
 	}
 	for i := range 300 {
@@ -237,7 +238,7 @@ portcullis_feed_invalid_total 0
 # HELP portcullis_feed_lag Messages on the decisions topic not yet handed to the enforcer (sum over partitions).
 # TYPE portcullis_feed_lag gauge
 portcullis_feed_lag 0
-# HELP portcullis_feed_live Keys whose latest decision is an add.
+# HELP portcullis_feed_live Addresses where a decision stands (each enforced as the union of its decisions).
 # TYPE portcullis_feed_live gauge
 portcullis_feed_live 3
 # HELP portcullis_feed_messages_total Messages read from the decisions topic, valid or not.
@@ -251,7 +252,7 @@ portcullis_feed_ready 1
 		"portcullis_feed_invalid_total", "portcullis_feed_lag", "portcullis_feed_live", "portcullis_feed_messages_total", "portcullis_feed_ready"); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 7 {
-		t.Fatalf("%d metrics, want 7: %v", n, err)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 10 {
+		t.Fatalf("%d metrics, want 10: %v", n, err)
 	}
 }

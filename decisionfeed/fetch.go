@@ -1,6 +1,7 @@
 package decisionfeed
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,62 +14,74 @@ import (
 
 // partitionCount asks the brokers how many partitions the topic has.
 func (s *Subscriber) partitionCount(ctx context.Context) (int, error) {
+	return s.partitionCountOf(ctx, s.cfg.Topic)
+}
+
+// partitionCountOf asks the brokers how many partitions topic has.
+func (s *Subscriber) partitionCountOf(ctx context.Context, topic string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	md, err := s.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{s.cfg.Topic}})
+	md, err := s.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
-		return 0, fmt.Errorf("metadata of %s: %w", s.cfg.Topic, err)
+		return 0, fmt.Errorf("metadata of %s: %w", topic, err)
 	}
 	for _, t := range md.Topics {
-		if t.Name != s.cfg.Topic {
+		if t.Name != topic {
 			continue
 		}
 		if t.Error != nil {
-			return 0, fmt.Errorf("metadata of %s: %w", s.cfg.Topic, t.Error)
+			return 0, fmt.Errorf("metadata of %s: %w", topic, t.Error)
 		}
 		if len(t.Partitions) == 0 {
-			return 0, fmt.Errorf("metadata of %s: no partitions", s.cfg.Topic)
+			return 0, fmt.Errorf("metadata of %s: no partitions", topic)
 		}
 		return len(t.Partitions), nil
 	}
-	return 0, fmt.Errorf("metadata of %s: topic not found", s.cfg.Topic)
+	return 0, fmt.Errorf("metadata of %s: topic not found", topic)
 }
 
 // offsets returns the earliest offset and the high-water mark of each partition.
 func (s *Subscriber) offsets(ctx context.Context, n int) (first, last []int64, err error) {
+	return s.offsetsOf(ctx, s.cfg.Topic, n)
+}
+
+// offsetsOf returns the earliest offset and the high-water mark of each
+// of the n partitions of topic.
+func (s *Subscriber) offsetsOf(ctx context.Context, topic string, n int) (first, last []int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	reqs := make([]kafka.OffsetRequest, 0, 2*n)
 	for p := 0; p < n; p++ {
 		reqs = append(reqs, kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
 	}
-	res, err := s.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{s.cfg.Topic: reqs}})
+	res, err := s.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
 	if err != nil {
-		return nil, nil, fmt.Errorf("list offsets of %s: %w", s.cfg.Topic, err)
+		return nil, nil, fmt.Errorf("list offsets of %s: %w", topic, err)
 	}
 	first, last = make([]int64, n), make([]int64, n)
 	seen := 0
-	for _, po := range res.Topics[s.cfg.Topic] {
+	for _, po := range res.Topics[topic] {
 		if po.Partition < 0 || po.Partition >= n {
 			continue
 		}
 		if po.Error != nil {
-			return nil, nil, fmt.Errorf("list offsets of %s/%d: %w", s.cfg.Topic, po.Partition, po.Error)
+			return nil, nil, fmt.Errorf("list offsets of %s/%d: %w", topic, po.Partition, po.Error)
 		}
 		first[po.Partition], last[po.Partition] = po.FirstOffset, po.LastOffset
 		seen++
 	}
 	if seen != n {
-		return nil, nil, fmt.Errorf("list offsets of %s: %d of %d partitions answered", s.cfg.Topic, seen, n)
+		return nil, nil, fmt.Errorf("list offsets of %s: %d of %d partitions answered", topic, seen, n)
 	}
 	return first, last, nil
 }
 
-// change is one message's effect on the live set: an add or delete of Key.
+// change is one message's effect on the key it was read under: an add or
+// a delete (a delete message or a tombstone). For a tombstone, d holds
+// only the key's parts: scope, value, origin (or Legacy).
 type change struct {
-	value string // the decision value, unique across scopes
-	d     Decision
-	del   bool
+	d   Decision
+	del bool
 }
 
 // fetch fetches partition p at off, retrying with backoff until it
@@ -114,7 +127,7 @@ func (s *Subscriber) fetch(ctx context.Context, p int, off int64) (*kafka.FetchR
 // readRecords reads the records of a fetch response at or after off,
 // validates each and hands the valid ones to emit. Invalid messages are
 // counted, logged and copied to the DLQ. It returns the next offset.
-func (s *Subscriber) readRecords(ctx context.Context, dc *decoder, p int, off int64, res *kafka.FetchResponse, emit func(change)) (int64, error) {
+func (s *Subscriber) readRecords(ctx context.Context, dc *decoder, p int, off int64, res *kafka.FetchResponse, emit func(*change)) (int64, error) {
 	var key, val []byte
 	one := func(r *protocol.Record) error {
 		if r.Offset < off {
@@ -135,7 +148,7 @@ func (s *Subscriber) readRecords(ctx context.Context, dc *decoder, p int, off in
 			s.reject(ctx, p, r.Offset, key, val, err)
 			return nil
 		}
-		emit(c)
+		emit(&c)
 		return nil
 	}
 	stream, ok := res.Records.(*protocol.RecordStream)
@@ -198,44 +211,73 @@ func readBytes(b protocol.Bytes, buf []byte) ([]byte, error) {
 // decodeRecord turns one record into a change, or says why it is invalid.
 func (s *Subscriber) decodeRecord(dc *decoder, key, val []byte, tombstone bool, ts time.Time) (change, error) {
 	if tombstone {
-		scope, value, err := parseKey(key, s.cfg.Limits)
+		k, err := parseKey(key, s.cfg.Limits)
 		if err != nil {
 			return change{}, fmt.Errorf("tombstone: %w", err)
 		}
 		d := Decision{
 			V: SchemaVersion, ID: "tombstone", Op: OpDelete, Type: TypeBan, Duration: "0s",
-			Scope: scope, Value: value, Origin: "tombstone", CreatedAt: ts.UTC(),
+			Scope: k.scope, Value: k.value, Origin: k.origin, Legacy: k.legacy, CreatedAt: ts.UTC(),
 		}
-		return change{value: value, d: d, del: true}, nil
+		return change{d: d, del: true}, nil
 	}
 	d, err := dc.decode(val)
 	if err != nil {
 		return change{}, err
 	}
-	if !keyMatches(key, &d) {
-		return change{}, fmt.Errorf("key: %q does not match the decision's key %q", key, d.Key())
+	legacy, err := matchKey(key, &d)
+	if err != nil {
+		return change{}, err
 	}
-	return change{value: d.Value, d: d, del: d.Op == OpDelete}, nil
+	d.Legacy = legacy
+	return change{d: d, del: d.Op == OpDelete}, nil
 }
 
-// keyMatches reports whether key is d.Key(), without building it.
-func keyMatches(key []byte, d *Decision) bool {
-	return len(key) == len(d.Scope)+1+len(d.Value) &&
-		string(key[:len(d.Scope)]) == string(d.Scope) && key[len(d.Scope)] == ':' &&
-		string(key[len(d.Scope)+1:]) == d.Value
+// matchKey checks that a record's key is the key of its decision,
+// "scope:value@origin" with the decision's own origin, or the legacy
+// "scope:value"; legacy says which.
+func matchKey(key []byte, d *Decision) (legacy bool, err error) {
+	n := len(d.Scope) + 1 + len(d.Value)
+	if len(key) < n || string(key[:len(d.Scope)]) != string(d.Scope) || key[len(d.Scope)] != ':' ||
+		string(key[len(d.Scope)+1:n]) != d.Value {
+		return false, fmt.Errorf("key: %q is not the key of the decision on %s", key, d.Target())
+	}
+	if len(key) == n {
+		return true, nil
+	}
+	if key[n] != '@' || string(key[n+1:]) != d.Origin {
+		return false, fmt.Errorf("key: origin of %q is not the decision's origin %q", key, d.Origin)
+	}
+	return false, nil
 }
 
-// parseKey splits and validates a message key "scope:value".
-func parseKey(key []byte, lim Limits) (Scope, string, error) {
-	for i, c := range key {
-		if c != ':' {
-			continue
-		}
-		scope, value := Scope(key[:i]), string(key[i+1:])
-		if err := validateValue(scope, value, lim); err != nil {
-			return "", "", fmt.Errorf("key %q: %w", key, err)
-		}
-		return scope, value, nil
+// recordKey is a parsed record key.
+type recordKey struct {
+	scope  Scope
+	value  string
+	origin string // "" for a legacy key
+	legacy bool
+}
+
+// parseKey splits and validates a record key, "scope:value@origin" or the
+// legacy "scope:value".
+func parseKey(key []byte, lim Limits) (recordKey, error) {
+	i := bytes.IndexByte(key, ':')
+	if i < 0 {
+		return recordKey{}, fmt.Errorf("key %q: not scope:value@origin", key)
 	}
-	return "", "", fmt.Errorf("key %q: not scope:value", key)
+	k := recordKey{scope: Scope(key[:i]), legacy: true}
+	rest := key[i+1:]
+	if j := bytes.IndexByte(rest, '@'); j >= 0 {
+		k.origin, k.legacy = string(rest[j+1:]), false
+		if err := CheckOrigin(k.origin); err != nil {
+			return recordKey{}, fmt.Errorf("key %q: %w", key, err)
+		}
+		rest = rest[:j]
+	}
+	k.value = string(rest)
+	if err := validateValue(k.scope, k.value, lim); err != nil {
+		return recordKey{}, fmt.Errorf("key %q: %w", key, err)
+	}
+	return k, nil
 }

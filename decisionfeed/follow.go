@@ -94,7 +94,7 @@ func (s *Subscriber) follow(ctx context.Context, p int, off int64, ch chan<- chu
 			return // ctx ended
 		}
 		var cs []change
-		newOff, err := s.readRecords(ctx, dc, p, off, res, func(c change) { cs = append(cs, c) })
+		newOff, err := s.readRecords(ctx, dc, p, off, res, func(c *change) { cs = append(cs, *c) })
 		s.setHWM(p, res.HighWatermark)
 		if err != nil {
 			s.fetchErrors.Add(1)
@@ -148,6 +148,10 @@ func (s *Subscriber) resetOffset(ctx context.Context, p int, off int64) int64 {
 	return off
 }
 
+// sweepInterval is how often expired decisions are dropped from the set
+// while streaming.
+const sweepInterval = time.Minute
+
 // dispatch hands chunks to h.Changes in batches, in arrival order (so in
 // partition order), and commits offsets every CommitInterval.
 func (s *Subscriber) dispatch(ctx context.Context, h Handler, ch <-chan chunk) {
@@ -156,6 +160,7 @@ func (s *Subscriber) dispatch(ctx context.Context, h Handler, ch <-chan chunk) {
 	var (
 		batch []Decision
 		pend  []chunk
+		swept = s.cfg.Now()
 	)
 	for {
 		select {
@@ -163,6 +168,14 @@ func (s *Subscriber) dispatch(ctx context.Context, h Handler, ch <-chan chunk) {
 			return
 		case <-tick.C:
 			s.commit(ctx)
+			if now := s.cfg.Now(); now.Sub(swept) >= sweepInterval {
+				// Expired decisions leave no message behind: drop them here,
+				// so the set does not grow with the feed's history.
+				s.set.mu.Lock()
+				s.set.sweep(now.UnixNano())
+				s.set.mu.Unlock()
+				swept = now
+			}
 			continue
 		case c := <-ch:
 			pend = append(pend[:0], c)
@@ -179,9 +192,14 @@ func (s *Subscriber) dispatch(ctx context.Context, h Handler, ch <-chan chunk) {
 			}
 		}
 		batch = batch[:0]
+		now := s.cfg.Now().UnixNano()
 		for _, c := range pend {
 			for i := range c.changes {
-				batch = append(batch, c.changes[i].d)
+				out, changed, noop := s.set.apply(&c.changes[i], now)
+				s.count(&c.changes[i], noop)
+				if changed {
+					batch = append(batch, out)
+				}
 			}
 		}
 		if len(batch) > 0 && !s.retry(ctx, "changes", func() error { return h.Changes(ctx, batch) }) {
@@ -189,13 +207,6 @@ func (s *Subscriber) dispatch(ctx context.Context, h Handler, ch <-chan chunk) {
 		}
 		s.mu.Lock()
 		for _, c := range pend {
-			for i := range c.changes {
-				if c.changes[i].del {
-					s.live.del(c.changes[i].value)
-				} else {
-					s.live.add(c.changes[i].value)
-				}
-			}
 			s.parts[c.p].next = c.next
 		}
 		s.mu.Unlock()

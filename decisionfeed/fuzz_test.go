@@ -103,30 +103,40 @@ func TestInterningSharesStrings(t *testing.T) {
 
 func unsafeData(s string) *byte { return unsafe.StringData(s) }
 
-// FuzzKey holds the record-key checks to their definitions: keyMatches is
-// key == d.Key(), and a key parseKey accepts is the canonical key of the
-// decision it names.
+// FuzzKey holds the record-key checks to their definitions: matchKey
+// accepts exactly d.Key() and the legacy d.Target(), and a key parseKey
+// accepts is the key of the decision it names.
 func FuzzKey(f *testing.F) {
-	for _, k := range []string{"ip:203.0.113.7", "range:198.51.100.0/24", "ip:2001:db8::7", "range:2001:db8::/32",
-		"ip:", ":", "ip:203.0.113.07", "range:0.0.0.0/0", "ipx:1.2.3.4", "ip:1.2.3.4:80", "", "range:10.0.0.1/8"} {
+	for _, k := range []string{"ip:203.0.113.7", "ip:203.0.113.7@engine", "ip:203.0.113.7@cli", "range:198.51.100.0/24@lists:firehol_level1",
+		"ip:2001:db8::7@engine", "range:2001:db8::/32", "ip:203.0.113.7@", "ip:203.0.113.7@eng ine", "ip:203.0.113.7@a@b",
+		"ip:203.0.113.7@\u202eevil", "ip:", ":", "ip:203.0.113.07", "range:0.0.0.0/0", "ipx:1.2.3.4", "ip:1.2.3.4:80", "", "range:10.0.0.1/8"} {
 		f.Add([]byte(k))
 	}
 	lim := DefaultLimits()
-	d := Decision{Scope: ScopeIP, Value: "203.0.113.7"}
+	d := Decision{Scope: ScopeIP, Value: "203.0.113.7", Origin: "engine"}
 	f.Fuzz(func(t *testing.T, key []byte) {
-		if got, want := keyMatches(key, &d), string(key) == d.Key(); got != want {
-			t.Fatalf("keyMatches(%q) = %v, want %v", key, got, want)
+		legacy, err := matchKey(key, &d)
+		if want := string(key) == d.Key() || string(key) == d.Target(); (err == nil) != want || legacy != (string(key) == d.Target()) {
+			t.Fatalf("matchKey(%q) = %v, %v; want ok=%v", key, legacy, err, want)
 		}
-		scope, value, err := parseKey(key, lim)
+		k, err := parseKey(key, lim)
 		if err != nil {
 			return
 		}
-		k := Decision{Scope: scope, Value: value}
-		if k.Key() != string(key) || !keyMatches(key, &k) {
-			t.Fatalf("parseKey(%q) = %q, %q", key, scope, value)
+		got := Decision{Scope: k.scope, Value: k.value, Origin: k.origin, Legacy: k.legacy}
+		if got.Key() != string(key) {
+			t.Fatalf("parseKey(%q) = %+v", key, k)
 		}
-		if err := validateValue(scope, value, lim); err != nil {
+		if _, err := matchKey(key, &got); err != nil {
+			t.Fatalf("parseKey accepted %q, matchKey refuses it: %v", key, err)
+		}
+		if err := validateValue(k.scope, k.value, lim); err != nil {
 			t.Fatalf("parseKey accepted %q: %v", key, err)
+		}
+		if !k.legacy {
+			if err := CheckOrigin(k.origin); err != nil {
+				t.Fatalf("parseKey accepted %q: %v", key, err)
+			}
 		}
 	})
 }

@@ -15,7 +15,13 @@ var (
 	descFetchErrors = prometheus.NewDesc("portcullis_feed_fetch_errors_total",
 		"Failed requests to the brokers, each retried with backoff.", nil, nil)
 	descLive = prometheus.NewDesc("portcullis_feed_live",
-		"Keys whose latest decision is an add.", nil, nil)
+		"Addresses where a decision stands (each enforced as the union of its decisions).", nil, nil)
+	descStanding = prometheus.NewDesc("portcullis_feed_standing",
+		"Keys (one producer's decision on one address) under which a decision stands.", nil, nil)
+	descNoopDeletes = prometheus.NewDesc("portcullis_feed_noop_deletes_total",
+		"Deletes and tombstones of keys that held nothing.", nil, nil)
+	descLegacyKeys = prometheus.NewDesc("portcullis_feed_legacy_keys_total",
+		"Messages read under a schema v1 key without origin.", nil, nil)
 	descReady = prometheus.NewDesc("portcullis_feed_ready",
 		"1 once the live set was rebuilt and handed to the enforcer.", nil, nil)
 )
@@ -23,7 +29,7 @@ var (
 // Describe implements prometheus.Collector, so a subscriber can be
 // registered as it is.
 func (s *Subscriber) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLag, descMessages, descInvalid, descDLQErrors, descFetchErrors, descLive, descReady} {
+	for _, d := range []*prometheus.Desc{descLag, descMessages, descInvalid, descDLQErrors, descFetchErrors, descLive, descStanding, descNoopDeletes, descLegacyKeys, descReady} {
 		ch <- d
 	}
 }
@@ -41,5 +47,8 @@ func (s *Subscriber) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDLQErrors, prometheus.CounterValue, float64(st.DLQErrors))
 	ch <- prometheus.MustNewConstMetric(descFetchErrors, prometheus.CounterValue, float64(st.FetchErrors))
 	ch <- prometheus.MustNewConstMetric(descLive, prometheus.GaugeValue, float64(st.Live))
+	ch <- prometheus.MustNewConstMetric(descStanding, prometheus.GaugeValue, float64(st.Standing))
+	ch <- prometheus.MustNewConstMetric(descNoopDeletes, prometheus.CounterValue, float64(st.NoopDeletes))
+	ch <- prometheus.MustNewConstMetric(descLegacyKeys, prometheus.CounterValue, float64(st.LegacyKeys))
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)
 }

@@ -6,22 +6,22 @@ import (
 )
 
 // rebuild reads every partition from its earliest offset up to the
-// high-water mark taken at start and returns the live set and the next
-// offset of each partition.
-func (s *Subscriber) rebuild(ctx context.Context) ([]Decision, []int64, error) {
+// high-water mark taken at start into the set of standing decisions, which
+// it keeps, and returns the next offset of each partition.
+func (s *Subscriber) rebuild(ctx context.Context) ([]int64, error) {
 	n, err := s.partitionCount(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	first, last, err := s.offsets(ctx, n)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var total int64
 	for p := range n {
 		total += last[p] - first[p]
 	}
-	set := newLiveSet(int(min(total, 1<<22)))
+	set := newStandingSet(int(min(total, 1<<22)), s.cfg.Accept)
 	next := make([]int64, n)
 	s.mu.Lock()
 	s.parts = make([]partState, n)
@@ -49,29 +49,37 @@ func (s *Subscriber) rebuild(ctx context.Context) ([]Decision, []int64, error) {
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return nil, nil, firstErr
+		return nil, firstErr
 	}
-	live, keys := set.handOver(s.cfg.Now())
+	set.mu.Lock()
+	set.sweep(s.cfg.Now().UnixNano())
+	set.mu.Unlock()
 	s.mu.Lock()
-	s.live = keys
+	s.set = set
 	for p := range n {
 		s.parts[p].next = next[p]
 	}
 	s.mu.Unlock()
-	return live, next, nil
+	return next, nil
 }
 
 // readUpTo reads partition p from offset from until the offset reaches
 // end, applying each message to set, and returns the next offset.
-func (s *Subscriber) readUpTo(ctx context.Context, p int, from, end int64, set *liveSet) (int64, error) {
+func (s *Subscriber) readUpTo(ctx context.Context, p int, from, end int64, set *standingSet) (int64, error) {
 	off := from
 	dc := newDecoder(s.cfg.Limits)
+	apply := func(c *change) {
+		set.mu.Lock()
+		_, _, noop := set.put(c)
+		set.mu.Unlock()
+		s.count(c, noop)
+	}
 	for off < end {
 		res, err := s.fetch(ctx, p, off)
 		if err != nil {
 			return off, err
 		}
-		newOff, err := s.readRecords(ctx, dc, p, off, res, set.apply)
+		newOff, err := s.readRecords(ctx, dc, p, off, res, apply)
 		if err != nil {
 			return off, err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -15,18 +16,20 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// Handler receives the decision feed. The subscriber calls it from one
-// goroutine, never concurrently. A returned error makes the subscriber retry
-// the same call with backoff, so both methods must be idempotent.
+// Handler receives the decision feed as bouncers enforce it: one decision
+// per address, the union of the decisions standing there (see Run). The
+// subscriber calls it from one goroutine, never concurrently. A returned
+// error makes the subscriber retry the same call with backoff, so both
+// methods must be idempotent.
 type Handler interface {
 	// Snapshot is called once, after the topic was read up to the high-water
-	// marks taken at start, with the live set: the latest add of every key
-	// that was neither deleted nor expired. The slice is the handler's.
-	Snapshot(ctx context.Context, live []Decision) error
-	// Changes is called with the decisions that followed, adds and deletes,
-	// in topic order per key. An add may already be expired when it arrives;
-	// it still supersedes the key's earlier add. A delete applies to its key
-	// whatever its type.
+	// marks taken at start, with the live set: the enforced decision of
+	// every address where a decision stands. live is valid during the call
+	// only, and may be ranged over more than once.
+	Snapshot(ctx context.Context, live iter.Seq[Decision]) error
+	// Changes is called with what changed since, in topic order per
+	// address: an add is the address's new enforced decision (it replaces
+	// the one before), a delete says that nothing stands there any more.
 	Changes(ctx context.Context, changes []Decision) error
 }
 
@@ -72,6 +75,11 @@ type SubscriberConfig struct {
 	ClientID string
 	// Now is the clock used to drop expired decisions (default time.Now).
 	Now func() time.Time
+	// Accept, when set, filters the decisions standing on the feed before
+	// their union is taken: a decision it refuses counts as withdrawn from
+	// its key. It must be pure (the same answer for the same decision), as
+	// it is asked once per message.
+	Accept func(*Decision) bool
 }
 
 // SubscriberStats is a point-in-time view of a subscriber.
@@ -85,8 +93,19 @@ type SubscriberStats struct {
 	Invalid uint64
 	// DLQErrors counts invalid messages that could not be copied to the DLQ.
 	DLQErrors uint64
-	// Live is the number of keys whose latest message is an add.
+	// DLQSkipped counts invalid messages not copied because the DLQ holds
+	// a copy already.
+	DLQSkipped uint64
+	// Live is the number of addresses where a decision stands.
 	Live int
+	// Standing is the number of keys under which a decision stands.
+	Standing int
+	// NoopDeletes counts deletes and tombstones of keys that held nothing
+	// (withdrawn before, or never published by that origin).
+	NoopDeletes uint64
+	// LegacyKeys counts the messages read under a schema v1 key without
+	// origin.
+	LegacyKeys uint64
 	// Ready is true once the handler accepted the snapshot.
 	Ready bool
 	// FetchErrors counts failed requests to the brokers (each one retried).
@@ -110,14 +129,21 @@ type Subscriber struct {
 	invalid     atomic.Uint64
 	dlqErrors   atomic.Uint64
 	fetchErrors atomic.Uint64
+	// dlqCopies are the records with a copy on the DLQ; dlqSkipped counts
+	// the invalid records not copied again.
+	dlqCopies  dlqSet
+	dlqSkipped atomic.Uint64
 	// dlqPausedUntil (unix nanoseconds) skips DLQ copies for a while after
 	// one failed, so that a missing DLQ topic cannot stall the feed for
 	// seconds per invalid message.
 	dlqPausedUntil atomic.Int64
 
+	noopDeletes atomic.Uint64
+	legacyKeys  atomic.Uint64
+
 	mu    sync.Mutex
 	parts []partState
-	live  keySet
+	set   *standingSet // nil until the first rebuild
 	ready bool
 }
 
@@ -219,13 +245,18 @@ func (s *Subscriber) Stats() SubscriberStats {
 		Messages:    s.messages.Load(),
 		Invalid:     s.invalid.Load(),
 		DLQErrors:   s.dlqErrors.Load(),
+		DLQSkipped:  s.dlqSkipped.Load(),
 		FetchErrors: s.fetchErrors.Load(),
+		NoopDeletes: s.noopDeletes.Load(),
+		LegacyKeys:  s.legacyKeys.Load(),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.Ready = s.ready
-	if s.live.m != nil {
-		st.Live = s.live.len()
+	if s.set != nil {
+		s.set.mu.Lock()
+		st.Live, st.Standing = s.set.live, s.set.keys
+		s.set.mu.Unlock()
 	}
 	st.Partitions = len(s.parts)
 	for _, p := range s.parts {
@@ -240,6 +271,13 @@ func (s *Subscriber) Stats() SubscriberStats {
 // high-water marks taken at start, hands the live set to h.Snapshot once,
 // then streams what follows to h.Changes until ctx ends. It reconnects
 // forever. It returns nil when ctx ends, and an error only for misuse.
+//
+// Each key holds the decision of one producer on one address
+// ("scope:value@origin"; a legacy "scope:value" key holds one more), so
+// several may stand on an address at once. The handler gets their union:
+// the strongest remedy (ban > captcha > throttle) among those not expired,
+// lasting until the latest expiry among them. A delete or tombstone
+// withdraws what stood under its own key only.
 func (s *Subscriber) Run(ctx context.Context, h Handler) error {
 	if h == nil {
 		return errors.New("subscriber: nil handler")
@@ -258,13 +296,16 @@ func (s *Subscriber) Run(ctx context.Context, h Handler) error {
 		}()
 	}
 
-	var (
-		live []Decision
-		next []int64
-	)
+	if s.dlq != nil {
+		if err := s.loadDLQ(ctx); err != nil && ctx.Err() == nil {
+			s.log.Info("dead-letter topic not read; invalid messages already there may be copied again",
+				"dlq", s.cfg.DLQTopic, "err", err)
+		}
+	}
+	var next []int64
 	for attempt := 0; ; attempt++ {
 		var err error
-		live, next, err = s.rebuild(ctx)
+		next, err = s.rebuild(ctx)
 		if err == nil {
 			break
 		}
@@ -276,17 +317,41 @@ func (s *Subscriber) Run(ctx context.Context, h Handler) error {
 			return nil
 		}
 	}
-	s.log.Info("live set rebuilt", "live", len(live), "partitions", len(next))
+	st := s.Stats()
+	s.log.Info("live set rebuilt", "live", st.Live, "standing", st.Standing, "partitions", len(next))
+	live := s.set.liveSeq(s.cfg.Now().UnixNano())
 	if !s.retry(ctx, "snapshot", func() error { return h.Snapshot(ctx, live) }) {
 		return nil
 	}
-	live = nil // the handler owns it now; do not keep it alive here
 	s.mu.Lock()
 	s.ready = true
 	s.mu.Unlock()
 
 	s.stream(ctx, h, next)
 	return nil
+}
+
+// Standing returns every decision standing on the feed at now, one per
+// key, each marked when it is the one enforced for its address, unsorted.
+// It is empty until the first rebuild is done (Stats().Ready).
+func (s *Subscriber) Standing(now time.Time) []Standing {
+	s.mu.Lock()
+	set := s.set
+	s.mu.Unlock()
+	if set == nil {
+		return nil
+	}
+	return set.standing(now.UnixNano())
+}
+
+// count counts a change read from the topic.
+func (s *Subscriber) count(c *change, noop bool) {
+	if noop {
+		s.noopDeletes.Add(1)
+	}
+	if c.d.Legacy {
+		s.legacyKeys.Add(1)
+	}
 }
 
 // retry calls fn until it succeeds or ctx ends, with backoff. It reports

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"net/netip"
 	"strconv"
@@ -131,11 +132,15 @@ func TestBrokerKilledMidStream(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		for _, d := range batch {
-			published[d.Key()] = append(published[d.Key()], d.ID)
+			_, standing := want[d.Target()]
+			if d.Op == decisionfeed.OpDelete && !standing {
+				continue // withdraws nothing: the handler is not told
+			}
+			published[d.Target()] = append(published[d.Target()], d.ID)
 			if d.Op == decisionfeed.OpDelete {
-				delete(want, d.Key())
+				delete(want, d.Target())
 			} else {
-				want[d.Key()] = d
+				want[d.Target()] = d
 			}
 		}
 	}
@@ -148,18 +153,18 @@ func TestBrokerKilledMidStream(t *testing.T) {
 		defer rec.mu.Unlock()
 		seen := map[string]string{}
 		for _, d := range rec.changes {
-			seen[d.Key()] = d.ID
+			seen[d.Target()] = d.ID
 		}
 		return fmt.Sprint(seen) == fmt.Sprint(last)
 	})
 	rec.mu.Lock()
 	got := map[string][]string{}
 	for _, d := range rec.changes {
-		ids := got[d.Key()]
+		ids := got[d.Target()]
 		if len(ids) > 0 && ids[len(ids)-1] == d.ID {
 			continue // a decision published twice around the crash
 		}
-		got[d.Key()] = append(ids, d.ID)
+		got[d.Target()] = append(ids, d.ID)
 	}
 	rec.mu.Unlock()
 	for k, ids := range published {
@@ -261,7 +266,7 @@ func TestMalformedGoToDLQ(t *testing.T) {
 		{good1.Key(), unknownOp, `op: unknown operation "ban"`, false},
 		{good1.Key(), huge, "message too large", false},
 		{good1.Key(), valid[:len(valid)/2], "json: unexpected EOF", false},
-		{"ip:203.0.9.9", valid, `key: "ip:203.0.9.9" does not match the decision's key "` + good1.Key() + `"`, false},
+		{"ip:203.0.9.9", valid, `key: "ip:203.0.9.9" is not the key of the decision on ` + good1.Target(), false},
 		{"ip:not-an-ip", "", `tombstone: key "ip:not-an-ip": value: "not-an-ip" is not an IP address`, true},
 	}
 	msgs := []kafka.Message{{Key: []byte(good1.Key()), Value: encode(t, good1)}}
@@ -278,7 +283,7 @@ func TestMalformedGoToDLQ(t *testing.T) {
 		}
 	}
 	sub, rec, _ := subscribe(t, decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-"})
-	if got := rec.ids(); fmt.Sprint(got) != fmt.Sprint([]string{good1.Key() + "=" + good1.ID}) {
+	if got := rec.ids(); fmt.Sprint(got) != fmt.Sprint([]string{good1.Target() + "=" + good1.ID}) {
 		t.Fatalf("snapshot %v, want only the valid decision", got)
 	}
 	// After the snapshot: one more bad message, then a good one.
@@ -332,7 +337,7 @@ func TestTombstonesDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, rec, _ := subscribe(t, decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-"})
-	if got, want := rec.ids(), []string{b.Key() + "=" + b.ID}; fmt.Sprint(got) != fmt.Sprint(want) {
+	if got, want := rec.ids(), []string{b.Target() + "=" + b.ID}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("snapshot %v, want %v", got, want)
 	}
 	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte(b.Key())}); err != nil {
@@ -341,8 +346,8 @@ func TestTombstonesDelete(t *testing.T) {
 	waitFor(t, 30*time.Second, "the streamed tombstone", func() bool { return len(rec.ids()) == 0 })
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if len(rec.changes) != 1 || rec.changes[0].Op != decisionfeed.OpDelete || rec.changes[0].Key() != b.Key() {
-		t.Fatalf("changes %+v, want one delete of %s", rec.changes, b.Key())
+	if len(rec.changes) != 1 || rec.changes[0].Op != decisionfeed.OpDelete || rec.changes[0].Target() != b.Target() {
+		t.Fatalf("changes %+v, want one delete of %s", rec.changes, b.Target())
 	}
 	if err := rec.changes[0].Validate(decisionfeed.DefaultLimits()); err != nil {
 		t.Fatalf("the delete made from a tombstone does not validate: %v", err)
@@ -438,7 +443,7 @@ func (f *failingHandler) fails(calls *int, fails int) bool {
 	return *calls <= fails
 }
 
-func (f *failingHandler) Snapshot(ctx context.Context, live []decisionfeed.Decision) error {
+func (f *failingHandler) Snapshot(ctx context.Context, live iter.Seq[decisionfeed.Decision]) error {
 	if f.fails(&f.snapCalls, f.snapFails) {
 		return errors.New("backend not ready")
 	}
@@ -487,19 +492,27 @@ func TestHandlerErrorsAreRetried(t *testing.T) {
 // kafka.partitioner.default.murmur2 of kafka-python 3.0.12.
 func TestPartitionerMatchesKafkaPython(t *testing.T) {
 	want := map[string]int{
-		"ip:203.0.113.7":        0,
-		"ip:198.51.100.1":       2,
-		"range:198.51.100.0/24": 1,
-		"ip:2001:db8::7":        1,
-		"range:2001:db8:1::/48": 0,
-		"ip:10.0.0.1":           1,
-		"ip:185.220.101.5":      0,
+		"ip:203.0.113.7@test":                 0,
+		"ip:198.51.100.1@test":                0,
+		"range:198.51.100.0/24@test":          1,
+		"ip:2001:db8::7@test":                 2,
+		"range:2001:db8:1::/48@test":          2,
+		"ip:10.0.0.1@test":                    2,
+		"ip:185.220.101.5@test":               2,
+		"ip:203.0.113.7@lists:firehol_level1": 1,
+		"ip:198.51.100.1":                     2, // legacy schema v1 keys
+		"range:2001:db8:1::/48":               0,
 	}
 	brokers := feedtest.Brokers(t)
 	topic := feedtest.Topic(t, 3)
 	pub := feedtest.Publisher(t, decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
 	for k := range want {
-		scope, value, _ := strings.Cut(k, ":")
+		target, origin, legacy := strings.Cut(k, "@")
+		legacy = !legacy
+		if legacy {
+			origin = "test"
+		}
+		scope, value, _ := strings.Cut(target, ":")
 		var p netip.Prefix
 		if scope == "ip" {
 			a := netip.MustParseAddr(value)
@@ -507,7 +520,9 @@ func TestPartitionerMatchesKafkaPython(t *testing.T) {
 		} else {
 			p = netip.MustParsePrefix(value)
 		}
-		if err := pub.Publish(context.Background(), decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, p, time.Hour, "test", time.Now())); err != nil {
+		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, p, time.Hour, origin, time.Now())
+		d.Legacy = legacy
+		if err := pub.Publish(context.Background(), d); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -590,7 +605,7 @@ func TestFollowsAddedPartitions(t *testing.T) {
 	for i := range 30 {
 		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(i), time.Hour, "test", time.Now())
 		ds = append(ds, d)
-		want[d.Key()] = d
+		want[d.Target()] = d
 	}
 	if err := pub.Publish(context.Background(), ds...); err != nil {
 		t.Fatal(err)
@@ -635,10 +650,55 @@ func TestMissingDLQPausesCopies(t *testing.T) {
 	if el := time.Since(start); el > 20*time.Second {
 		t.Fatalf("snapshot after %s", el)
 	}
-	if got := rec.ids(); len(got) != 1 || got[0] != good.Key()+"="+good.ID {
+	if got := rec.ids(); len(got) != 1 || got[0] != good.Target()+"="+good.ID {
 		t.Fatalf("snapshot %v", got)
 	}
 	if st := sub.Stats(); st.Invalid != 20 || st.DLQErrors != 20 {
 		t.Fatalf("stats %+v, want 20 invalid, 20 DLQ errors", st)
+	}
+}
+
+// TestDLQOneCopyPerRecord restarts bouncers on a topic with bad records
+// and checks that the DLQ holds one copy of each, not one per start.
+func TestDLQOneCopyPerRecord(t *testing.T) {
+	brokers := feedtest.Brokers(t)
+	topic := feedtest.Topic(t, 2)
+	w := rawWriter(t, brokers, topic)
+	good := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(1), time.Hour, "test", time.Now())
+	msgs := []kafka.Message{
+		{Key: []byte(good.Key()), Value: encode(t, good)},
+		{Key: []byte("ip:203.0.9.1@test"), Value: []byte(`{"v":1,`)},
+		{Key: []byte("ip:203.0.9.2@te st"), Value: nil}, // tombstone with an odd origin
+		{Key: []byte("ip:203.0.9.3@test"), Value: []byte(`{"v":2}`)},
+		{Key: []byte(good.Key()), Value: []byte(strings.Replace(string(encode(t, good)), `"value"`, `"Value":"203.0.9.4","value"`, 1))},
+	}
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	const bad = 4
+	for start := range 3 {
+		sub, _, stop := subscribe(t, decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-"})
+		st := sub.Stats()
+		stop()
+		wantSkipped := uint64(0)
+		if start > 0 {
+			wantSkipped = bad
+		}
+		if st.Invalid != bad || st.DLQSkipped != wantSkipped || st.DLQErrors != 0 {
+			t.Fatalf("start %d: stats %+v, want %d invalid, %d not copied again", start, st, bad, wantSkipped)
+		}
+	}
+	got := readDLQ(t, brokers, decisionfeed.DLQTopic(topic), bad)
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+	res, err := c.ListOffsets(context.Background(), &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{decisionfeed.DLQTopic(topic): {kafka.LastOffsetOf(0)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if po := res.Topics[decisionfeed.DLQTopic(topic)]; len(po) != 1 || po[0].LastOffset != bad {
+		t.Fatalf("DLQ offsets %+v, want %d copies in all; got %+v", po, bad, got)
 	}
 }

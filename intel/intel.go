@@ -5,16 +5,18 @@
 //
 //  1. the list is parsed (package blocklist; bad lines are reported with
 //     their number and skipped);
-//  2. the caller rebuilds the live decision set from the decisions topic, as
-//     a bouncer does, and Plan picks the list's previous content out of it:
-//     the live decisions with origin "blocklist" and scenario
-//     "blocklist/NAME";
+//  2. the caller rebuilds the standing decisions from the decisions topic,
+//     as a bouncer does, and Plan picks the list's previous content out of
+//     them: the decisions of origin "lists:NAME" (the list's own keys), and
+//     those of origin "blocklist" and scenario "blocklist/NAME" under legacy
+//     keys, which older imports wrote;
 //  3. Plan computes the change: an add for every prefix that is new (or whose
 //     decision has less than half of the list's duration left, so a list
 //     re-imported more often than its duration never lapses), a delete for
-//     every previous prefix no longer listed, nothing for the rest. A prefix
-//     whose key holds a decision of another origin lasting longer is left
-//     alone, so a list never shortens or lifts an engine or operator ban;
+//     every previous prefix no longer listed and for every legacy one,
+//     nothing for the rest. Decisions of other origins (the engine, an
+//     operator, another list) stand under keys of their own, so a list
+//     neither shortens, lifts nor defers to them: bouncers enforce the union;
 //  4. the import is recorded on the threat-intel topic (key = list name):
 //     the list's prefixes in chunks of at most ChunkPrefixes, each record
 //     carrying the import id, chunk number and count (Records), so the
@@ -34,8 +36,14 @@ import (
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 )
 
-// Origin is the origin of blocklist decisions.
-const Origin = "blocklist"
+// LegacyOrigin is the origin of the blocklist decisions written under
+// schema v1 keys without origin, shared by every list.
+const LegacyOrigin = "blocklist"
+
+// Origin returns the origin of a list's decisions, "lists:NAME": each list
+// is a producer of its own, so that one list's re-import never withdraws
+// what another list (or anyone else) decided.
+func Origin(name string) string { return "lists:" + name }
 
 // ChunkPrefixes is the most prefixes in one threat-intel record (about
 // 500 KB of JSON at the longest IPv6 ranges, under Kafka's default 1 MB).
@@ -84,9 +92,6 @@ type Change struct {
 	Deletes []decisionfeed.Decision
 	// Unchanged counts listed prefixes whose decision stays as it is.
 	Unchanged int
-	// Shadowed counts listed prefixes left alone because a longer decision
-	// of another origin holds their key.
-	Shadowed int
 
 	list List
 	now  time.Time
@@ -102,61 +107,69 @@ func (c *Change) AddDecisions(lo, hi int) []decisionfeed.Decision {
 }
 
 func newAdd(l List, p netip.Prefix, now time.Time) decisionfeed.Decision {
-	d := decisionfeed.NewDecision(decisionfeed.OpAdd, l.Type, p, l.Duration, Origin, now)
+	d := decisionfeed.NewDecision(decisionfeed.OpAdd, l.Type, p, l.Duration, Origin(l.Name), now)
 	d.Scenario = Scenario(l.Name)
 	return d
 }
 
-// Plan computes the decisions that turn the list's previous content in live
-// (the live set of the decisions topic) into prefixes. prefixes must be
-// valid (as blocklist.Parse returns them); live is not modified.
+// Plan computes the decisions that turn the list's previous content in
+// live (the standing decisions of the decisions topic, every origin) into
+// prefixes. prefixes must be valid (as blocklist.Parse returns them); live
+// is not modified.
 func Plan(l List, prefixes []netip.Prefix, live []decisionfeed.Decision, now time.Time) (Change, error) {
 	if err := l.Validate(); err != nil {
 		return Change{}, err
 	}
-	scenario := Scenario(l.Name)
-	// The until of a new add, as NewDecision computes it.
-	until := now.UTC().Truncate(time.Millisecond).Add(l.Duration)
-	byKey := make(map[string]*decisionfeed.Decision, len(live))
+	origin, scenario := Origin(l.Name), Scenario(l.Name)
+	own := make(map[string]*decisionfeed.Decision)
+	var legacy []*decisionfeed.Decision
 	for i := range live {
-		byKey[live[i].Key()] = &live[i]
+		cur := &live[i]
+		switch {
+		case cur.Op != decisionfeed.OpAdd:
+		case !cur.Legacy && cur.Origin == origin:
+			own[cur.Target()] = cur
+		case cur.Legacy && cur.Origin == LegacyOrigin && cur.Scenario == scenario:
+			legacy = append(legacy, cur)
+		}
 	}
 	ch := Change{list: l, now: now}
 	listed := make(map[string]struct{}, len(prefixes))
 	for _, p := range prefixes {
-		k := decisionfeed.PrefixKey(p)
+		k := decisionfeed.PrefixTarget(p)
 		if _, dup := listed[k]; dup {
 			continue // 10.0.0.1/32 and 10.0.0.1 are one key
 		}
 		listed[k] = struct{}{}
-		if cur, ok := byKey[k]; ok && !cur.Expired(now) {
-			if cur.Origin != Origin || cur.Scenario != scenario {
-				if !cur.Until.Before(until) {
-					ch.Shadowed++
-					continue
-				}
-			} else if cur.Type == l.Type && cur.Until.Sub(now) >= l.Duration/2 {
-				ch.Unchanged++
-				continue
-			}
+		if cur, ok := own[k]; ok && !cur.Expired(now) && cur.Type == l.Type && cur.Until.Sub(now) >= l.Duration/2 {
+			ch.Unchanged++
+			continue
 		}
 		ch.Adds = append(ch.Adds, p)
 	}
-	for i := range live {
-		cur := &live[i]
-		if cur.Origin != Origin || cur.Scenario != scenario || cur.Op != decisionfeed.OpAdd {
-			continue
-		}
-		if _, ok := listed[cur.Key()]; ok {
-			continue
-		}
+	del := func(cur *decisionfeed.Decision) error {
 		p, err := cur.Prefix()
 		if err != nil {
-			return Change{}, fmt.Errorf("list %s: live decision %s: %w", l.Name, cur.Key(), err)
+			return fmt.Errorf("list %s: live decision %s: %w", l.Name, cur.Key(), err)
 		}
-		d := decisionfeed.NewDecision(decisionfeed.OpDelete, cur.Type, p, 0, Origin, now)
-		d.Scenario = scenario
+		d := decisionfeed.NewDecision(decisionfeed.OpDelete, cur.Type, p, 0, cur.Origin, now)
+		d.Scenario, d.Legacy = scenario, cur.Legacy
 		ch.Deletes = append(ch.Deletes, d)
+		return nil
+	}
+	for k, cur := range own {
+		if _, ok := listed[k]; !ok {
+			if err := del(cur); err != nil {
+				return Change{}, err
+			}
+		}
+	}
+	// A legacy key is shared by every origin: the list withdraws what it
+	// wrote there and re-adds a listed prefix under its own key.
+	for _, cur := range legacy {
+		if err := del(cur); err != nil {
+			return Change{}, err
+		}
 	}
 	slices.SortFunc(ch.Deletes, func(a, b decisionfeed.Decision) int { return strings.Compare(a.Key(), b.Key()) })
 	return ch, nil

@@ -38,34 +38,45 @@ func values(ds []decisionfeed.Decision) string {
 
 func TestPlan(t *testing.T) {
 	l := List{Name: "drop", Type: decisionfeed.TypeBan, Duration: 24 * time.Hour}
+	own := Origin("drop")
 	now := t0.Add(2 * time.Hour)
+	legacy := liveAdd("192.0.2.50/32", LegacyOrigin, "blocklist/drop", decisionfeed.TypeBan, 24*time.Hour, t0) // written by an older import
+	legacy.Legacy = true
+	otherLegacy := liveAdd("192.0.2.51/32", LegacyOrigin, "blocklist/other", decisionfeed.TypeBan, 24*time.Hour, t0)
+	otherLegacy.Legacy = true
 	live := []decisionfeed.Decision{
-		liveAdd("192.0.2.1/32", Origin, "blocklist/drop", decisionfeed.TypeBan, 24*time.Hour, t0),          // kept
-		liveAdd("192.0.2.2/32", Origin, "blocklist/drop", decisionfeed.TypeBan, 24*time.Hour, t0),          // dropped from the list
-		liveAdd("198.51.100.0/24", Origin, "blocklist/drop", decisionfeed.TypeBan, 13*time.Hour, t0),       // 11h left < 12h: refreshed
-		liveAdd("203.0.113.0/24", Origin, "blocklist/other", decisionfeed.TypeBan, 48*time.Hour, t0),       // another list, longer: shadowed
-		liveAdd("203.0.113.9/32", "engine", "crowdsecurity/ssh-bf", decisionfeed.TypeBan, 4*time.Hour, t0), // engine, shorter: taken over
-		liveAdd("2001:db8::/48", "cli", "", decisionfeed.TypeBan, 48*time.Hour, t0),                        // operator, longer: shadowed
-		liveAdd("10.9.9.9/32", Origin, "blocklist/other", decisionfeed.TypeBan, time.Hour, t0),             // another list: untouched
+		liveAdd("192.0.2.1/32", own, "blocklist/drop", decisionfeed.TypeBan, 24*time.Hour, t0),                // kept
+		liveAdd("192.0.2.2/32", own, "blocklist/drop", decisionfeed.TypeBan, 24*time.Hour, t0),                // dropped from the list
+		liveAdd("198.51.100.0/24", own, "blocklist/drop", decisionfeed.TypeBan, 13*time.Hour, t0),             // 11h left < 12h: refreshed
+		liveAdd("203.0.113.0/24", Origin("other"), "blocklist/other", decisionfeed.TypeBan, 48*time.Hour, t0), // another list: its own key
+		liveAdd("203.0.113.9/32", "engine", "crowdsecurity/ssh-bf", decisionfeed.TypeBan, 4*time.Hour, t0),    // engine: its own key
+		liveAdd("2001:db8::/48", "cli", "", decisionfeed.TypeBan, 48*time.Hour, t0),                           // operator: its own key
+		liveAdd("10.9.9.9/32", Origin("other"), "blocklist/other", decisionfeed.TypeBan, time.Hour, t0),       // another list: untouched
+		liveAdd("10.9.9.10/32", "engine", "crowdsecurity/ssh-bf", decisionfeed.TypeBan, time.Hour, t0),        // not listed, not the list's: untouched
+		legacy, otherLegacy,
 	}
-	listed := prefixes(t, "192.0.2.1/32", "198.51.100.0/24", "203.0.113.0/24", "203.0.113.9/32", "2001:db8::/48", "192.0.2.77/32", "::ffff:192.0.2.77/128")
+	listed := prefixes(t, "192.0.2.1/32", "198.51.100.0/24", "203.0.113.0/24", "203.0.113.9/32", "2001:db8::/48", "192.0.2.77/32", "::ffff:192.0.2.77/128", "192.0.2.50/32")
 	ch, err := Plan(l, listed, live, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	adds := ch.AddDecisions(0, len(ch.Adds))
-	if got, want := values(adds), "add 192.0.2.77, add 198.51.100.0/24, add 203.0.113.9"; got != want {
+	if got, want := values(adds), "add 192.0.2.50, add 192.0.2.77, add 198.51.100.0/24, add 2001:db8::/48, add 203.0.113.0/24, add 203.0.113.9"; got != want {
 		t.Errorf("adds: %s, want %s", got, want)
 	}
-	if got, want := values(ch.Deletes), "delete 192.0.2.2"; got != want {
+	if got, want := values(ch.Deletes), "delete 192.0.2.2, delete 192.0.2.50"; got != want {
 		t.Errorf("deletes: %s, want %s", got, want)
 	}
-	if ch.Unchanged != 1 || ch.Shadowed != 2 {
-		t.Errorf("unchanged %d shadowed %d, want 1 and 2", ch.Unchanged, ch.Shadowed)
+	if ch.Unchanged != 1 {
+		t.Errorf("unchanged %d, want 1", ch.Unchanged)
 	}
 	for _, d := range append(adds, ch.Deletes...) {
-		if d.Origin != Origin || d.Scenario != "blocklist/drop" {
-			t.Errorf("%s: origin %q scenario %q", d.Value, d.Origin, d.Scenario)
+		wantOrigin, wantKey := own, d.Target()+"@"+own
+		if d.Value == "192.0.2.50" && d.Op == decisionfeed.OpDelete {
+			wantOrigin, wantKey = LegacyOrigin, d.Target() // withdrawn where the older import put it
+		}
+		if d.Origin != wantOrigin || d.Key() != wantKey || d.Scenario != "blocklist/drop" {
+			t.Errorf("%s %s: origin %q key %q scenario %q", d.Op, d.Value, d.Origin, d.Key(), d.Scenario)
 		}
 		if err := d.Validate(decisionfeed.DefaultLimits()); err != nil {
 			t.Errorf("%s: %v", d.Value, err)
@@ -75,12 +86,12 @@ func TestPlan(t *testing.T) {
 		t.Errorf("until %s, want %s", adds[0].Until, now.Add(24*time.Hour))
 	}
 
-	// An empty list deletes all of its previous content.
+	// An empty list deletes all of its previous content, and only that.
 	ch, err = Plan(l, nil, live, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := values(ch.Deletes), "delete 192.0.2.1, delete 192.0.2.2, delete 198.51.100.0/24"; got != want || len(ch.Adds) != 0 {
+	if got, want := values(ch.Deletes), "delete 192.0.2.1, delete 192.0.2.2, delete 192.0.2.50, delete 198.51.100.0/24"; got != want || len(ch.Adds) != 0 {
 		t.Errorf("empty list: deletes %s, adds %v", got, ch.Adds)
 	}
 }
@@ -119,14 +130,14 @@ func TestRecords(t *testing.T) {
 	}
 }
 
-// Plan relies on decisionfeed.PrefixKey agreeing with the key of the
+// Plan relies on decisionfeed.PrefixTarget agreeing with the key of the
 // decision NewDecision builds.
-func TestPrefixKeyMatchesNewDecision(t *testing.T) {
+func TestPrefixTargetMatchesNewDecision(t *testing.T) {
 	for _, s := range []string{"192.0.2.1/32", "198.51.100.0/24", "::ffff:192.0.2.1/128", "::ffff:198.51.100.0/120", "2001:db8::/48", "2001:db8::1/128"} {
 		p := netip.MustParsePrefix(s)
-		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, p, time.Hour, Origin, t0)
-		if got := decisionfeed.PrefixKey(p); got != d.Key() {
-			t.Errorf("PrefixKey(%s) = %s, decision key %s", s, got, d.Key())
+		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, p, time.Hour, Origin("l"), t0)
+		if got := decisionfeed.PrefixTarget(p); got != d.Target() {
+			t.Errorf("PrefixTarget(%s) = %s, decision target %s", s, got, d.Target())
 		}
 	}
 }

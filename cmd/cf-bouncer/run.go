@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"strings"
 	"sync"
@@ -218,11 +219,11 @@ func newFeedHandler() *feedHandler {
 }
 
 // Snapshot implements decisionfeed.Handler.
-func (h *feedHandler) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
+func (h *feedHandler) Snapshot(_ context.Context, live iter.Seq[decisionfeed.Decision]) error {
 	h.mu.Lock()
-	h.live = make(map[string]decisionfeed.Decision, len(live))
-	for _, d := range live {
-		h.live[d.Key()] = d
+	h.live = map[string]decisionfeed.Decision{}
+	for d := range live {
+		h.live[d.Target()] = d
 	}
 	select {
 	case <-h.ready:
@@ -239,10 +240,10 @@ func (h *feedHandler) Changes(_ context.Context, changes []decisionfeed.Decision
 	h.mu.Lock()
 	for _, d := range changes {
 		if d.Op == decisionfeed.OpDelete {
-			delete(h.live, d.Key())
+			delete(h.live, d.Target())
 			continue
 		}
-		h.live[d.Key()] = d
+		h.live[d.Target()] = d
 	}
 	h.mu.Unlock()
 	h.poke()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"time"
 
@@ -119,13 +120,22 @@ type feedHandler struct {
 }
 
 // Snapshot implements decisionfeed.Handler.
-func (h *feedHandler) Snapshot(ctx context.Context, live []decisionfeed.Decision) error {
+func (h *feedHandler) Snapshot(ctx context.Context, live iter.Seq[decisionfeed.Decision]) error {
 	start := time.Now()
-	if err := h.r.Snapshot(ctx, live); err != nil {
-		h.log.Error("reconcile failed; the feed retries", "live", len(live), "err", err)
+	n := 0
+	counted := func(yield func(decisionfeed.Decision) bool) {
+		for d := range live {
+			n++
+			if !yield(d) {
+				return
+			}
+		}
+	}
+	if err := h.r.Snapshot(ctx, counted); err != nil {
+		h.log.Error("reconcile failed; the feed retries", "live", n, "err", err)
 		return err
 	}
-	h.log.Info("reconciled to the feed's snapshot", "live", len(live), "bans", h.r.Len(),
+	h.log.Info("reconciled to the feed's snapshot", "live", n, "bans", h.r.Len(),
 		"took", time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -25,11 +26,12 @@ type feedHandler struct {
 var _ decisionfeed.Handler = (*feedHandler)(nil)
 
 // Snapshot replaces the set with the live decisions and marks the bouncer ready.
-func (h *feedHandler) Snapshot(ctx context.Context, live []decisionfeed.Decision) error {
-	entries := make([]prefixset.Entry, 0, len(live))
-	for i := range live {
-		d := &live[i]
-		e, enforce, err := toEntry(d)
+func (h *feedHandler) Snapshot(ctx context.Context, live iter.Seq[decisionfeed.Decision]) error {
+	var entries []prefixset.Entry
+	n := 0
+	for d := range live {
+		n++
+		e, enforce, err := toEntry(&d)
 		if err != nil {
 			return err
 		}
@@ -41,7 +43,7 @@ func (h *feedHandler) Snapshot(ctx context.Context, live []decisionfeed.Decision
 		return fmt.Errorf("load snapshot: %w", err)
 	}
 	if !h.ready.Swap(true) {
-		h.logger.Info("decision snapshot loaded; answering from it", "live", len(live), "enforced", len(entries))
+		h.logger.Info("decision snapshot loaded; answering from it", "live", n, "enforced", len(entries))
 	}
 	return nil
 }

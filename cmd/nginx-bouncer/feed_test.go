@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,11 +39,11 @@ func TestFeedHandler(t *testing.T) {
 	var ready atomic.Bool
 	h := &feedHandler{set: set, ready: &ready, logger: slog.New(slog.DiscardHandler)}
 
-	err := h.Snapshot(ctx, []decisionfeed.Decision{
+	err := h.Snapshot(ctx, slices.Values([]decisionfeed.Decision{
 		decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.1/32", time.Hour),
 		decision(decisionfeed.OpAdd, decisionfeed.TypeCaptcha, "198.51.100.0/24", time.Hour),
 		decision(decisionfeed.OpAdd, decisionfeed.TypeThrottle, "192.0.2.1/32", time.Hour),
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

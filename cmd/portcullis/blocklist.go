@@ -54,7 +54,6 @@ type importSummary struct {
 	Added     int      `json:"added"`
 	Deleted   int      `json:"deleted"`
 	Unchanged int      `json:"unchanged"`
-	Shadowed  int      `json:"shadowed"`
 	Skipped   []string `json:"skipped_lines"`
 }
 
@@ -134,7 +133,7 @@ portcullis blocklist import scanners.txt --name scanners --type captcha -o json
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	live, err := liveSet(ctx, common.BrokerList(), topic, log)
+	live, err := standingDecisions(ctx, common.BrokerList(), topic, log)
 	if err != nil {
 		return fmt.Errorf("blocklist import: %w", err)
 	}
@@ -147,7 +146,7 @@ portcullis blocklist import scanners.txt --name scanners --type captcha -o json
 	_, _ = rand.Read(idb[:]) // crypto/rand.Read never fails
 	sum := importSummary{
 		Name: name, ImportID: hex.EncodeToString(idb[:]), Prefixes: len(res.Prefixes),
-		Added: len(ch.Adds), Deleted: len(ch.Deletes), Unchanged: ch.Unchanged, Shadowed: ch.Shadowed,
+		Added: len(ch.Adds), Deleted: len(ch.Deletes), Unchanged: ch.Unchanged,
 		Skipped: []string{},
 	}
 	for _, le := range res.Skipped {
@@ -182,8 +181,8 @@ portcullis blocklist import scanners.txt --name scanners --type captcha -o json
 	for _, s := range sum.Skipped {
 		_, _ = fmt.Fprintf(stdout, "skipped %s\n", s)
 	}
-	_, _ = fmt.Fprintf(stdout, "imported %s (import %s): %d prefixes, %d added, %d deleted, %d unchanged, %d shadowed, %d lines skipped\n",
-		name, sum.ImportID, sum.Prefixes, sum.Added, sum.Deleted, sum.Unchanged, sum.Shadowed, len(sum.Skipped))
+	_, _ = fmt.Fprintf(stdout, "imported %s (import %s): %d prefixes, %d added, %d deleted, %d unchanged, %d lines skipped\n",
+		name, sum.ImportID, sum.Prefixes, sum.Added, sum.Deleted, sum.Unchanged, len(sum.Skipped))
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"iter"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -30,12 +31,12 @@ type standInBouncer struct {
 	ready   bool
 }
 
-func (b *standInBouncer) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
+func (b *standInBouncer) Snapshot(_ context.Context, live iter.Seq[decisionfeed.Decision]) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.live = map[string]decisionfeed.Decision{}
-	for _, d := range live {
-		b.live[d.Key()] = d
+	for d := range live {
+		b.live[d.Target()] = d
 	}
 	b.ready = true
 	return nil
@@ -46,9 +47,9 @@ func (b *standInBouncer) Changes(_ context.Context, cs []decisionfeed.Decision) 
 	defer b.mu.Unlock()
 	for _, d := range cs {
 		if d.Op == decisionfeed.OpDelete {
-			delete(b.live, d.Key())
+			delete(b.live, d.Target())
 		} else {
-			b.live[d.Key()] = d
+			b.live[d.Target()] = d
 		}
 	}
 	b.changes = append(b.changes, cs...)
@@ -123,7 +124,7 @@ func TestBlocklistImport100k(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "skipped line 503: ") || !strings.HasPrefix(lines[1], "skipped line 504: ") ||
-		!strings.Contains(lines[2], fmt.Sprintf("%d prefixes, %d added, 0 deleted, 0 unchanged, 0 shadowed, 2 lines skipped", n, n)) {
+		!strings.Contains(lines[2], fmt.Sprintf("%d prefixes, %d added, 0 deleted, 0 unchanged, 2 lines skipped", n, n)) {
 		t.Fatalf("import output:\n%s", out)
 	}
 	bouncer.wait(t, "100k decisions live", func() bool { return len(bouncer.live) == n })
@@ -135,7 +136,7 @@ func TestBlocklistImport100k(t *testing.T) {
 	var entries []enforcer.Entry
 	for _, d := range bouncer.live {
 		e, err := enforcer.FromDecision(&d)
-		if err != nil || d.Origin != intel.Origin || d.Scenario != "blocklist/test-list" || d.Type != decisionfeed.TypeBan {
+		if err != nil || d.Origin != intel.Origin("test-list") || d.Scenario != "blocklist/test-list" || d.Type != decisionfeed.TypeBan {
 			bouncer.mu.Unlock()
 			t.Fatalf("live decision %+v (%v)", d, err)
 		}

@@ -112,7 +112,7 @@ func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publish
 	if res.Startup {
 		// What the LAPI deleted while no poll ran is absent from the full
 		// set; it is still live on the feed.
-		live, err := liveSet(ctx, brokers, topic, log)
+		live, err := standingDecisions(ctx, brokers, topic, log)
 		if err != nil {
 			p.Reset()
 			return 0, fmt.Errorf("read the live set to find stale crowdsec decisions: %w", err)

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -170,15 +172,15 @@ portcullis decisions delete --all
 	return err
 }
 
-// snapshotOnce is a Handler that keeps the snapshot and stops the run.
+// snapshotOnce is a Handler that stops the run at the snapshot.
 type snapshotOnce struct {
-	live []decisionfeed.Decision
 	stop context.CancelFunc
+	done bool
 }
 
-// Snapshot keeps the live set and ends the run.
-func (s *snapshotOnce) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
-	s.live = live
+// Snapshot ends the run: the standing decisions are read from the subscriber.
+func (s *snapshotOnce) Snapshot(context.Context, iter.Seq[decisionfeed.Decision]) error {
+	s.done = true
 	s.stop()
 	return nil
 }
@@ -229,7 +231,7 @@ PORTCULLIS_BROKERS=kafka-1:9092 portcullis decisions list
 	}
 	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	live, err := liveSet(tctx, common.BrokerList(), topic, log)
+	live, err := standingSet(tctx, common.BrokerList(), topic, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -237,19 +239,24 @@ PORTCULLIS_BROKERS=kafka-1:9092 portcullis decisions list
 		return fmt.Errorf("decisions list: %w", err)
 	}
 	live = f.apply(live)
-	slices.SortFunc(live, func(a, b decisionfeed.Decision) int { return strings.Compare(a.Key(), b.Key()) })
 	if output == "json" {
 		return writeJSONArray(stdout, live)
 	}
 	return printTable(stdout, live, time.Now())
 }
 
-// printTable prints decisions as an aligned table.
-func printTable(w io.Writer, ds []decisionfeed.Decision, now time.Time) error {
+// printTable prints standing decisions as an aligned table; ENFORCED marks
+// the one whose remedy bouncers apply to the address.
+func printTable(w io.Writer, ss []decisionfeed.Standing, now time.Time) error {
 	// tabwriter buffers the table: a write error is returned by Flush.
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	_, _ = fmt.Fprintln(tw, "VALUE\tTYPE\tSCENARIO/REASON\tORIGIN\tEXPIRES IN")
-	for _, d := range ds {
+	_, _ = fmt.Fprintln(tw, "VALUE\tTYPE\tSCENARIO/REASON\tORIGIN\tEXPIRES IN\tENFORCED")
+	for i := range ss {
+		d := &ss[i].Decision
+		enforced := "-"
+		if ss[i].Enforced {
+			enforced = "yes"
+		}
 		why := d.Scenario
 		if d.Reason != "" {
 			if why != "" {
@@ -260,12 +267,12 @@ func printTable(w io.Writer, ds []decisionfeed.Decision, now time.Time) error {
 		if why == "" {
 			why = "-"
 		}
-		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Value, d.Type, why, d.Origin, d.Until.Sub(now).Round(time.Second))
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Value, d.Type, why, d.Origin, d.Until.Sub(now).Round(time.Second), enforced)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)
 	}
-	if len(ds) == 0 {
+	if len(ss) == 0 {
 		if _, err := fmt.Fprintln(w, "(no live decisions)"); err != nil {
 			return fmt.Errorf("write table: %w", err)
 		}
@@ -273,9 +280,10 @@ func printTable(w io.Writer, ds []decisionfeed.Decision, now time.Time) error {
 	return nil
 }
 
-// liveSet rebuilds the live decision set of topic as every bouncer does at
-// start, and returns it once read up to the high-water marks.
-func liveSet(ctx context.Context, brokers []string, topic string, log *slog.Logger) ([]decisionfeed.Decision, error) {
+// standingSet rebuilds the decisions of topic as every bouncer does at
+// start, and returns every decision standing once read up to the
+// high-water marks, one per key, sorted by address then origin.
+func standingSet(ctx context.Context, brokers []string, topic string, log *slog.Logger) ([]decisionfeed.Standing, error) {
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
 		Brokers:  brokers,
 		Topic:    topic,
@@ -292,16 +300,30 @@ func liveSet(ctx context.Context, brokers []string, topic string, log *slog.Logg
 	if err := sub.Run(runCtx, h); err != nil {
 		return nil, err
 	}
-	if h.live == nil && !sub.Stats().Ready {
+	if !h.done {
 		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return nil, ctx.Err()
 		}
 		return nil, errors.New("the live set was not rebuilt in time (is the broker at --brokers up?)")
 	}
-	if h.live == nil {
-		h.live = []decisionfeed.Decision{}
+	ss := sub.Standing(time.Now())
+	slices.SortFunc(ss, func(a, b decisionfeed.Standing) int {
+		return cmp.Or(strings.Compare(a.Target(), b.Target()), strings.Compare(a.Key(), b.Key()))
+	})
+	return ss, nil
+}
+
+// standingDecisions is standingSet without the enforced marks.
+func standingDecisions(ctx context.Context, brokers []string, topic string, log *slog.Logger) ([]decisionfeed.Decision, error) {
+	ss, err := standingSet(ctx, brokers, topic, log)
+	if err != nil {
+		return nil, err
 	}
-	return h.live, nil
+	ds := make([]decisionfeed.Decision, len(ss))
+	for i := range ss {
+		ds[i] = ss[i].Decision
+	}
+	return ds, nil
 }
 
 // decisionFilter selects live decisions; empty fields match everything.
@@ -345,12 +367,12 @@ func (f *decisionFilter) match(d *decisionfeed.Decision) bool {
 	return true
 }
 
-// apply keeps the matching decisions, filtering ds in place.
-func (f *decisionFilter) apply(ds []decisionfeed.Decision) []decisionfeed.Decision {
-	out := ds[:0]
-	for i := range ds {
-		if f.match(&ds[i]) {
-			out = append(out, ds[i])
+// apply keeps the matching decisions, filtering ss in place.
+func (f *decisionFilter) apply(ss []decisionfeed.Standing) []decisionfeed.Standing {
+	out := ss[:0]
+	for i := range ss {
+		if f.match(&ss[i].Decision) {
+			out = append(out, ss[i])
 		}
 	}
 	return out
@@ -367,21 +389,23 @@ func deleteMatching(ctx context.Context, common *cli.Common, topic string, f dec
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	live, err := liveSet(ctx, common.BrokerList(), topic, log)
+	live, err := standingSet(ctx, common.BrokerList(), topic, log)
 	if err != nil {
 		return fmt.Errorf("decisions delete: %w", err)
 	}
 	live = f.apply(live)
-	slices.SortFunc(live, func(a, b decisionfeed.Decision) int { return strings.Compare(a.Key(), b.Key()) })
 	now := time.Now()
 	dels := make([]decisionfeed.Decision, 0, len(live))
 	for i := range live {
-		p, err := live[i].Prefix()
+		cur := &live[i].Decision
+		p, err := cur.Prefix()
 		if err != nil {
-			return fmt.Errorf("decisions delete: live decision %s: %w", live[i].Key(), err)
+			return fmt.Errorf("decisions delete: live decision %s: %w", cur.Key(), err)
 		}
-		d := decisionfeed.NewDecision(decisionfeed.OpDelete, live[i].Type, p, 0, "cli", now)
-		d.Scenario = live[i].Scenario
+		// The delete goes under the key the decision stands under, so it
+		// carries that key's origin; the reason says who withdrew it.
+		d := decisionfeed.NewDecision(decisionfeed.OpDelete, cur.Type, p, 0, cur.Origin, now)
+		d.Scenario, d.Legacy, d.Reason = cur.Scenario, cur.Legacy, "withdrawn by an operator"
 		dels = append(dels, d)
 	}
 	if len(dels) > 0 {
@@ -407,7 +431,7 @@ func deleteMatching(ctx context.Context, common *cli.Common, topic string, f dec
 		return writeJSONArray(stdout, dels)
 	}
 	for _, d := range dels {
-		_, _ = fmt.Fprintf(stdout, "deleted %s (id %s)\n", d.Value, d.ID)
+		_, _ = fmt.Fprintf(stdout, "deleted %s of %s (id %s)\n", d.Value, d.Origin, d.ID)
 	}
 	_, _ = fmt.Fprintf(stdout, "%d decisions deleted\n", len(dels))
 	return nil
@@ -415,7 +439,7 @@ func deleteMatching(ctx context.Context, common *cli.Common, topic string, f dec
 
 // writeJSONArray writes ds as an indented JSON array one element at a time,
 // so a million-decision listing is not first built in memory.
-func writeJSONArray(w io.Writer, ds []decisionfeed.Decision) error {
+func writeJSONArray[T any](w io.Writer, ds []T) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	if len(ds) == 0 {
 		_, _ = bw.WriteString("[]\n")
@@ -424,7 +448,7 @@ func writeJSONArray(w io.Writer, ds []decisionfeed.Decision) error {
 		for i := range ds {
 			b, err := json.MarshalIndent(&ds[i], "  ", "  ")
 			if err != nil {
-				return fmt.Errorf("encode decision %s: %w", ds[i].Key(), err)
+				return fmt.Errorf("encode decision %d: %w", i, err)
 			}
 			if i > 0 {
 				_, _ = bw.WriteString(",\n  ")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,20 +49,21 @@ func TestDecisionsAddDeleteList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var live []decisionfeed.Decision
+	var live []decisionfeed.Standing
 	if err := json.Unmarshal([]byte(out), &live); err != nil {
 		t.Fatalf("list -o json: %v\n%s", err, out)
 	}
 	var got []string
-	for _, d := range live {
+	for _, s := range live {
+		d := s.Decision
 		if err := d.Validate(decisionfeed.DefaultLimits()); err != nil {
 			t.Fatalf("listed decision %+v: %v", d, err)
 		}
-		got = append(got, strings.Join([]string{d.Key(), string(d.Type), d.Duration, d.Origin, d.Reason, d.Scenario}, " "))
+		got = append(got, strings.Join([]string{d.Key(), string(d.Type), d.Duration, d.Origin, d.Reason, d.Scenario, strconv.FormatBool(s.Enforced)}, " "))
 	}
 	want := []string{
-		"ip:203.0.113.7 ban 4h0m0s cli manual ban ",
-		"range:198.51.100.0/24 captcha 1h0m0s cli  manual/abuse",
+		"ip:203.0.113.7@cli ban 4h0m0s cli manual ban  true",
+		"range:198.51.100.0/24@cli captcha 1h0m0s cli  manual/abuse true",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("list -o json:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -149,21 +151,21 @@ func TestHelpIsAManualPage(t *testing.T) {
 
 func TestPrintTable(t *testing.T) {
 	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	ds := []decisionfeed.Decision{
-		{Value: "203.0.113.7", Type: "ban", Scenario: "crowdsecurity/ssh-bf", Origin: "engine", Until: now.Add(4 * time.Hour)},
-		{Value: "2001:db8::/48", Type: "captcha", Reason: "manual", Origin: "cli", Until: now.Add(90*time.Second + 400*time.Millisecond)},
-		{Value: "192.0.2.1", Type: "throttle", Scenario: "s", Reason: "r", Origin: "blocklist", Until: now.Add(time.Minute)},
-		{Value: "192.0.2.2", Type: "ban", Origin: "cli", Until: now.Add(time.Minute)},
+	ds := []decisionfeed.Standing{
+		{Decision: decisionfeed.Decision{Value: "203.0.113.7", Type: "ban", Scenario: "crowdsecurity/ssh-bf", Origin: "engine", Until: now.Add(4 * time.Hour)}, Enforced: true},
+		{Decision: decisionfeed.Decision{Value: "2001:db8::/48", Type: "captcha", Reason: "manual", Origin: "cli", Until: now.Add(90*time.Second + 400*time.Millisecond)}, Enforced: true},
+		{Decision: decisionfeed.Decision{Value: "192.0.2.1", Type: "throttle", Scenario: "s", Reason: "r", Origin: "blocklist", Until: now.Add(time.Minute)}},
+		{Decision: decisionfeed.Decision{Value: "192.0.2.1", Type: "ban", Origin: "cli", Until: now.Add(time.Minute)}, Enforced: true},
 	}
 	var b bytes.Buffer
 	if err := printTable(&b, ds, now); err != nil {
 		t.Fatal(err)
 	}
-	want := `VALUE          TYPE      SCENARIO/REASON       ORIGIN     EXPIRES IN
-203.0.113.7    ban       crowdsecurity/ssh-bf  engine     4h0m0s
-2001:db8::/48  captcha   manual                cli        1m30s
-192.0.2.1      throttle  s: r                  blocklist  1m0s
-192.0.2.2      ban       -                     cli        1m0s
+	want := `VALUE          TYPE      SCENARIO/REASON       ORIGIN     EXPIRES IN  ENFORCED
+203.0.113.7    ban       crowdsecurity/ssh-bf  engine     4h0m0s      yes
+2001:db8::/48  captcha   manual                cli        1m30s       yes
+192.0.2.1      throttle  s: r                  blocklist  1m0s        -
+192.0.2.1      ban       -                     cli        1m0s        yes
 `
 	if b.String() != want {
 		t.Fatalf("table:\n%s\nwant:\n%s", b.String(), want)

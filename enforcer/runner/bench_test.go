@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ func BenchmarkSnapshot1M(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := r.Snapshot(context.Background(), live); err != nil {
+		if err := r.Snapshot(context.Background(), slices.Values(live)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"net"
 	"net/netip"
 	"slices"
@@ -397,15 +398,15 @@ func (r *Runner) convertLocked(d *decisionfeed.Decision, now time.Time) (p netip
 
 // Snapshot implements decisionfeed.Handler: the backend is reconciled to
 // exactly the live bans, in one call. Changes still pending are superseded.
-func (r *Runner) Snapshot(ctx context.Context, live []decisionfeed.Decision) error {
+func (r *Runner) Snapshot(ctx context.Context, live iter.Seq[decisionfeed.Decision]) error {
 	r.backendMu.Lock()
 	defer r.backendMu.Unlock()
 
 	r.mu.Lock()
 	now := r.now()
-	want := make(map[netip.Prefix]enforcer.Entry, len(live))
-	for i := range live {
-		p, c, ok := r.convertLocked(&live[i], now)
+	want := make(map[netip.Prefix]enforcer.Entry, max(len(r.active), 1024))
+	for d := range live {
+		p, c, ok := r.convertLocked(&d, now)
 		if !ok {
 			continue
 		}

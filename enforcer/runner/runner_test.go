@@ -216,7 +216,7 @@ func TestSnapshotFiltersAndReconcilesOnce(t *testing.T) {
 		dec(decisionfeed.OpAdd, decisionfeed.TypeBan, "192.0.2.9", t0.Add(-time.Second)), // expired
 		{V: 1, Op: decisionfeed.OpAdd, Type: decisionfeed.TypeBan, Scope: "bogus", Value: "x"},
 	}
-	if err := r.Snapshot(context.Background(), live); err != nil {
+	if err := r.Snapshot(context.Background(), slices.Values(live)); err != nil {
 		t.Fatalf("Snapshot: %v", err)
 	}
 	calls, state := f.snapshot()
@@ -252,7 +252,7 @@ func TestChangesCoalesceIntoOneBatch(t *testing.T) {
 	clk := &clock{t: t0}
 	f := newRecorder()
 	r := startRunner(t, testConfig(clk), f, nil)
-	if err := r.Snapshot(context.Background(), []decisionfeed.Decision{ban("192.0.2.1"), ban("192.0.2.2")}); err != nil {
+	if err := r.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{ban("192.0.2.1"), ban("192.0.2.2")})); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -300,7 +300,7 @@ func TestApplyRetriesAndKeepsNewerChanges(t *testing.T) {
 	var errs []string
 	cfg.OnApplyError = func(err error) { errs = append(errs, err.Error()) }
 	r := startRunner(t, cfg, f, nil)
-	if err := r.Snapshot(context.Background(), nil); err != nil {
+	if err := r.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{})); err != nil {
 		t.Fatal(err)
 	}
 	f.mu.Lock()
@@ -352,14 +352,14 @@ func TestSnapshotErrorIsReturned(t *testing.T) {
 	f := newRecorder()
 	f.failN = 1
 	r := startRunner(t, testConfig(clk), f, nil)
-	err := r.Snapshot(context.Background(), []decisionfeed.Decision{ban("192.0.2.1")})
+	err := r.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{ban("192.0.2.1")}))
 	if err == nil || !strings.Contains(err.Error(), "reconcile 1 bans: injected failure") {
 		t.Fatalf("Snapshot error = %v", err)
 	}
 	if r.Synced() {
 		t.Fatal("Synced() = true after a failed snapshot")
 	}
-	if err := r.Snapshot(context.Background(), []decisionfeed.Decision{ban("192.0.2.1")}); err != nil {
+	if err := r.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{ban("192.0.2.1")})); err != nil {
 		t.Fatalf("second Snapshot: %v", err)
 	}
 	if _, state := f.snapshot(); !slices.Equal(state, []string{"192.0.2.1/32"}) {
@@ -372,7 +372,7 @@ func TestSweepDeletesExpired(t *testing.T) {
 	f := newRecorder()
 	r := startRunner(t, testConfig(clk), f, nil)
 	short := dec(decisionfeed.OpAdd, decisionfeed.TypeBan, "192.0.2.20", t0.Add(time.Minute))
-	if err := r.Snapshot(context.Background(), []decisionfeed.Decision{short, ban("192.0.2.21")}); err != nil {
+	if err := r.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{short, ban("192.0.2.21")})); err != nil {
 		t.Fatal(err)
 	}
 	if n := r.Sweep(); n != 0 {
@@ -404,7 +404,7 @@ func TestHostAddressRefreshWithdrawsBan(t *testing.T) {
 		return slices.Clone(hosts), nil
 	}
 	r := startRunner(t, cfg, f, nil)
-	if err := r.Snapshot(context.Background(), []decisionfeed.Decision{ban("192.0.2.0/24"), ban("192.0.2.99")}); err != nil {
+	if err := r.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{ban("192.0.2.0/24"), ban("192.0.2.99")})); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
@@ -426,7 +426,7 @@ func TestMetricsExposition(t *testing.T) {
 	cfg := testConfig(clk)
 	reg := prometheus.NewRegistry()
 	r := startRunner(t, cfg, f, reg)
-	if err := r.Snapshot(context.Background(), []decisionfeed.Decision{ban("192.0.2.1")}); err != nil {
+	if err := r.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{ban("192.0.2.1")})); err != nil {
 		t.Fatal(err)
 	}
 	want := `
@@ -476,7 +476,7 @@ func TestManyChangesAreSplitIntoBatches(t *testing.T) {
 	cfg := testConfig(clk)
 	cfg.MaxBatch = 100
 	r := startRunner(t, cfg, f, nil)
-	if err := r.Snapshot(context.Background(), nil); err != nil {
+	if err := r.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{})); err != nil {
 		t.Fatal(err)
 	}
 	var ds []decisionfeed.Decision

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"iter"
 	"net/netip"
 	"os"
 	"runtime"
@@ -183,7 +184,7 @@ type counting struct {
 	snap chan int
 }
 
-func (c *counting) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
+func (c *counting) Snapshot(_ context.Context, live iter.Seq[decisionfeed.Decision]) error {
 	if memProfile != "" {
 		// Reported, not returned: a failed Snapshot would leave rebuild
 		// waiting on c.snap for ever.
@@ -191,7 +192,11 @@ func (c *counting) Snapshot(_ context.Context, live []decisionfeed.Decision) err
 			fmt.Fprintln(os.Stderr, "feedbench:", err)
 		}
 	}
-	c.snap <- len(live)
+	n := 0
+	for range live {
+		n++
+	}
+	c.snap <- n
 	return nil
 }
 
@@ -280,7 +285,7 @@ type arrival struct {
 	at time.Time
 }
 
-func (a *arrivals) Snapshot(context.Context, []decisionfeed.Decision) error {
+func (a *arrivals) Snapshot(context.Context, iter.Seq[decisionfeed.Decision]) error {
 	close(a.ready)
 	return nil
 }
