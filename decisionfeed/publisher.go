@@ -92,7 +92,7 @@ func (p *Publisher) Publish(ctx context.Context, ds ...Decision) error {
 	for i := range ds {
 		b, err := Encode(&ds[i], p.limits)
 		if err != nil {
-			return fmt.Errorf("publish decision %d (%s): %w", i, ds[i].Key(), err)
+			return fmt.Errorf("publish decision %d (%s): %w", i, ds[i].Key(), invalidError{err})
 		}
 		msgs[i] = kafka.Message{Key: []byte(ds[i].Key()), Value: b}
 	}
@@ -111,3 +111,14 @@ func (p *Publisher) Close() error {
 	}
 	return nil
 }
+
+// ErrInvalid is matched (errors.Is) by a Publish error for a decision that
+// fails validation, which no retry mends.
+var ErrInvalid = errors.New("invalid decision")
+
+// invalidError wraps a validation error so that it also matches ErrInvalid,
+// without changing its message.
+type invalidError struct{ err error }
+
+func (e invalidError) Error() string   { return e.err.Error() }
+func (e invalidError) Unwrap() []error { return []error{e.err, ErrInvalid} }

@@ -39,7 +39,7 @@ func runDecisions(ctx context.Context, args []string, stdout io.Writer) error {
 
 SYNOPSIS
     portcullis decisions add --ip IP|--range CIDR --duration D [--type T] [--reason TEXT] [--scenario S]
-    portcullis decisions delete --ip IP|--range CIDR|--scenario S|--all
+    portcullis decisions delete --ip IP|--range CIDR|--scenario S|--all [--origin O]
     portcullis decisions list [--ip IP] [--scenario S] [--origin O] [--type T] [-o table|json]
 
     Run "portcullis decisions add --help" (delete, list) for the options.
@@ -82,13 +82,17 @@ portcullis decisions add --range 198.51.100.0/24 --duration 24h --type captcha
 portcullis decisions add --brokers kafka-1:9092,kafka-2:9092 --ip 2001:db8::7 --duration 30m
 `
 	if op == decisionfeed.OpDelete {
-		synopsis = "portcullis decisions delete --ip IP|--range CIDR|--scenario S|--all [-o text|json]"
-		description = `Publishes a delete decision for the key of IP or CIDR (origin "cli"); every
-bouncer lifts the ban, whatever type it had. With --scenario (exact match)
-or --all, the live set is rebuilt from the topic first and a delete is
-published for every matching live key.
+		synopsis = "portcullis decisions delete --ip IP|--range CIDR|--scenario S|--all [--origin O] [-o text|json]"
+		description = `Withdraws decisions as an operator: the standing decisions are rebuilt
+from the topic first, and a delete is published under the key of every one
+that matches, whatever its origin (the engine, the CLI, each blocklist,
+CrowdSec pull, and the schema v1 keys without origin); --origin narrows it
+to one origin. --ip and --range match that address or range exactly;
+--scenario matches exactly; --all matches everything. Bouncers lift the
+remedy once no decision stands on the address any more.
 `
 		examples = `portcullis decisions delete --ip 203.0.113.7
+portcullis decisions delete --ip 203.0.113.7 --origin engine
 portcullis decisions delete --range 198.51.100.0/24
 portcullis decisions delete --scenario blocklist/spamhaus-drop
 portcullis decisions delete --all
@@ -102,7 +106,7 @@ portcullis decisions delete --all
 		dur                      time.Duration
 		timeout                  time.Duration
 		all                      bool
-		output                   string
+		output, origin           string
 	)
 	common.Register(fs)
 	fs.StringVar(&ipFlag, "ip", "", "a single IPv4 or IPv6 address")
@@ -117,16 +121,35 @@ portcullis decisions delete --all
 	} else {
 		fs.StringVar(&scenario, "scenario", "", "delete every live decision of this scenario")
 		fs.BoolVar(&all, "all", false, "delete every live decision")
+		fs.StringVar(&origin, "origin", "", "delete only the decisions of this origin (engine, cli, lists:NAME, crowdsec)")
 	}
 	fs.StringVar(&output, "o", "text", "output format: text or json (the decisions published)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if op == decisionfeed.OpDelete && (scenario != "" || all) {
-		if ipFlag != "" || rangeFlag != "" || (scenario != "" && all) {
+	if op == decisionfeed.OpDelete {
+		f := decisionFilter{scenario: scenario, origin: origin}
+		switch {
+		case ipFlag != "" || rangeFlag != "":
+			if scenario != "" || all {
+				return fmt.Errorf("%w: decisions delete: give one of --ip, --range, --scenario or --all", errUsage)
+			}
+			p, err := target(ipFlag, rangeFlag)
+			if err != nil {
+				return err
+			}
+			f.target = decisionfeed.PrefixTarget(p)
+		case scenario == "" && !all:
+			return fmt.Errorf("%w: decisions delete: give one of --ip, --range, --scenario or --all", errUsage)
+		case scenario != "" && all:
 			return fmt.Errorf("%w: decisions delete: give one of --ip, --range, --scenario or --all", errUsage)
 		}
-		return deleteMatching(ctx, &common, topic, decisionFilter{scenario: scenario}, timeout, output, stdout)
+		if origin != "" {
+			if err := decisionfeed.CheckOrigin(origin); err != nil {
+				return fmt.Errorf("%w: --origin: %w", errUsage, err)
+			}
+		}
+		return deleteMatching(ctx, &common, topic, f, timeout, output, stdout)
 	}
 	if err := checkOutput(output, "text", "json"); err != nil {
 		return err
@@ -146,13 +169,17 @@ portcullis decisions delete --all
 	if err := d.Validate(decisionfeed.DefaultLimits()); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
+	log, err := common.Logger("decisions")
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
 	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: common.BrokerList(), Topic: topic})
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	err = pub.Publish(ctx, d)
+	err = publishRetrying(ctx, pub, log, d)
 	if cerr := pub.Close(); err == nil {
 		err = cerr
 	}
@@ -331,6 +358,7 @@ type decisionFilter struct {
 	ip                    string
 	scenario, origin, typ string
 	addr                  netip.Addr
+	target                string // exact "scope:value"
 }
 
 func (f *decisionFilter) register(fs *flag.FlagSet) {
@@ -355,7 +383,7 @@ func (f *decisionFilter) check() error {
 
 func (f *decisionFilter) match(d *decisionfeed.Decision) bool {
 	if (f.scenario != "" && d.Scenario != f.scenario) || (f.origin != "" && d.Origin != f.origin) ||
-		(f.typ != "" && string(d.Type) != f.typ) {
+		(f.typ != "" && string(d.Type) != f.typ) || (f.target != "" && d.Target() != f.target) {
 		return false
 	}
 	if f.addr.IsValid() {
@@ -415,7 +443,7 @@ func deleteMatching(ctx context.Context, common *cli.Common, topic string, f dec
 		}
 		for rest := dels; len(rest) > 0; {
 			n := min(len(rest), publishChunk)
-			if err = pub.Publish(ctx, rest[:n]...); err != nil {
+			if err = publishRetrying(ctx, pub, log, rest[:n]...); err != nil {
 				break
 			}
 			rest = rest[n:]
@@ -462,3 +490,33 @@ func writeJSONArray[T any](w io.Writer, ds []T) error {
 	}
 	return nil
 }
+
+// publishRetrying publishes ds, trying again with backoff while the
+// brokers cannot be reached, until ctx ends (the --timeout): an operator's
+// ban must not fail because a broker restarts. Publishing a decision twice
+// is harmless.
+func publishRetrying(ctx context.Context, pub *decisionfeed.Publisher, log *slog.Logger, ds ...decisionfeed.Decision) error {
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := pub.Publish(ctx, ds...)
+		if err == nil {
+			return nil
+		}
+		if !retryable(err) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("gave up after %d attempts: %w", attempt, err)
+		case <-t.C:
+		}
+		log.Warn("publish failed, retrying", "attempt", attempt, "err", err)
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// retryable tells a failure to reach the brokers from a decision that is
+// invalid, which no retry mends.
+func retryable(err error) bool { return !errors.Is(err, decisionfeed.ErrInvalid) }

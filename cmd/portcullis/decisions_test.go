@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -169,5 +171,99 @@ func TestPrintTable(t *testing.T) {
 `
 	if b.String() != want {
 		t.Fatalf("table:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+// TestOperatorDeleteAcrossOrigins puts decisions of several producers
+// (and a schema v1 legacy key) on one address, and checks that
+// "decisions delete --ip" withdraws all of them while "--origin" narrows
+// it, and that "decisions list" shows each standing decision and marks
+// the enforced one.
+func TestOperatorDeleteAcrossOrigins(t *testing.T) {
+	brokers := feedtest.Brokers(t)
+	topic := feedtest.CompactedTopic(t, 3)
+	common := []string{"--brokers", strings.Join(brokers, ","), "--topic", topic, "--log-level", "warn"}
+	now := time.Now()
+	engine := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix("192.0.2.77/32"), 8*time.Hour, "engine", now)
+	list := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeCaptcha, netip.MustParsePrefix("192.0.2.77/32"), 24*time.Hour, "lists:drop", now)
+	legacy := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix("192.0.2.77/32"), time.Hour, "crowdsec", now)
+	legacy.Legacy = true
+	other := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix("192.0.2.78/32"), time.Hour, "engine", now)
+	pub := feedtest.Publisher(t, decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
+	if err := pub.Publish(context.Background(), engine, list, legacy, other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := portcullis(t, append([]string{"decisions", "add", "--ip", "192.0.2.77", "--duration", "2h"}, common...)...); err != nil {
+		t.Fatal(err)
+	}
+	list77 := func() string {
+		t.Helper()
+		out, err := portcullis(t, append([]string{"decisions", "list", "--ip", "192.0.2.77", "-o", "json"}, common...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ss []decisionfeed.Standing
+		if err := json.Unmarshal([]byte(out), &ss); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		var got []string
+		for _, s := range ss {
+			got = append(got, fmt.Sprintf("%s/%s/%v", s.Origin, s.Type, s.Enforced))
+		}
+		return strings.Join(got, " ")
+	}
+	// Sorted by key: the legacy key has no origin suffix and comes first.
+	if got, want := list77(), "crowdsec/ban/false cli/ban/false engine/ban/true lists:drop/captcha/false"; got != want {
+		t.Fatalf("list: %s\nwant %s", got, want)
+	}
+	out, err := portcullis(t, append([]string{"decisions", "delete", "--ip", "192.0.2.77", "--origin", "engine"}, common...)...)
+	if err != nil || !strings.Contains(out, "1 decisions deleted") {
+		t.Fatalf("delete --origin engine: %v\n%s", err, out)
+	}
+	if got, want := list77(), "crowdsec/ban/false cli/ban/true lists:drop/captcha/false"; got != want {
+		t.Fatalf("after delete --origin engine: %s\nwant %s", got, want)
+	}
+	out, err = portcullis(t, append([]string{"decisions", "delete", "--ip", "192.0.2.77"}, common...)...)
+	if err != nil || !strings.Contains(out, "3 decisions deleted") {
+		t.Fatalf("delete --ip: %v\n%s", err, out)
+	}
+	if got := list77(); got != "" {
+		t.Fatalf("after delete --ip: %s standing, want none", got)
+	}
+	out, err = portcullis(t, append([]string{"decisions", "list", "-o", "json"}, common...)...)
+	if err != nil || !strings.Contains(out, `"value": "192.0.2.78"`) {
+		t.Fatalf("the other address went too: %v\n%s", err, out)
+	}
+}
+
+// TestDecisionsAddRetriesWhileBrokerDown starts "decisions add" with the
+// broker down and brings it up a second later: the add waits for it,
+// within --timeout, instead of failing at once.
+func TestDecisionsAddRetriesWhileBrokerDown(t *testing.T) {
+	if feedtest.External() {
+		t.Skip("needs a broker this test can stop and start; runs on the embedded broker")
+	}
+	bp := feedtest.StartBrokerProcess(t) // creates the default topics
+	bp.Kill()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := portcullis(t, "decisions", "add", "--ip", "192.0.2.9", "--duration", "1h", "--timeout", "20s",
+			"--brokers", bp.Addr(), "--log-level", "error")
+		done <- err
+	}()
+	time.Sleep(time.Second)
+	select {
+	case err := <-done:
+		t.Fatalf("add returned after %s with the broker down: %v", time.Since(start), err)
+	default:
+	}
+	bp.Start()
+	if err := <-done; err != nil {
+		t.Fatalf("add after the broker came back: %v", err)
+	}
+	out, err := portcullis(t, "decisions", "list", "--ip", "192.0.2.9", "--brokers", bp.Addr(), "--log-level", "error")
+	if err != nil || !strings.Contains(out, "192.0.2.9") {
+		t.Fatalf("list: %v\n%s", err, out)
 	}
 }
