@@ -84,7 +84,7 @@ type published struct {
 	duration string
 }
 
-var idRE = regexp.MustCompile(`\(id ([0-9a-f]{32})\)\n$`)
+var idRE = regexp.MustCompile(`(?m)\(id ([0-9a-f]{32})\)$`)
 
 // portcullis runs `portcullis decisions ARGS... --brokers B` and returns the
 // decision id it printed.
@@ -251,7 +251,7 @@ func TestSeedPythonConsumerSurvivesDelete(t *testing.T) {
 
 // TestKcatReadsDecisions reads the decisions topic with kcat and checks that
 // every decision `portcullis decisions add` and `delete` published is there,
-// under its scope:value key, as schema v1 JSON that decisionfeed accepts.
+// under its scope:value@origin key, as schema v1 JSON that decisionfeed accepts.
 func TestKcatReadsDecisions(t *testing.T) {
 	requireTool(t, "kcat", "-V")
 	brokers := feedtest.Brokers(t)
@@ -296,7 +296,7 @@ func TestKcatReadsDecisions(t *testing.T) {
 			t.Errorf("kcat: decision %s = %+v, want op %s type %s scope %s value %s duration %s origin cli",
 				want.id, d, want.op, want.typ, want.scope, want.value, want.duration)
 		}
-		if wantKey := string(want.scope) + ":" + want.value; keys[want.id] != wantKey {
+		if wantKey := string(want.scope) + ":" + want.value + "@cli"; keys[want.id] != wantKey {
 			t.Errorf("kcat: decision %s has key %q, want %q", want.id, keys[want.id], wantKey)
 		}
 	}
