@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -220,5 +221,67 @@ func TestBlocklistImport100k(t *testing.T) {
 	}
 	if total != 2*n {
 		t.Fatalf("threat-intel records hold %d prefixes, want %d", total, 2*n)
+	}
+}
+
+// TestBlocklistReimportKeepsOtherOrigins imports a list, lets the engine
+// and an operator ban addresses the list also holds (and another list
+// hold one), then re-imports the list without them: the list withdraws
+// only its own decisions, so the bans stand.
+func TestBlocklistReimportKeepsOtherOrigins(t *testing.T) {
+	brokers := feedtest.Brokers(t)
+	topic := feedtest.CompactedTopic(t, 3)
+	intelTopic := feedtest.Topic(t, 1)
+	common := []string{"--brokers", strings.Join(brokers, ","), "--topic", topic, "--intel-topic", intelTopic, "--log-level", "warn"}
+	dir := t.TempDir()
+	write := func(name string, lines ...string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	bouncer := startBouncer(t, brokers, topic)
+	bouncer.wait(t, "empty snapshot", func() bool { return true })
+	imp := func(file, name string) {
+		t.Helper()
+		if out, err := portcullis(t, append([]string{"blocklist", "import", file, "--name", name, "--duration", "24h"}, common...)...); err != nil {
+			t.Fatalf("import %s: %v\n%s", name, err, out)
+		}
+	}
+	imp(write("a1.txt", "192.0.2.1", "192.0.2.2", "192.0.2.3", "198.51.100.0/24"), "list-a")
+	imp(write("b.txt", "192.0.2.3"), "list-b")
+	pub := feedtest.Publisher(t, decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
+	engineBan := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix("192.0.2.1/32"), 4*time.Hour, "engine", time.Now())
+	if err := pub.Publish(context.Background(), engineBan); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := portcullis(t, "decisions", "add", "--range", "198.51.100.0/24", "--duration", "1h",
+		"--brokers", strings.Join(brokers, ","), "--topic", topic, "--log-level", "warn"); err != nil {
+		t.Fatalf("add: %v\n%s", err, out)
+	}
+	imp(write("a2.txt", "192.0.2.2"), "list-a") // 192.0.2.1, .3 and the range dropped from list-a
+
+	enforced := func() string {
+		var out []string
+		for k, d := range bouncer.live {
+			out = append(out, k+"="+d.Origin)
+		}
+		slices.Sort(out)
+		return strings.Join(out, " ")
+	}
+	const want = "ip:192.0.2.1=engine ip:192.0.2.2=lists:list-a ip:192.0.2.3=lists:list-b range:198.51.100.0/24=cli"
+	bouncer.wait(t, "the other origins' bans standing", func() bool { return enforced() == want })
+	fresh := startBouncer(t, brokers, topic)
+	fresh.wait(t, "a fresh bouncer's snapshot", func() bool { return len(fresh.live) == 4 })
+	fresh.mu.Lock()
+	defer fresh.mu.Unlock()
+	var got []string
+	for k, d := range fresh.live {
+		got = append(got, k+"="+d.Origin)
+	}
+	slices.Sort(got)
+	if strings.Join(got, " ") != want {
+		t.Fatalf("fresh snapshot %v\nwant %s", got, want)
 	}
 }
