@@ -219,11 +219,14 @@ func (s *snapshotOnce) Changes(context.Context, []decisionfeed.Decision) error {
 func decisionsList(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("decisions list",
 		"portcullis decisions list [--ip IP] [--scenario S] [--origin O] [--type T] [-o table|json] [--topic T] [--timeout D]",
-		`Rebuilds the live set from the decisions topic, as every bouncer does at
+		`Rebuilds the decisions from the decisions topic, as every bouncer does at
 start (all partitions from the earliest offset, deleted and expired decisions
-dropped), and prints it sorted by value: a table, or a JSON array of schema v1
-decisions. The filters combine: --ip matches the address and every range
-containing it; --scenario, --origin and --type match exactly.
+dropped), and prints every decision standing, one per producer and address,
+sorted by value then key: a table, or a JSON array of schema v1 decisions each
+with "enforced". ENFORCED (true) marks the decision whose remedy bouncers apply
+to the address: the strongest, held until the latest expiry of those standing
+there. The filters combine: --ip matches the address and every range containing
+it; --scenario, --origin and --type match exactly.
 `,
 		`portcullis decisions list
 portcullis decisions list --ip 198.51.100.7
