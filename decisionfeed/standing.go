@@ -14,20 +14,19 @@ import (
 // address: the union of those standing there (see effective).
 //
 // It is built for a million keys: an address is a value string and the
-// head of a list of entries; an entry is 64 bytes of numbers, its origin,
-// scenario, host, duration and country interned in a string table, its id
-// packed to 16 bytes when it is 32 hex digits (as NewDecision makes them);
-// the rare reason and odd id live in side maps. The index maps a 64-bit
-// hash of the value to its slot, a third of the cost of a map keyed by
-// string; the rare value whose hash collides with another's goes to spill.
+// head of a list of entries; an entry is 56 bytes of numbers, its origin,
+// scenario, host and duration interned in a string table, its id packed to
+// 16 bytes when it is 32 hex digits (as NewDecision makes them); the rare
+// reason and odd id live in side maps. The index is an open-addressing
+// table of address slots (4 bytes each, linear probing on a hash of the
+// value), a quarter of the cost of a Go map from hash to slot.
 type standingSet struct {
 	mu     sync.Mutex
 	seed   maphash.Seed
 	hashFn func(string) uint64 // replaces the hash in tests that force collisions
 	accept func(*Decision) bool
 
-	idx   map[uint64]int32
-	spill map[string]int32
+	idx   []int32 // address slot + 1 at the value's hash, probing on; 0 is empty
 	addrs []addrSlot
 	ents  []entry
 	// freeAddrs and freeEnts are slots to reuse.
@@ -54,7 +53,7 @@ type entry struct {
 	scenario       uint32
 	host           uint32
 	duration       uint32
-	country        uint32
+	country        [2]byte
 	rank           uint8 // of the type; 0 marks a free entry
 	flags          uint8
 }
@@ -112,11 +111,14 @@ func (t *strtab) str(i uint32) string {
 }
 
 func newStandingSet(capHint int, accept func(*Decision) bool) *standingSet {
+	n := 16
+	for n*3 < capHint*4 {
+		n *= 2
+	}
 	return &standingSet{
 		seed:    maphash.MakeSeed(),
 		accept:  accept,
-		idx:     make(map[uint64]int32, capHint),
-		spill:   map[string]int32{},
+		idx:     make([]int32, n),
 		addrs:   make([]addrSlot, 0, capHint),
 		ents:    make([]entry, 0, capHint),
 		reasons: map[int32]string{},
@@ -133,19 +135,44 @@ func (s *standingSet) hash(value string) uint64 {
 
 // find returns the slot of value, or -1.
 func (s *standingSet) find(value string) int32 {
-	if slot, ok := s.idx[s.hash(value)]; ok && s.addrs[slot].value == value {
-		return slot
-	}
-	if len(s.spill) > 0 {
-		if slot, ok := s.spill[value]; ok {
-			return slot
+	mask := uint64(len(s.idx) - 1)
+	for i := s.hash(value) & mask; ; i = (i + 1) & mask {
+		e := s.idx[i]
+		if e == 0 {
+			return -1
+		}
+		if s.addrs[e-1].value == value {
+			return e - 1
 		}
 	}
-	return -1
+}
+
+// home is where the index would put slot if nothing were in the way.
+func (s *standingSet) home(slot int32) uint64 {
+	return s.hash(s.addrs[slot].value) & uint64(len(s.idx)-1)
+}
+
+// place puts slot in the index, at its home or the first free place after.
+func (s *standingSet) place(slot int32) {
+	mask := uint64(len(s.idx) - 1)
+	i := s.home(slot)
+	for s.idx[i] != 0 {
+		i = (i + 1) & mask
+	}
+	s.idx[i] = slot + 1
 }
 
 // addAddr gives value a slot.
 func (s *standingSet) addAddr(value string) int32 {
+	if (s.live+1)*4 > len(s.idx)*3 {
+		old := s.idx
+		s.idx = make([]int32, 2*len(old))
+		for _, e := range old {
+			if e != 0 {
+				s.place(e - 1)
+			}
+		}
+	}
 	a := addrSlot{value: strings.Clone(value), head: -1}
 	var slot int32
 	if n := len(s.freeAddrs); n > 0 {
@@ -156,24 +183,33 @@ func (s *standingSet) addAddr(value string) int32 {
 		slot = int32(len(s.addrs))
 		s.addrs = append(s.addrs, a)
 	}
-	h := s.hash(value)
-	if _, taken := s.idx[h]; taken {
-		s.spill[a.value] = slot
-	} else {
-		s.idx[h] = slot
-	}
+	s.place(slot)
 	s.live++
 	return slot
 }
 
-// dropAddr frees an address slot whose last entry went.
+// dropAddr frees an address slot whose last entry went. The index entry
+// is removed by shifting back those that probed past it, so that no
+// lookup ever stops short of its value.
 func (s *standingSet) dropAddr(slot int32) {
-	v := s.addrs[slot].value
-	if _, ok := s.spill[v]; ok {
-		delete(s.spill, v)
-	} else {
-		delete(s.idx, s.hash(v))
+	mask := uint64(len(s.idx) - 1)
+	i := s.home(slot)
+	for s.idx[i] != slot+1 {
+		i = (i + 1) & mask
 	}
+	for j := i; ; {
+		j = (j + 1) & mask
+		e := s.idx[j]
+		if e == 0 {
+			break
+		}
+		// e may move back to i unless its home lies cyclically in (i, j].
+		if k := s.home(e - 1); (j > i && (k <= i || k > j)) || (j < i && k <= i && k > j) {
+			s.idx[i] = e
+			i = j
+		}
+	}
+	s.idx[i] = 0
 	s.addrs[slot] = addrSlot{head: -1}
 	s.freeAddrs = append(s.freeAddrs, slot)
 	s.live--
@@ -279,11 +315,13 @@ func (s *standingSet) fill(at int32, d *Decision) {
 		scenario: s.strs.id(d.Scenario),
 		host:     s.strs.id(d.Host),
 		duration: s.strs.id(d.Duration),
-		country:  s.strs.id(d.Country),
 		rank:     rank(d.Type),
 	}
 	if d.Legacy {
 		e.flags |= flagLegacy
+	}
+	if len(d.Country) == 2 { // validated: two capital letters
+		e.country = [2]byte{d.Country[0], d.Country[1]}
 	}
 	if len(d.ID) == 32 && isLowerHex(d.ID) {
 		_, _ = hex.Decode(e.id[:], []byte(d.ID))
@@ -354,7 +392,7 @@ func (s *standingSet) decision(slot, at int32) Decision {
 		Scenario:  s.strs.str(e.scenario),
 		Origin:    s.strs.str(e.origin),
 		CreatedAt: time.Unix(0, e.created).UTC(),
-		Country:   s.strs.str(e.country),
+		Country:   countryCode(e.country),
 		Host:      s.strs.str(e.host),
 		Legacy:    e.flags&flagLegacy != 0,
 	}
@@ -375,6 +413,23 @@ func (s *standingSet) enforced(slot int32, u eff) Decision {
 	d := s.decision(slot, u.at)
 	d.Until = time.Unix(0, u.until).UTC()
 	return d
+}
+
+// countries holds every ISO 3166 alpha-2 shaped code, so that a decision
+// materialised from an entry shares its country string.
+var countries = func() (t [26 * 26]string) {
+	for i := range t {
+		t[i] = string([]byte{'A' + byte(i/26), 'A' + byte(i%26)})
+	}
+	return t
+}()
+
+// countryCode returns the string of a packed country code ("" for none).
+func countryCode(c [2]byte) string {
+	if c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z' {
+		return ""
+	}
+	return countries[int(c[0]-'A')*26+int(c[1]-'A')]
 }
 
 // scopeOf tells a range (it holds a '/') from an address.

@@ -2,6 +2,8 @@ package decisionfeed
 
 import (
 	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -157,8 +159,14 @@ func TestApplyEmitsEnforcedChanges(t *testing.T) {
 		t.Fatalf("%d keys on %d addresses standing, want the expired one until the sweep", s.keys, s.live)
 	}
 	s.sweep(now)
-	if s.keys != 0 || s.live != 0 || len(s.idx) != 0 || len(s.reasons)+len(s.ids) != 0 {
-		t.Fatalf("after the sweep: %d keys, %d addresses, %d indexed, %d side", s.keys, s.live, len(s.idx), len(s.reasons)+len(s.ids))
+	indexed := 0
+	for _, e := range s.idx {
+		if e != 0 {
+			indexed++
+		}
+	}
+	if s.keys != 0 || s.live != 0 || indexed != 0 || len(s.reasons)+len(s.ids) != 0 {
+		t.Fatalf("after the sweep: %d keys, %d addresses, %d indexed, %d side", s.keys, s.live, indexed, len(s.reasons)+len(s.ids))
 	}
 }
 
@@ -218,5 +226,38 @@ func TestBackoff(t *testing.T) {
 	}
 	if _, err := NewSubscriber(SubscriberConfig{Brokers: []string{"x:1"}, BackoffMin: time.Second, BackoffMax: time.Millisecond}); err == nil {
 		t.Fatal("max below min accepted")
+	}
+}
+
+// TestIndexAgainstMap drives the open-addressing index with adds and
+// deletes under hashes that pile values into a few clusters (wrapping
+// round the end of the table, and growing it), and checks every lookup
+// against a map after each step.
+func TestIndexAgainstMap(t *testing.T) {
+	for _, buckets := range []uint64{1, 3, 1 << 62} {
+		s := newStandingSet(4, nil)
+		s.hashFn = func(v string) uint64 { return maphash.String(s.seed, v)%buckets + 13 } // 13: near the end of 16 slots
+		model := map[string]bool{}
+		rnd := rand.New(rand.NewPCG(1, buckets))
+		for step := range 3000 {
+			v := fmt.Sprintf("192.0.2.%d", rnd.IntN(60))
+			c := add(v+"/32", "o", TypeBan, time.Hour)
+			if rnd.IntN(2) == 0 {
+				c = del(v+"/32", "o")
+				delete(model, v)
+			} else {
+				model[v] = true
+			}
+			s.put(c)
+			for i := range 60 {
+				v := fmt.Sprintf("192.0.2.%d", i)
+				if got := s.find(v) >= 0; got != model[v] {
+					t.Fatalf("buckets %d step %d: find(%s) = %v, want %v", buckets, step, v, got, model[v])
+				}
+			}
+			if s.live != len(model) {
+				t.Fatalf("buckets %d step %d: %d addresses, want %d", buckets, step, s.live, len(model))
+			}
+		}
 	}
 }
