@@ -35,6 +35,7 @@ var commands = []command{
 	{"engine", "run the detection engine live over the sources of an acquis.yaml", runEngine},
 	{"lapi", "serve the CrowdSec Local API bouncer endpoints from the decision feed", runLAPI},
 	{"metrics", "show engine counters per parser and scenario, and topic and consumer-lag health", runMetrics},
+	{"notify", "send the engine's alerts to webhooks, Slack and email", runNotify},
 	{"replay", "run detection over log files offline and print the alerts", runReplay},
 }
 
