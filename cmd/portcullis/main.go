@@ -30,6 +30,7 @@ var commands = []command{
 	{"blocklist", "import an IP blocklist as decisions (adds and deletes against its last import)", runBlocklist},
 	{"bouncers", "list the bouncers from their heartbeats", runBouncers},
 	{"broker", "run the embedded Kafka-protocol broker (one host, tests)", runBroker},
+	{"console", "serve the web console: alerts, decisions, bouncers, live", runConsole},
 	{"crowdsec-pull", "republish a CrowdSec LAPI decision stream onto the decision feed", runCrowdsecPull},
 	{"decisions", "list, add or delete ban decisions on the decision feed", runDecisions},
 	{"engine", "run the detection engine live over the sources of an acquis.yaml", runEngine},
