@@ -3,10 +3,13 @@ package console
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gaissmai/bart"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/engine"
@@ -15,21 +18,61 @@ import (
 
 // decisionStore is the console's copy of the standing decisions, kept by
 // the feed subscriber (it is a decisionfeed.Handler). Entries live in a
-// slice so that a search scans memory in order; the index maps a key to
-// its slot and a delete moves the last entry into the hole.
+// slice, and beside it a compact record per entry (expiry, interned origin
+// and scenario, type) that filters scan without touching the decisions
+// themselves; a prefix table finds the decisions overlapping an address
+// or range without a scan. A delete moves the last entry into the hole.
 type decisionStore struct {
-	mu      sync.RWMutex
-	entries []entry
-	index   map[string]int
-	ready   bool
-	notify  func(kind string)
-	now     func() time.Time
+	mu       sync.RWMutex
+	entries  []entry
+	compact  []compactRec
+	index    map[string]int
+	byPrefix bart.Table[[]string] // prefix -> keys standing on it
+	origins  interner
+	scenario interner
+	ready    bool
+	notify   func(kind string)
+	now      func() time.Time
 }
 
 // entry is one standing decision and its parsed prefix.
 type entry struct {
 	d      decisionfeed.Decision
 	prefix netip.Prefix
+}
+
+// compactRec is what a filter scan reads of an entry: 16 bytes.
+type compactRec struct {
+	until    int64 // unix seconds
+	origin   uint16
+	scenario uint16
+	typ      decisionfeed.Type
+}
+
+// interner maps the few distinct origins or scenarios to small numbers.
+// Past 65,535 names every new one shares the last number; a filter on
+// such a name then compares the decisions themselves.
+type interner struct {
+	ids   map[string]uint16
+	names []string
+}
+
+const overflowID = 0xffff
+
+func (in *interner) id(s string) uint16 {
+	if id, ok := in.ids[s]; ok {
+		return id
+	}
+	if in.ids == nil {
+		in.ids = map[string]uint16{}
+	}
+	if len(in.names) >= overflowID {
+		return overflowID
+	}
+	id := uint16(len(in.names))
+	in.ids[s] = id
+	in.names = append(in.names, s)
+	return id
 }
 
 func newDecisionStore(notify func(string), now func() time.Time) *decisionStore {
@@ -39,8 +82,9 @@ func newDecisionStore(notify func(string), now func() time.Time) *decisionStore 
 // Snapshot replaces the store with the live set.
 func (s *decisionStore) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
 	s.mu.Lock()
-	s.entries = s.entries[:0]
+	s.entries, s.compact = s.entries[:0], s.compact[:0]
 	clear(s.index)
+	s.byPrefix = bart.Table[[]string]{}
 	for i := range live {
 		s.putLocked(live[i])
 	}
@@ -70,13 +114,17 @@ func (s *decisionStore) putLocked(d decisionfeed.Decision) {
 	if err != nil {
 		return // the subscriber validated it; nothing to show otherwise
 	}
+	key := d.Key()
 	e := entry{d: d, prefix: p}
-	if i, ok := s.index[d.Key()]; ok {
-		s.entries[i] = e
+	c := compactRec{until: d.Until.Unix(), origin: s.origins.id(d.Origin), scenario: s.scenario.id(d.Scenario), typ: d.Type}
+	if i, ok := s.index[key]; ok {
+		s.entries[i], s.compact[i] = e, c
 		return
 	}
-	s.index[d.Key()] = len(s.entries)
+	s.index[key] = len(s.entries)
 	s.entries = append(s.entries, e)
+	s.compact = append(s.compact, c)
+	s.byPrefix.Modify(p, func(keys []string, _ bool) ([]string, bool) { return append(keys, key), false })
 }
 
 func (s *decisionStore) deleteLocked(key string) {
@@ -84,13 +132,20 @@ func (s *decisionStore) deleteLocked(key string) {
 	if !ok {
 		return
 	}
+	p := s.entries[i].prefix
+	s.byPrefix.Modify(p, func(keys []string, ok bool) ([]string, bool) {
+		if j := slices.Index(keys, key); j >= 0 {
+			keys = slices.Delete(keys, j, j+1)
+		}
+		return keys, len(keys) == 0
+	})
 	last := len(s.entries) - 1
 	if i != last {
-		s.entries[i] = s.entries[last]
+		s.entries[i], s.compact[i] = s.entries[last], s.compact[last]
 		s.index[s.entries[i].d.Key()] = i
 	}
 	s.entries[last] = entry{}
-	s.entries = s.entries[:last]
+	s.entries, s.compact = s.entries[:last], s.compact[:last]
 	delete(s.index, key)
 }
 
@@ -107,53 +162,105 @@ type decisionQuery struct {
 }
 
 // search returns up to q.Limit standing, unexpired decisions that match,
-// soonest-created last, and how many match in all.
+// the most recently received first, and how many match in all.
 func (s *decisionStore) search(q decisionQuery) ([]decisionfeed.Decision, int) {
-	now := s.now()
+	now := s.now().Unix()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	// The interned names that pass the text filters, computed once.
+	var scen []bool
+	if q.Scenario != "" {
+		scen = make([]bool, len(s.scenario.names))
+		for i, n := range s.scenario.names {
+			scen[i] = strings.Contains(n, q.Scenario)
+		}
+	}
+	origin, originKnown := uint16(0), true
+	if q.Origin != "" {
+		origin, originKnown = s.origins.ids[q.Origin]
+		if !originKnown {
+			return nil, 0
+		}
+	}
+	match := func(i int) bool {
+		c := &s.compact[i]
+		switch {
+		case c.until <= now:
+			return false
+		case q.Type != "" && c.typ != q.Type:
+			return false
+		case q.Origin != "" && (c.origin != origin || origin == overflowID && s.entries[i].d.Origin != q.Origin):
+			return false
+		case scen != nil && (c.scenario == overflowID && !strings.Contains(s.entries[i].d.Scenario, q.Scenario) ||
+			c.scenario != overflowID && !scen[c.scenario]):
+			return false
+		}
+		return true
+	}
 	var out []decisionfeed.Decision
 	total := 0
-	for i := range s.entries {
-		e := &s.entries[i]
-		if e.d.Expired(now) {
-			continue
-		}
-		if q.Prefix.IsValid() && !q.Prefix.Overlaps(e.prefix) {
-			continue
-		}
-		if q.Type != "" && e.d.Type != q.Type {
-			continue
-		}
-		if q.Origin != "" && e.d.Origin != q.Origin {
-			continue
-		}
-		if q.Scenario != "" && !strings.Contains(e.d.Scenario, q.Scenario) {
-			continue
+	take := func(i int) {
+		if !match(i) {
+			return
 		}
 		total++
 		if len(out) < q.Limit {
-			out = append(out, e.d)
+			out = append(out, s.entries[i].d)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	if q.Prefix.IsValid() {
+		var idx []int
+		for _, it := range []func(yield func(netip.Prefix, []string) bool){s.byPrefix.Supernets(q.Prefix), s.byPrefix.Subnets(q.Prefix)} {
+			// The query's own prefix is both a supernet and a subnet:
+			// Compact below drops the repeat.
+			for _, keys := range it {
+				for _, k := range keys {
+					idx = append(idx, s.index[k])
+				}
+			}
+		}
+		slices.Sort(idx)
+		idx = slices.Compact(idx)
+		for k := len(idx) - 1; k >= 0; k-- {
+			take(idx[k])
+		}
+		return out, total
+	}
+	for i := len(s.compact) - 1; i >= 0; i-- {
+		take(i)
+	}
 	return out, total
 }
 
 // counts returns the standing decisions by origin and by type.
 func (s *decisionStore) counts() (byOrigin, byType map[string]int, total int) {
-	now := s.now()
-	byOrigin, byType = map[string]int{}, map[string]int{}
+	now := s.now().Unix()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for i := range s.entries {
-		d := &s.entries[i].d
-		if d.Expired(now) {
+	perOrigin := make([]int, len(s.origins.names)+1)
+	perType := map[decisionfeed.Type]int{}
+	for i := range s.compact {
+		c := &s.compact[i]
+		if c.until <= now {
 			continue
 		}
-		byOrigin[d.Origin]++
-		byType[string(d.Type)]++
+		perOrigin[min(int(c.origin), len(s.origins.names))]++
+		perType[c.typ]++
 		total++
+	}
+	byOrigin, byType = map[string]int{}, map[string]int{}
+	for i, n := range perOrigin {
+		if n == 0 {
+			continue
+		}
+		name := "(other)"
+		if i < len(s.origins.names) && i != overflowID {
+			name = s.origins.names[i]
+		}
+		byOrigin[name] += n
+	}
+	for t, n := range perType {
+		byType[string(t)] = n
 	}
 	return byOrigin, byType, total
 }
