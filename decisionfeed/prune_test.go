@@ -296,4 +296,3 @@ func TestPruneGroupSharesPartitions(t *testing.T) {
 		t.Fatalf("live set after group pruning:\n got %v\nwant %v", got, live)
 	}
 }
-
