@@ -230,6 +230,9 @@ func (pp *PartitionPruner) Pass(ctx context.Context) (PruneStats, error) {
 		return st, nil
 	}
 	const chunk = 4096
+	// When the tombstones land right after what was read, nothing can have
+	// raced with them and they need not be read back.
+	expect, contiguous := pp.next, true
 	for i := 0; i < len(dead); i += chunk {
 		keys := dead[i:min(i+chunk, len(dead))]
 		recs := make([]kafka.Record, len(keys))
@@ -244,6 +247,12 @@ func (pp *PartitionPruner) Pass(ctx context.Context) (PruneStats, error) {
 			delete(pp.keys, k)
 			pp.pending[k] = base + int64(j)
 		}
+		contiguous = contiguous && base == expect
+		expect = base + int64(len(keys))
+	}
+	if contiguous {
+		pp.next = expect
+		clear(pp.pending)
 	}
 	return st, nil
 }

@@ -27,7 +27,7 @@ func TestDecisionsPrune(t *testing.T) {
 		want string
 	}{
 		{[]string{"--dry-run", "-o", "json"}, `{"dry_run":true,"records":5,"live":1,"expired":0,"deleted":2,"invalid":0,"republished":0}`},
-		{[]string{"-o", "json"}, `{"dry_run":false,"records":7,"live":1,"expired":0,"deleted":2,"invalid":0,"republished":0}`},
+		{[]string{"-o", "json"}, `{"dry_run":false,"records":5,"live":1,"expired":0,"deleted":2,"invalid":0,"republished":0}`},
 		{[]string{"-o", "json"}, `{"dry_run":false,"records":7,"live":1,"expired":0,"deleted":0,"invalid":0,"republished":0}`},
 	} {
 		out, err := portcullis(t, append(append([]string{"decisions", "prune"}, c.args...), common...)...)

@@ -92,9 +92,13 @@ func run() error {
 	var after rebuildStats
 	for i := 0; ; i++ {
 		time.Sleep(11 * time.Second)
-		if err := loadLive(ctx, bs, *topic, 1000000+i*10, 10); err != nil {
-			return err
+		t0 := time.Now()
+		for err := loadLive(ctx, bs, *topic, 1000000+i*10, 10); err != nil; err = loadLive(ctx, bs, *topic, 1000000+i*10, 10) {
+			if time.Now().After(deadline) {
+				return err
+			}
 		}
+		report("publish 10 more", fmt.Sprintf("acknowledged after %s", time.Since(t0).Round(time.Millisecond)))
 		if after, err = rebuild(ctx, bs, *topic); err != nil {
 			return err
 		}
