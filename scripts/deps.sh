@@ -25,6 +25,10 @@ test_cmds=(
 	chromium:chromium # the console's browser test
 	java:openjdk-17-jre-headless mvn:maven # test/kafka/kafka.sh
 	python3:python3
+	# test/interop: real CrowdSec bouncers against portcullis lapi. Without
+	# cscli (crowdsec is only recommended) their install scripts register
+	# nowhere, and nothing here starts their services.
+	crowdsec-firewall-bouncer:crowdsec-firewall-bouncer crowdsec-custom-bouncer:crowdsec-custom-bouncer
 )
 # Packages that bring no command of their own: checked with dpkg.
 test_pkgs=(libbpf-dev libc6-dev python3-pip)
