@@ -98,10 +98,22 @@ func splitList(s string) []string {
 // listener that wants TLS or SASL is a one-line error at start. Brokers
 // that cannot be reached are only logged: the clients retry.
 func (c *Common) KafkaSecurity(ctx context.Context, file kafkaconn.Config, brokers []string, log *slog.Logger) (*kafkaconn.Security, error) {
-	cfg, err := c.Kafka.Resolve(file, os.Getenv)
+	cfg, err := c.ResolveKafka(file)
 	if err != nil {
 		return nil, err
 	}
+	return ConnectKafka(ctx, cfg, brokers, log)
+}
+
+// ResolveKafka returns file overlaid by the PORTCULLIS_KAFKA_* environment
+// and the --kafka-* flags, checked (kafkaconn.Config.Validate).
+func (c *Common) ResolveKafka(file kafkaconn.Config) (kafkaconn.Config, error) {
+	return c.Kafka.Resolve(file, os.Getenv)
+}
+
+// ConnectKafka builds the resolved settings cfg, logs their warnings and
+// probes the brokers once; see KafkaSecurity.
+func ConnectKafka(ctx context.Context, cfg kafkaconn.Config, brokers []string, log *slog.Logger) (*kafkaconn.Security, error) {
 	sec, err := kafkaconn.Build(cfg)
 	if err != nil {
 		return nil, err
