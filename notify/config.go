@@ -19,6 +19,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/engine"
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // Config is the notifier's YAML configuration.
@@ -26,6 +27,9 @@ type Config struct {
 	// Brokers are the Kafka bootstrap brokers (the --brokers flag and
 	// PORTCULLIS_BROKERS override them).
 	Brokers []string `yaml:"brokers"`
+	// Kafka is the TLS and SASL notify connects with (the --kafka-* flags
+	// and PORTCULLIS_KAFKA_* override it).
+	Kafka kafkaconn.Config `yaml:"kafka"`
 	// Topic is the alerts topic (default decisionfeed.TopicAlerts).
 	Topic string `yaml:"topic"`
 	// Group is the consumer group whose committed offsets remember what

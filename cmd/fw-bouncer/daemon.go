@@ -40,11 +40,16 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 		}
 	}()
 
+	sec, err := cli.ConnectKafka(ctx, cfg.Kafka, cfg.Brokers, log)
+	if err != nil {
+		return err
+	}
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
-		Brokers: cfg.Brokers,
-		Topic:   cfg.Topic,
-		Group:   cfg.Group,
-		Logger:  log.With("part", "feed"),
+		Brokers:  cfg.Brokers,
+		Security: sec,
+		Topic:    cfg.Topic,
+		Group:    cfg.Group,
+		Logger:   log.With("part", "feed"),
 	})
 	if err != nil {
 		return fmt.Errorf("decision feed: %w", err)
@@ -84,7 +89,7 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	hbDone := make(chan struct{})
 	if cfg.HeartbeatInterval > 0 {
 		hb, err := heartbeat.New(heartbeat.Config{
-			Brokers: cfg.Brokers, Name: "fw-bouncer", Mode: cfg.Mode, Interval: cfg.HeartbeatInterval,
+			Brokers: cfg.Brokers, Security: sec, Name: "fw-bouncer", Mode: cfg.Mode, Interval: cfg.HeartbeatInterval,
 			Stats: func() heartbeat.Stats { return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag} },
 		})
 		if err != nil {

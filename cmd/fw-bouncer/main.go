@@ -223,9 +223,14 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	if set["mode"] {
 		cfg.Mode = *mode
 	}
-	if set["brokers"] || len(cfg.Brokers) == 0 {
-		cfg.Brokers = o.common.BrokerList()
+	// flag > environment > file > default, for the brokers and the
+	// "kafka:" section alike.
+	cfg.Brokers = o.common.ResolveBrokers(cfg.Brokers)
+	kc, err := o.common.ResolveKafka(cfg.Kafka)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Kafka = kc
 	if set["metrics-listen"] {
 		cfg.MetricsListen = o.common.MetricsListen
 	}

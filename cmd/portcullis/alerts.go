@@ -75,7 +75,11 @@ portcullis alerts list --ip 185.220.101.5 -o json
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	msgs, err := readTopic(ctx, common.BrokerList(), topic)
+	k, err := connectKafka(ctx, &common, "alerts")
+	if err != nil {
+		return err
+	}
+	msgs, err := readTopic(ctx, k, topic)
 	if err != nil {
 		return fmt.Errorf("alerts list: %w", err)
 	}
@@ -132,10 +136,10 @@ portcullis alerts list --ip 185.220.101.5 -o json
 // It fetches with the client rather than a kafka.Reader: a Reader prefetches
 // in the background, and at the end of the log that prefetch is a long poll
 // of MaxWait that Close waits out on a real broker, so every read paid it.
-func readTopic(ctx context.Context, brokers []string, topic string) ([]kafka.Message, error) {
-	tr := &kafka.Transport{}
+func readTopic(ctx context.Context, k kafkaTarget, topic string) ([]kafka.Message, error) {
+	tr := k.sec.Transport(&kafka.Transport{})
 	defer tr.CloseIdleConnections()
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+	c := &kafka.Client{Addr: kafka.TCP(k.brokers...), Transport: tr}
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return nil, fmt.Errorf("metadata of %s: %w", topic, err)

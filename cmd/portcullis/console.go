@@ -84,8 +84,12 @@ portcullis console --listen 0.0.0.0:9443 --tls-cert console.crt --tls-key consol
 	if err != nil {
 		return fmt.Errorf("%w: console: %w", errUsage, err)
 	}
-	brokers := common.BrokerList()
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: decTopic, ClientID: "portcullis-console"})
+	k, err := connectKafka(ctx, &common, "console")
+	if err != nil {
+		return err
+	}
+	brokers := k.brokers
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Security: k.sec, Topic: decTopic, ClientID: "portcullis-console"})
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
@@ -111,7 +115,7 @@ portcullis console --listen 0.0.0.0:9443 --tls-cert console.crt --tls-key consol
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
 	}
 
-	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: decTopic, Logger: log,
+	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Security: k.sec, Topic: decTopic, Logger: log,
 		DLQTopic: "-", Group: "-", ClientID: "portcullis-console"})
 	if err != nil {
 		_ = ln.Close()
@@ -119,7 +123,7 @@ portcullis console --listen 0.0.0.0:9443 --tls-cert console.crt --tls-key consol
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	dialer := &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}
+	dialer := k.sec.Dialer(&kafka.Dialer{Timeout: 10 * time.Second, DualStack: true})
 	go func() {
 		if err := sub.Run(ctx, srv.Decisions()); err != nil && ctx.Err() == nil {
 			log.Error("decisions feed stopped", "err", err)

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,7 +28,8 @@ retried with backoff and gets every alert once it is back, across
 restarts of notify too.
 
 Brokers: --brokers, else PORTCULLIS_BROKERS, else the file's brokers, else
-127.0.0.1:9092. Webhook addresses and SMTP passwords may be read from
+127.0.0.1:9092; TLS and SASL likewise (--kafka-* flags, PORTCULLIS_KAFKA_*,
+the file's kafka: section). Webhook addresses and SMTP passwords may be read from
 files (url_file, smtp.password_file) and are never logged.
 `,
 		`portcullis notify --config /etc/portcullis/notify.yaml
@@ -62,13 +61,17 @@ destinations:
 	if err := config.Load(common.Config, &cfg); err != nil {
 		return fmt.Errorf("notify: %w", err)
 	}
-	cfg.Brokers = brokersByPrecedence(fs, &common, cfg.Brokers)
+	cfg.Brokers = common.ResolveBrokers(cfg.Brokers)
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("notify: %s: %w", common.Config, err)
 	}
 	log, err := common.Logger("notify")
 	if err != nil {
 		return fmt.Errorf("%w: notify: %w", errUsage, err)
+	}
+	sec, err := common.KafkaSecurity(ctx, cfg.Kafka, cfg.Brokers, log)
+	if err != nil {
+		return fmt.Errorf("notify: %w", err)
 	}
 	reg := prometheus.NewRegistry()
 	n, err := notify.New(cfg, log, reg)
@@ -90,6 +93,7 @@ destinations:
 			Brokers:     cfg.Brokers,
 			Topic:       cfg.Topic,
 			GroupID:     group,
+			Dialer:      sec.Dialer(&kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}),
 			StartOffset: kafka.FirstOffset,
 			MaxWait:     500 * time.Millisecond,
 			// Commits are explicit (CommitMessages after delivery).
@@ -98,15 +102,4 @@ destinations:
 		readers = append(readers, r)
 		return r, nil
 	})
-}
-
-// brokersByPrecedence applies flag > environment > config file > default
-// to the broker list.
-func brokersByPrecedence(fs *flag.FlagSet, common *cli.Common, fromFile []string) []string {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "brokers" })
-	if !set && os.Getenv("PORTCULLIS_BROKERS") == "" && len(fromFile) > 0 {
-		return fromFile
-	}
-	return common.BrokerList()
 }
