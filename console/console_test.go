@@ -307,11 +307,11 @@ func TestLoadUsers(t *testing.T) {
 		t.Errorf("token file: %v %v", u, err)
 	}
 	for body, want := range map[string]string{
-		"x:root:password1\n":                  "role",
-		"x:admin:short\n":                     "shorter than 8",
+		"x:root:password1\n":                     "role",
+		"x:admin:short\n":                        "shorter than 8",
 		"x:admin:password1\nx:admin:password2\n": "given twice",
-		"bad name:admin:password1\n":          "user name",
-		"# nothing\n":                         "no users",
+		"bad name:admin:password1\n":             "user name",
+		"# nothing\n":                            "no users",
 	} {
 		_, err := LoadUsers(write(body))
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "password1") {
