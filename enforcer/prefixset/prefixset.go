@@ -10,7 +10,6 @@ package prefixset
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -67,9 +66,6 @@ type Match struct {
 	Origin string
 	Until  time.Time
 }
-
-// ErrClosed is returned by writes to a closed set.
-var ErrClosed = errors.New("prefix set closed")
 
 // value is what the table stores per prefix. It is immutable once stored,
 // so the shallow copies made by the table's copy-on-write are safe. Reasons
@@ -206,7 +202,7 @@ func (s *Set) ApplyRemedies(ctx context.Context, b Batch) error {
 	}
 	dels := make([]netip.Prefix, len(b.Delete))
 	for i, p := range b.Delete {
-		if dels[i], err = normalizePrefix(p); err != nil {
+		if dels[i], err = enforcer.Canonical(p); err != nil {
 			return fmt.Errorf("apply: delete %d: %w", i, err)
 		}
 	}
@@ -215,7 +211,7 @@ func (s *Set) ApplyRemedies(ctx context.Context, b Batch) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return fmt.Errorf("apply: %w", ErrClosed)
+		return fmt.Errorf("apply: %w", enforcer.ErrClosed)
 	}
 	cur := s.tbl.Load()
 	var next *bart.Table[value]
@@ -278,7 +274,7 @@ func (s *Set) ReconcileRemedies(ctx context.Context, entries []Entry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return fmt.Errorf("reconcile: %w", ErrClosed)
+		return fmt.Errorf("reconcile: %w", enforcer.ErrClosed)
 	}
 	s.nextExpiry = min
 	s.tbl.Store(next)
@@ -301,7 +297,7 @@ func (s *Set) Sweep(now time.Time) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return 0, fmt.Errorf("sweep: %w", ErrClosed)
+		return 0, fmt.Errorf("sweep: %w", enforcer.ErrClosed)
 	}
 	if s.nextExpiry == 0 || s.nextExpiry > n {
 		return 0, nil
@@ -369,7 +365,7 @@ func (s *Set) Entries(ctx context.Context) ([]Entry, error) {
 	return out, nil
 }
 
-// Close empties the set; later writes fail with ErrClosed and lookups find
+// Close empties the set; later writes fail with enforcer.ErrClosed and lookups find
 // nothing. Closing twice is harmless.
 func (s *Set) Close() error {
 	s.mu.Lock()
@@ -391,7 +387,7 @@ const never = int64(1<<63 - 1)
 func normalize(es []Entry) ([]normalized, error) {
 	out := make([]normalized, len(es))
 	for i, e := range es {
-		p, err := normalizePrefix(e.Prefix)
+		p, err := enforcer.Canonical(e.Prefix)
 		if err != nil {
 			return nil, fmt.Errorf("entry %d: %w", i, err)
 		}
@@ -411,20 +407,4 @@ func normalize(es []Entry) ([]normalized, error) {
 		}}
 	}
 	return out, nil
-}
-
-// normalizePrefix returns p masked, with an IPv4-mapped address turned into
-// its IPv4 prefix so that it matches the IPv4 lookups it is meant for.
-func normalizePrefix(p netip.Prefix) (netip.Prefix, error) {
-	if !p.IsValid() {
-		return netip.Prefix{}, fmt.Errorf("prefix %q: invalid", p)
-	}
-	a := p.Addr().WithZone("")
-	if a.Is4In6() {
-		if p.Bits() < 96 {
-			return netip.Prefix{}, fmt.Errorf("prefix %s: IPv4-mapped with fewer than 96 bits", p)
-		}
-		return netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked(), nil
-	}
-	return netip.PrefixFrom(a, p.Bits()).Masked(), nil
 }

@@ -197,7 +197,7 @@ func New(cfg Config, backend enforcer.Enforcer, reg prometheus.Registerer) (*Run
 		r.now = time.Now
 	}
 	for _, p := range cfg.Whitelist {
-		r.whitelist.Insert(normPrefix(p))
+		r.whitelist.Insert(enforcer.MustCanonical(p))
 	}
 	r.m = newMetrics(cfg.MetricsSubsystem)
 	if err := r.refreshHosts(); err != nil {
@@ -295,19 +295,6 @@ func (d *dropCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// normPrefix unmaps IPv4-in-IPv6 and masks, the form bart expects.
-func normPrefix(p netip.Prefix) netip.Prefix {
-	a := p.Addr()
-	if a.Is4In6() {
-		bits := p.Bits() - 96
-		if bits < 0 {
-			bits = 0
-		}
-		return netip.PrefixFrom(a.Unmap(), bits).Masked()
-	}
-	return p.Masked()
-}
-
 func (r *Runner) refreshHosts() error {
 	if r.cfg.HostAddrs == nil {
 		return nil
@@ -367,12 +354,14 @@ func (r *Runner) intern(s string) string {
 // that the decision does not concern the backend at all (ok false).
 func (r *Runner) convertLocked(d *decisionfeed.Decision, now time.Time) (p netip.Prefix, c change, ok bool) {
 	e, err := enforcer.FromDecision(d)
+	if err == nil {
+		e.Prefix, err = enforcer.Canonical(e.Prefix)
+	}
 	if err != nil {
 		r.m.ignored.WithLabelValues("invalid").Inc()
 		return netip.Prefix{}, change{}, false
 	}
-	p = normPrefix(e.Prefix)
-	e.Prefix = p
+	p = e.Prefix
 	switch {
 	case d.Op == decisionfeed.OpDelete:
 		return p, change{entry: e}, true
