@@ -168,21 +168,26 @@ func slowLookup(t *bart.Table[value], host netip.Prefix, now int64) (Match, bool
 // Len returns the number of prefixes stored, expired ones not yet swept included.
 func (s *Set) Len() int { return s.tbl.Load().Size() }
 
-// Apply applies a batch of ban entries. It implements enforcer.Enforcer.
+// Apply applies a batch of ban and captcha entries (enforcer.Entry.Remedy).
+// It implements enforcer.Enforcer.
 func (s *Set) Apply(ctx context.Context, b enforcer.Batch) error {
-	return s.ApplyRemedies(ctx, Batch{Add: asBans(b.Add), Delete: b.Delete})
+	return s.ApplyRemedies(ctx, Batch{Add: withRemedies(b.Add), Delete: b.Delete})
 }
 
-// Reconcile makes the set hold exactly the given ban entries. It implements
-// enforcer.Enforcer.
+// Reconcile makes the set hold exactly the given ban and captcha entries.
+// It implements enforcer.Enforcer.
 func (s *Set) Reconcile(ctx context.Context, entries []enforcer.Entry) error {
-	return s.ReconcileRemedies(ctx, asBans(entries))
+	return s.ReconcileRemedies(ctx, withRemedies(entries))
 }
 
-func asBans(es []enforcer.Entry) []Entry {
+func withRemedies(es []enforcer.Entry) []Entry {
 	out := make([]Entry, len(es))
 	for i, e := range es {
-		out[i] = Entry{Entry: e, Remedy: RemedyBan}
+		r := RemedyBan
+		if e.Remedy == enforcer.RemedyCaptcha {
+			r = RemedyCaptcha
+		}
+		out[i] = Entry{Entry: e, Remedy: r}
 	}
 	return out
 }
@@ -341,6 +346,9 @@ func (s *Set) List(ctx context.Context) ([]enforcer.Entry, error) {
 	out := make([]enforcer.Entry, len(es))
 	for i, e := range es {
 		out[i] = e.Entry
+		if e.Remedy == RemedyCaptcha {
+			out[i].Remedy = enforcer.RemedyCaptcha
+		}
 	}
 	return out, nil
 }
