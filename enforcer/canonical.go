@@ -20,7 +20,7 @@ var ErrClosed = errors.New("enforcer closed")
 // prefix is an error.
 func Canonical(p netip.Prefix) (netip.Prefix, error) {
 	if !p.IsValid() {
-		return netip.Prefix{}, fmt.Errorf("prefix %q: invalid", p)
+		return netip.Prefix{}, fmt.Errorf("invalid prefix %q", p)
 	}
 	p = netip.PrefixFrom(p.Addr().WithZone(""), p.Bits()).Masked()
 	if a := p.Addr(); a.Is4In6() {
