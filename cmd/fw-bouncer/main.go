@@ -111,6 +111,13 @@ DESCRIPTION
     Bans stop being enforced. Without --mode every backend is cleaned.
     Run it with the --config the daemon used, for its pin path and names.
 
+    A fw-bouncer daemon heals its state when someone else removes it; it
+    does not fight cleanup: cleanup first leaves a marker under
+    /run/portcullis (per mode and network namespace), and a daemon that
+    then sees its state go stops without restoring it. A daemon that
+    starts removes the marker. Stop the service first all the same, or a
+    supervisor may restart it.
+
 EXAMPLES
     fw-bouncer cleanup
     fw-bouncer cleanup --mode xdp --config /etc/portcullis/fw-bouncer.yaml
@@ -298,6 +305,11 @@ func runCleanup(args []string, stdout, stderr io.Writer) error {
 	var errs []error
 	for _, b := range backends {
 		if *mode != "" && b.name != *mode {
+			continue
+		}
+		// A daemon still running here takes what follows as deliberate.
+		if err := markCleanup(b.name); err != nil {
+			errs = append(errs, fmt.Errorf("cleanup %s: %w", b.name, err))
 			continue
 		}
 		if err := b.cleanup(&cfg); err != nil {

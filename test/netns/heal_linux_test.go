@@ -1,0 +1,139 @@
+package netns_test
+
+import (
+	"fmt"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/portcullis-ips/portcullis/test/netns"
+)
+
+// wipe is one way someone else removes fw-bouncer's enforcement.
+type wipe struct {
+	name string
+	// do removes the enforcement; it runs in the test, with the victim
+	// namespace at hand.
+	do func(t *testing.T, e *env)
+	// cause is the restores_total cause fw-bouncer must report.
+	cause string
+}
+
+// wipes lists, per mode, the removals a running fw-bouncer must undo
+// within a second.
+var wipes = map[string][]wipe{
+	"nftables": {
+		{name: "nft flush ruleset", cause: "table_removed", do: func(t *testing.T, e *env) {
+			e.top.Victim.MustRun(t, "nft", "flush", "ruleset")
+		}},
+		{name: "nft delete table", cause: "table_removed", do: func(t *testing.T, e *env) {
+			e.top.Victim.MustRun(t, "nft", "delete", "table", "inet", "portcullis")
+		}},
+		{name: "nft flush chain input", cause: "rule_removed", do: func(t *testing.T, e *env) {
+			e.top.Victim.MustRun(t, "nft", "flush", "chain", "inet", "portcullis", "input")
+		}},
+		{name: "nft delete element", cause: "element_removed", do: func(t *testing.T, e *env) {
+			out := e.top.Victim.MustRun(t, "nft", "list", "sets", "inet")
+			set := regexp.MustCompile(`set (addr4-\d+)`).FindStringSubmatch(out)
+			if set == nil {
+				t.Fatalf("no addr4 set in:\n%s", out)
+			}
+			e.top.Victim.MustRun(t, "nft", "delete", "element", "inet", "portcullis", set[1],
+				"{ "+e.attacker(0, 4).src.String()+" }")
+		}},
+	},
+}
+
+// TestFWBouncerHeals removes fw-bouncer's enforcement in each way an
+// operator, a firewall reload or a container runtime does, and requires the
+// banned source to be dropped again within a second (asserted with real
+// packets), the restore to be logged and counted, and the bouncer to stand
+// down rather than fight a deliberate `fw-bouncer cleanup`.
+func TestFWBouncerHeals(t *testing.T) {
+	netns.RequireRoot(t)
+	for _, m := range modes {
+		ws := wipes[m.name]
+		if len(ws) == 0 {
+			continue
+		}
+		t.Run(m.name, func(t *testing.T) {
+			e := newEnv(t, m)
+			b := e.startBouncer()
+			b.waitLog(t, 0, 30*time.Second, "reconciled to the feed's snapshot")
+			a4, a6 := e.attacker(0, 4), e.attacker(0, 6)
+			e.publish(ban(host(a4.src), time.Hour), ban(host(a6.src), time.Hour))
+			e.waitState(a4, false, 5*time.Second)
+			e.waitState(a6, false, 5*time.Second)
+
+			for _, w := range ws {
+				ok := t.Run(w.name, func(t *testing.T) {
+					e.t = t
+					defer func() { e.t = e.root }()
+					mk := b.mark()
+					before := metricValueOr0(e.metrics(), restoresSeries(m.name, w.cause))
+					w.do(t, e)
+					took := waitBlocked(t, e, a4, 5*time.Second)
+					b.waitLog(t, mk, 5*time.Second, "restored enforcement changed from outside", "cause="+w.cause)
+					t.Logf("%s: %s dropped again %s after the wipe", w.name, a4.src, took.Round(time.Millisecond))
+					if took > time.Second {
+						t.Errorf("%s: %s dropped again only %s after the wipe, want within 1s", w.name, a4.src, took)
+					}
+					e.requireAll(a4, false)
+					e.requireAll(a6, false)
+					e.requireAll(e.bystander(4), true)
+					if got := metricValueOr0(e.metrics(), restoresSeries(m.name, w.cause)); got != before+1 {
+						t.Errorf("%s = %v, want %v", restoresSeries(m.name, w.cause), got, before+1)
+					}
+				})
+				if !ok {
+					t.FailNow()
+				}
+			}
+
+			// A deliberate cleanup is not undone: the daemon stops.
+			mk := b.mark()
+			e.top.Victim.MustRun(t, bin(t, "fw-bouncer"), "cleanup", "--mode", m.name, "--config", e.cfgPath)
+			b.waitLog(t, mk, 5*time.Second, "fw-bouncer cleanup removed the enforcement")
+			select {
+			case <-b.done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("fw-bouncer still running 10s after cleanup")
+			}
+			e.requireAll(a4, true)
+			if err := m.leftovers(e); err != nil {
+				t.Errorf("after cleanup with the daemon running: %v", err)
+			}
+		})
+	}
+}
+
+func restoresSeries(mode, cause string) string {
+	return fmt.Sprintf(`portcullis_fw_bouncer_restores_total{backend=%q,cause=%q}`, mode, cause)
+}
+
+func metricValueOr0(metrics, series string) float64 {
+	v, _ := metricValue(metrics, series)
+	return v
+}
+
+// waitBlocked probes p with ICMP until a probe goes unanswered and returns
+// when that probe was sent, counted from the call. A wipe lets packets
+// through until the restore; a probe sent after the restore is dropped.
+func waitBlocked(t *testing.T, e *env, p peer, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	dst, err := e.top.VictimFor(p.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		sent := time.Since(start)
+		if err := p.ns.Probe(netns.ICMP, p.src, dst, e.srv, 100*time.Millisecond); err != nil {
+			return sent
+		}
+		if sent > timeout {
+			t.Fatalf("%s still answered %s after the wipe", p.src, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
