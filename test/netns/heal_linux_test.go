@@ -42,6 +42,19 @@ var wipes = map[string][]wipe{
 				"{ "+e.attacker(0, 4).src.String()+" }")
 		}},
 	},
+	"iptables": {
+		{name: "iptables -F", cause: "rule_removed", do: func(t *testing.T, e *env) {
+			e.top.Victim.MustRun(t, "iptables", "-F")
+		}},
+		{name: "iptables -F and ipset destroy", cause: "set_removed", do: func(t *testing.T, e *env) {
+			e.top.Victim.MustRun(t, "iptables", "-F")
+			e.top.Victim.MustRun(t, "iptables", "-X", "PORTCULLIS")
+			e.top.Victim.MustRun(t, "ipset", "destroy", "portcullis-v4")
+		}},
+		{name: "jump deleted from INPUT", cause: "jump_removed", do: func(t *testing.T, e *env) {
+			e.top.Victim.MustRun(t, "iptables", "-D", "INPUT", "-j", "PORTCULLIS")
+		}},
+	},
 }
 
 // TestFWBouncerHeals removes fw-bouncer's enforcement in each way an
