@@ -567,7 +567,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		select {
 		case <-heal:
 			if retry != nil {
-				continue // a retry is scheduled: it restores
+				// A retry is scheduled and restores; news of the
+				// backend (an interface back) brings it forward.
+				retry = time.After(r.cfg.RetryMin)
+				continue
 			}
 			failed, err := r.restorePending(ctx)
 			if err != nil {

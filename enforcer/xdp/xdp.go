@@ -39,6 +39,9 @@ type Enforcer struct {
 	attach  []Attachment
 	reasons *reasonTable
 	closed  bool
+	// progID is the kernel's id of the loaded program, to recognise it on
+	// an interface.
+	progID uint32
 }
 
 // New validates cfg, mounts bpffs if needed, loads the program with its maps
@@ -117,6 +120,15 @@ func open(cfg Config, pinPath string) (*Enforcer, error) {
 	if err != nil {
 		return nil, errors.Join(err, e.objs.Close())
 	}
+	info, err := e.objs.PortcullisXdp.Info()
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("xdp program info: %w", err), e.objs.Close())
+	}
+	id, ok := info.ID()
+	if !ok {
+		return nil, errors.Join(errors.New("xdp program info: kernel reports no program id"), e.objs.Close())
+	}
+	e.progID = uint32(id)
 	return e, nil
 }
 
