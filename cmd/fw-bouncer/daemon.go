@@ -135,6 +135,9 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	<-hbDone
 	rerr := <-runDone
 	msg := "fw-bouncer stopped; bans stay in force in the kernel"
+	if v, ok := be.(interface{ VolatilePins() string }); ok && v.VolatilePins() != "" {
+		msg = "fw-bouncer stopped; the XDP program detaches with this process: " + v.VolatilePins()
+	}
 	if cfg.DryRun {
 		msg = "fw-bouncer stopped"
 	}

@@ -39,7 +39,19 @@ DESCRIPTION
 
     On SIGTERM or SIGINT it stops and leaves the bans in force: the XDP
     program and its maps are pinned under bpffs, netfilter sets stay
-    loaded, and expiry keeps working in the kernel. "fw-bouncer cleanup"
+    loaded, and expiry keeps working in the kernel. XDP refuses to start
+    when its bpffs would end with the process (a private mount namespace,
+    as "ip netns exec" makes) unless --xdp-allow-volatile-pins is given.
+
+    While it runs it heals: when its table, chain, rules, sets, ipset, XDP
+    attachment or a ban is removed by someone else (nft flush ruleset,
+    iptables -F, ipset destroy, bpftool link detach, an interface created
+    again), it restores the exact live set, logs and counts it
+    (restores_total{backend,cause}); a restore that fails is retried with
+    backoff and reported unhealthy in heartbeats. nftables changes are
+    seen from kernel events at once; iptables/ipset are checked every
+    250 ms; XDP attachments from link events and every 250 ms, map
+    entries by a count that takes at most ~5%% of a core. "fw-bouncer cleanup"
     removes everything it installed (the --mode backend, or all of them)
     and nothing else: every object it creates is named portcullis*.
 
@@ -206,6 +218,7 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	fs.Var(&ifaces, "iface", "interface to enforce on (repeatable, or comma-separated)")
 	xdpMode := fs.String("xdp-mode", "auto", "XDP attach mode: native, generic or auto (native, falling back to generic with a warning)")
 	dryRun := fs.Bool("dry-run", false, "log what would be applied; touch nothing")
+	volatilePins := fs.Bool("xdp-allow-volatile-pins", false, "run even when the XDP pins are on a bpffs that ends with the process (ip netns exec); bans then stop with it")
 	fs.Var(&whitelist, "whitelist", "addresses or CIDR ranges never to ban (repeatable, or comma-separated), added to the config's")
 	topic := fs.String("topic", "", "decisions topic (default "+DefaultConfig().Topic+")")
 	heartbeatEvery := fs.Duration("heartbeat-interval", DefaultConfig().HeartbeatInterval, "time between heartbeats on "+heartbeat.Topic+" (0: none)")
@@ -247,6 +260,9 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	}
 	if set["xdp-mode"] {
 		cfg.XDP.Mode = xdp.Mode(*xdpMode)
+	}
+	if set["xdp-allow-volatile-pins"] {
+		cfg.XDP.AllowVolatilePins = *volatilePins
 	}
 	if len(whitelist) > 0 {
 		ps, err := config.ParsePrefixes(strings.Join(whitelist, ","))

@@ -112,6 +112,7 @@ var wipes = map[string][]wipe{
 // down rather than fight a deliberate `fw-bouncer cleanup`.
 func TestFWBouncerHeals(t *testing.T) {
 	netns.RequireRoot(t)
+	netns.RequireTool(t, "nft", "iptables", "ipset", "bpftool")
 	for _, m := range modes {
 		ws := wipes[m.name]
 		if len(ws) == 0 {
