@@ -19,7 +19,7 @@ lint_cmds=(make:make git:git shellcheck:shellcheck)
 test_cmds=(
 	make:make gcc:gcc git:git
 	clang:clang llvm-strip:llvm # bpf2go (make generate)
-	ip:iproute2 ping:iputils-ping nft:nftables iptables:iptables ipset:ipset
+	ip:iproute2 ping:iputils-ping nft:nftables iptables:iptables ipset:ipset bpftool:bpftool
 	nsenter:util-linux setpriv:util-linux systemd-analyze:systemd # test/demo
 	nginx:nginx-light wrk:wrk kcat:kcat
 	chromium:chromium # the console's browser test
