@@ -279,7 +279,7 @@ func (spec *hubSpec) compile(file string, root *yaml.Node, opt LoadOptions) (*Sc
 		opts := append([]expr.Option{expr.Env(hubEnv{}), out}, fns...)
 		prog, err := expr.Compile(src, opts...)
 		if err != nil {
-			return nil, bad(key, "%s: %v", key, oneLine(err))
+			return nil, bad(key, "%s: %v", key, helperError(src, oneLine(err)))
 		}
 		return prog, nil
 	}
@@ -303,6 +303,17 @@ func (spec *hubSpec) compile(file string, root *yaml.Node, opt LoadOptions) (*Sc
 		p.ovflw = strings.Contains(spec.Filter, "Overflow") || strings.Contains(spec.Filter, "OVFLW")
 	}
 	return s, nil
+}
+
+var unknownNameRE = regexp.MustCompile(`^unknown name ([A-Za-z_][A-Za-z0-9_]*)`)
+
+// helperError names a call of a function outside HubHelpers as such.
+func helperError(src string, err error) error {
+	m := unknownNameRE.FindStringSubmatch(err.Error())
+	if m == nil || !regexp.MustCompile(`\b`+m[1]+`\s*\(`).MatchString(src) {
+		return err
+	}
+	return fmt.Errorf("unknown helper %s (supported: %s)", m[1], strings.Join(HubHelpers, ", "))
 }
 
 // hubLabels converts CrowdSec's free-form labels; lists and scalars are
