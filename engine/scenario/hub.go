@@ -186,7 +186,7 @@ func (spec *hubSpec) compile(file string, root *yaml.Node, opt LoadOptions) (*Sc
 	}
 	s := &Scenario{Name: spec.Name, Description: spec.Description, File: file, Hub: true,
 		Priority: spec.Priority, Reprocess: spec.Reprocess, Filter: spec.Filter, GroupBy: spec.GroupBy,
-		Distinct: spec.Distinct, CancelOn: spec.CancelOn, Condition: spec.Condition, IPv6Prefix: spec.IPv6Prefix}
+		Distinct: spec.Distinct, CancelOn: spec.CancelOn, Condition: spec.Condition, IPv6Prefix: spec.IPv6Prefix, CacheSize: spec.CacheSize}
 	capacity := 0
 	if spec.Capacity != nil {
 		capacity = *spec.Capacity

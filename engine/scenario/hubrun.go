@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,7 +39,10 @@ type hubBucket struct {
 	count            int
 	distinct         map[string]struct{}
 	queue            []*HubEvent
-	sources          []netip.Addr
+	// srcs are the sources of the events CrowdSec's queue would hold: the
+	// last capacity+1 (all, up to hubMaxSources distinct, for capacity -1).
+	srcs []netip.Addr
+	qmax int
 }
 
 type hubRunner struct {
@@ -112,7 +116,7 @@ func (r *runner) hubPour(st *evalState, now int64, src netip.Addr, out []Overflo
 			}
 		}
 		key = strings.Clone(key)
-		b = &hubBucket{tat: now, first: now}
+		b = &hubBucket{tat: now, first: now, qmax: sc.queueSize()}
 		h.buckets[key] = b
 	}
 	if sc.Type == Trigger {
@@ -185,16 +189,45 @@ func (r *runner) hubPour(st *evalState, now int64, src netip.Addr, out []Overflo
 	return out, overflowed
 }
 
+// queueSize is the number of events CrowdSec's bucket queue holds: one
+// more than the capacity (its Queue.Add keeps L+1), or cache_size; -1
+// for unbounded.
+func (s *Scenario) queueSize() int {
+	q := s.Capacity
+	if s.CacheSize > 0 && (s.CacheSize <= q || q == -1) {
+		q = s.CacheSize
+	}
+	if q < 0 {
+		return -1
+	}
+	return q + 1
+}
+
 func (b *hubBucket) addSource(a netip.Addr) {
-	if !a.IsValid() || len(b.sources) >= hubMaxSources {
+	if !a.IsValid() {
 		return
 	}
-	for _, x := range b.sources {
-		if x == a {
-			return
+	if b.qmax < 0 {
+		if len(b.srcs) < hubMaxSources && !slices.Contains(b.srcs, a) {
+			b.srcs = append(b.srcs, a)
+		}
+		return
+	}
+	if len(b.srcs) >= b.qmax {
+		b.srcs = append(b.srcs[:0], b.srcs[1:]...)
+	}
+	b.srcs = append(b.srcs, a)
+}
+
+// sources returns the distinct addresses of the queue, in first-seen order.
+func (b *hubBucket) sources() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range b.srcs {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
 		}
 	}
-	b.sources = append(b.sources, a)
+	return out
 }
 
 // overflow applies the blackhole and appends the bucket's overflows.
@@ -205,7 +238,7 @@ func (h *hubRunner) overflow(sc *Scenario, key string, b *hubBucket, at int64, o
 		}
 		h.blackhole[strings.Clone(key)] = at + int64(sc.Blackhole)
 	}
-	for _, a := range b.sources {
+	for _, a := range b.sources() {
 		out = append(out, Overflow{Scenario: sc, Source: a, Group: key, Events: b.count,
 			First: time.Unix(0, b.first).UTC(), Last: time.Unix(0, at).UTC()})
 	}

@@ -99,6 +99,7 @@ type Scenario struct {
 	CancelOn  string        `yaml:"-"`
 	Condition string        `yaml:"-"`
 	Reprocess bool          `yaml:"-"`
+	CacheSize int           `yaml:"-"`
 	hub       *hubProgs
 
 	filter   *node      // the lowered filter
