@@ -36,6 +36,7 @@ var commands = []command{
 	{"lapi", "serve the CrowdSec Local API bouncer endpoints from the decision feed", runLAPI},
 	{"metrics", "show engine counters per parser and scenario, and topic and consumer-lag health", runMetrics},
 	{"replay", "run detection over log files offline and print the alerts", runReplay},
+	{"scenarios", "list the loaded scenarios, or inspect one: file, thresholds, remedy, duration", runScenarios},
 }
 
 // errUsage marks an error in the command line; main exits with status 2.
