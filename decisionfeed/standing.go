@@ -545,3 +545,17 @@ func (s *standingSet) apply(c *change, now int64) (out Decision, ok, noop bool) 
 	}
 	return Decision{}, false, noop
 }
+
+// Counted yields what live yields and counts it in *n (reset to 0 first),
+// for a handler that logs how many decisions its snapshot held.
+func Counted(live iter.Seq[Decision], n *int) iter.Seq[Decision] {
+	return func(yield func(Decision) bool) {
+		*n = 0
+		for d := range live {
+			*n++
+			if !yield(d) {
+				return
+			}
+		}
+	}
+}

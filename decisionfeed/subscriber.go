@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -73,6 +74,9 @@ type SubscriberConfig struct {
 	PartitionCheckInterval time.Duration
 	// ClientID names this client to the brokers (default "portcullis").
 	ClientID string
+	// Security is the TLS and SASL the subscriber and its DLQ writer
+	// connect with (nil: plaintext).
+	Security *kafkaconn.Security
 	// Now is the clock used to drop expired decisions (default time.Now).
 	Now func() time.Time
 	// Accept, when set, filters the decisions standing on the feed before
@@ -215,7 +219,7 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	tr := &kafka.Transport{ClientID: cfg.ClientID, MetadataTTL: 5 * time.Second, DialTimeout: 3 * time.Second}
+	tr := cfg.Security.Transport(&kafka.Transport{ClientID: cfg.ClientID, MetadataTTL: 5 * time.Second, DialTimeout: 3 * time.Second})
 	addr := kafka.TCP(cfg.Brokers...)
 	s := &Subscriber{
 		cfg:    cfg,
