@@ -436,8 +436,10 @@ func (s *Server) deleteDecision(w http.ResponseWriter, r *http.Request, sess *se
 		s.fail(w, "key", err.Error())
 		return
 	}
+	// The delete goes under the key of the decision enforced on the
+	// address: other origins' decisions there stand.
 	del := decisionfeed.NewDecision(decisionfeed.OpDelete, d.Type, p, 0, d.Origin, s.cfg.Now())
-	del.Reason = "console user " + sess.user.name
+	del.Reason, del.Legacy = "console user "+sess.user.name, d.Legacy
 	if err := s.cfg.Publisher.Publish(r.Context(), del); err != nil {
 		s.log.Error("console publish", "user", sess.user.name, "err", err)
 		http.Error(w, "publish failed: "+err.Error(), http.StatusBadGateway)

@@ -162,13 +162,13 @@ func TestWritesNeedAdminCSRFAndSameOrigin(t *testing.T) {
 	if err := s.decisions.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{ds[0]})); err != nil {
 		t.Fatal(err)
 	}
-	if w := alice.post("/decisions/delete", url.Values{"csrf": {alice.csrf}, "key": {ds[0].Key()}}, ""); w.Code != http.StatusBadRequest {
+	if w := alice.post("/decisions/delete", url.Values{"csrf": {alice.csrf}, "key": {ds[0].Target()}}, ""); w.Code != http.StatusBadRequest {
 		t.Errorf("delete without confirmation: %d", w.Code)
 	}
 	if w := alice.post("/decisions/delete", url.Values{"csrf": {alice.csrf}, "key": {"ip:192.0.2.254"}, "confirm": {"yes"}}, ""); w.Code != http.StatusBadRequest {
 		t.Errorf("delete of an unknown key: %d", w.Code)
 	}
-	if w := alice.post("/decisions/delete", url.Values{"csrf": {alice.csrf}, "key": {ds[0].Key()}, "confirm": {"yes"}}, ""); w.Code != http.StatusSeeOther {
+	if w := alice.post("/decisions/delete", url.Values{"csrf": {alice.csrf}, "key": {ds[0].Target()}, "confirm": {"yes"}}, ""); w.Code != http.StatusSeeOther {
 		t.Fatalf("delete: %d %s", w.Code, w.Body)
 	}
 	ds = rec.published()

@@ -25,7 +25,7 @@ func pruneFixture(t *testing.T, brokers []string, topic string, now time.Time) [
 	var live []string
 	for i := range 20 {
 		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(i), 24*time.Hour, "cli", now)
-		live = append(live, d.Key())
+		live = append(live, d.Target())
 		ds = append(ds, d)
 	}
 	for i := 100; i < 130; i++ {
@@ -165,7 +165,7 @@ func TestPruneRepublishesRaced(t *testing.T) {
 	_ = sub
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if d, ok := rec.live[fresh.Key()]; !ok || d.ID != fresh.ID {
+	if d, ok := rec.live[fresh.Target()]; !ok || d.ID != fresh.ID {
 		t.Fatalf("the decision that raced with the tombstone is lost: live %v", rec.live)
 	}
 }
@@ -202,7 +202,7 @@ func TestPruneThenCompactReadsLiveOnly(t *testing.T) {
 	for i := 300; i < 330; i++ {
 		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, ip(i), 24*time.Hour, "cli", later)
 		next = append(next, d)
-		live = append(live, d.Key())
+		live = append(live, d.Target())
 	}
 	if err := pub.Publish(ctx, next...); err != nil {
 		t.Fatal(err)

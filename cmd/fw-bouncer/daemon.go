@@ -52,19 +52,6 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	if err != nil {
 		return err
 	}
-	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
-		Brokers:  cfg.Brokers,
-		Security: sec,
-		Topic:    cfg.Topic,
-		Group:    cfg.Group,
-		Logger:   log.With("part", "feed"),
-	})
-	if err != nil {
-		return fmt.Errorf("decision feed: %w", err)
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sub)
-
 	pol, err := policy.New(ctx, cfg.Policy, policy.Options{
 		Supported:    supportedTypes,
 		Dependencies: cfg.Brokers,
@@ -73,6 +60,23 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	if err != nil {
 		return err
 	}
+	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
+		Brokers:  cfg.Brokers,
+		Security: sec,
+		Topic:    cfg.Topic,
+		Group:    cfg.Group,
+		Logger:   log.With("part", "feed"),
+		// The filters pick the decisions that count before the feed takes
+		// their union, so that an address banned by an origin the filters
+		// keep stays banned whatever else stands there.
+		Accept: pol.Accept,
+	})
+	if err != nil {
+		return fmt.Errorf("decision feed: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sub)
+
 	rcfg := runner.DefaultConfig()
 	rcfg.Policy = pol
 	rcfg.Coalesce = cfg.Coalesce

@@ -194,12 +194,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var pol *policy.Policy // made with the runner, before the feed runs
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
 		Brokers:  cfg.Brokers,
 		Security: sec,
 		Topic:    cfg.Topic,
 		Group:    cfg.Group,
 		Logger:   logger.With("part", "feed"),
+		// The filters pick the decisions that count before the feed takes
+		// their union (see fw-bouncer).
+		Accept: func(d *decisionfeed.Decision) bool { return pol.Accept(d) },
 	})
 	if err != nil {
 		return fmt.Errorf("decision feed: %w", err)
