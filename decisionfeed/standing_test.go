@@ -261,3 +261,42 @@ func TestIndexAgainstMap(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkStandingPut measures the rebuild's per-message work on the set:
+// one add per address, three producers on every tenth address.
+func BenchmarkStandingPut(b *testing.B) {
+	const n = 1 << 16
+	cs := make([]*change, n)
+	for i := range cs {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		origin := "engine"
+		if i%10 == 0 {
+			a = netip.AddrFrom4([4]byte{10, 0, 0, byte(i % 250)})
+			origin = []string{"engine", "cli", "lists:x"}[i%3]
+		}
+		cs[i] = add(netip.PrefixFrom(a, 32).String(), origin, TypeBan, time.Hour)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += n {
+		s := newStandingSet(n, nil)
+		for j := 0; j < n && i+j < b.N; j++ {
+			s.put(cs[j])
+		}
+	}
+}
+
+// BenchmarkStandingApply measures the streaming path: apply a change and
+// work out what the bouncers are told.
+func BenchmarkStandingApply(b *testing.B) {
+	s := newStandingSet(1024, nil)
+	now := tStand.UnixNano()
+	cs := []*change{
+		add("192.0.2.1/32", "engine", TypeBan, time.Hour), add("192.0.2.1/32", "cli", TypeCaptcha, 2*time.Hour),
+		del("192.0.2.1/32", "engine"), del("192.0.2.1/32", "cli"),
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		s.apply(cs[i%len(cs)], now)
+	}
+}
