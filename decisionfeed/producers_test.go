@@ -104,8 +104,7 @@ func TestLegacyKeysStillRead(t *testing.T) {
 	now := time.Now()
 	old := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix("203.0.113.7/32"), 8*time.Hour, "engine", now)
 	cur := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeCaptcha, netip.MustParsePrefix("203.0.113.7/32"), time.Hour, "engine", now)
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Murmur2Balancer{Consistent: true}, BatchTimeout: time.Millisecond}
-	defer feedtest.Close(t, w)
+	w := rawWriter(t, brokers, topic)
 	if err := w.WriteMessages(context.Background(),
 		kafka.Message{Key: []byte("ip:203.0.113.7"), Value: encode(t, old)},
 		kafka.Message{Key: []byte(cur.Key()), Value: encode(t, cur)},
