@@ -147,11 +147,11 @@ func (dc *decoder) fast(b []byte) (d Decision, ok bool) {
 					return d, false
 				}
 			case fOp:
-				d.Op = Op(dc.str(s))
+				d.Op = Op(dc.word(s))
 			case fType:
-				d.Type = Type(dc.str(s))
+				d.Type = Type(dc.word(s))
 			case fScope:
-				d.Scope = Scope(dc.str(s))
+				d.Scope = Scope(dc.word(s))
 			case fDuration:
 				d.Duration = dc.str(s)
 			case fScenario:
@@ -207,6 +207,27 @@ func (dc *decoder) str(s []byte) string {
 		dc.intern[v] = v
 	}
 	return v
+}
+
+// word is str for the few words of op, type and scope, without a lookup.
+func (dc *decoder) word(s []byte) string {
+	switch string(s) {
+	case "add":
+		return string(OpAdd)
+	case "delete":
+		return string(OpDelete)
+	case "ban":
+		return string(TypeBan)
+	case "captcha":
+		return string(TypeCaptcha)
+	case "throttle":
+		return string(TypeThrottle)
+	case "ip":
+		return string(ScopeIP)
+	case "range":
+		return string(ScopeRange)
+	}
+	return dc.str(s)
 }
 
 // skipSpace skips JSON whitespace from i.

@@ -63,16 +63,35 @@ func (s *Subscriber) rebuild(ctx context.Context) ([]int64, error) {
 	return next, nil
 }
 
+// rebuildBatch is how many changes a partition's reader puts into the set
+// under one lock.
+const rebuildBatch = 1024
+
 // readUpTo reads partition p from offset from until the offset reaches
 // end, applying each message to set, and returns the next offset.
 func (s *Subscriber) readUpTo(ctx context.Context, p int, from, end int64, set *standingSet) (int64, error) {
 	off := from
 	dc := newDecoder(s.cfg.Limits)
-	apply := func(c *change) {
+	// Changes go into the shared set a batch per lock: one lock per
+	// message makes the partitions' readers queue on it, parking and
+	// waking a million times, which on a busy machine costs more wall time
+	// than the work.
+	batch := make([]change, 0, rebuildBatch)
+	flush := func() {
 		set.mu.Lock()
-		_, _, noop := set.put(c)
+		for i := range batch {
+			_, _, noop := set.put(&batch[i])
+			s.count(&batch[i], noop)
+		}
 		set.mu.Unlock()
-		s.count(c, noop)
+		clear(batch) // let the decisions' strings go
+		batch = batch[:0]
+	}
+	apply := func(c *change) {
+		batch = append(batch, *c)
+		if len(batch) == cap(batch) {
+			flush()
+		}
 	}
 	for off < end {
 		res, err := s.fetch(ctx, p, off)
@@ -80,6 +99,7 @@ func (s *Subscriber) readUpTo(ctx context.Context, p int, from, end int64, set *
 			return off, err
 		}
 		newOff, err := s.readRecords(ctx, dc, p, off, res, apply)
+		flush()
 		if err != nil {
 			return off, err
 		}
