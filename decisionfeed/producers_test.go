@@ -128,3 +128,34 @@ func TestLegacyKeysStillRead(t *testing.T) {
 		return rec.enforced() == "ip:203.0.113.7 captcha engine"
 	})
 }
+
+// TestAcceptBeforeUnion runs a bouncer that enforces only the engine's and
+// the CLI's bans: a blocklist's longer ban on the same address does not
+// count, so the engine's ban is what it enforces, and the blocklist's ban
+// alone is not enforced at all.
+func TestAcceptBeforeUnion(t *testing.T) {
+	brokers := feedtest.Brokers(t)
+	topic := feedtest.CompactedTopic(t, 3)
+	accept := func(d *decisionfeed.Decision) bool {
+		return d.Type == decisionfeed.TypeBan && (d.Origin == "engine" || d.Origin == "cli")
+	}
+	sub, rec, _ := subscribe(t, decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-", DLQTopic: "-", Accept: accept})
+	pub := feedtest.Publisher(t, decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
+	now := time.Now()
+	mk := func(value, origin string, typ decisionfeed.Type, dur time.Duration) decisionfeed.Decision {
+		return decisionfeed.NewDecision(decisionfeed.OpAdd, typ, netip.MustParsePrefix(value), dur, origin, now)
+	}
+	if err := pub.Publish(context.Background(),
+		mk("192.0.2.1/32", "lists:x", decisionfeed.TypeBan, 48*time.Hour), mk("192.0.2.1/32", "engine", decisionfeed.TypeBan, time.Hour),
+		mk("192.0.2.2/32", "lists:x", decisionfeed.TypeBan, 48*time.Hour), mk("192.0.2.3/32", "cli", decisionfeed.TypeCaptcha, time.Hour),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the feed read", func() bool { return sub.Stats().Messages == 4 && rec.enforced() != "" })
+	rec.mu.Lock()
+	got := rec.live["ip:192.0.2.1"]
+	rec.mu.Unlock()
+	if s := rec.enforced(); s != "ip:192.0.2.1 ban engine" || !got.Until.Equal(now.UTC().Truncate(time.Millisecond).Add(time.Hour)) {
+		t.Fatalf("enforced %s until %s, want only the engine's ban for an hour", s, got.Until)
+	}
+}
