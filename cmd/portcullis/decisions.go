@@ -147,12 +147,16 @@ portcullis decisions delete --all
 	if err := d.Validate(decisionfeed.DefaultLimits()); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: common.BrokerList(), Topic: topic})
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	k, err := connectKafka(ctx, &common, "decisions")
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: k.brokers, Topic: topic, Security: k.sec})
+	if err != nil {
+		return err
+	}
 	err = pub.Publish(ctx, d)
 	if cerr := pub.Close(); err == nil {
 		err = cerr
@@ -232,7 +236,11 @@ PORTCULLIS_BROKERS=kafka-1:9092 portcullis decisions list
 	}
 	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	live, err := liveSet(tctx, common.BrokerList(), topic, log)
+	k, err := connectKafka(tctx, &common, "decisions")
+	if err != nil {
+		return err
+	}
+	live, err := liveSet(tctx, k, topic, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -278,9 +286,10 @@ func printTable(w io.Writer, ds []decisionfeed.Decision, now time.Time) error {
 
 // liveSet rebuilds the live decision set of topic as every bouncer does at
 // start, and returns it once read up to the high-water marks.
-func liveSet(ctx context.Context, brokers []string, topic string, log *slog.Logger) ([]decisionfeed.Decision, error) {
+func liveSet(ctx context.Context, k kafkaTarget, topic string, log *slog.Logger) ([]decisionfeed.Decision, error) {
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
-		Brokers:  brokers,
+		Brokers:  k.brokers,
+		Security: k.sec,
 		Topic:    topic,
 		Group:    "-", // a one-off read is no consumer worth reporting lag for
 		DLQTopic: "-", // the bouncers copy invalid messages already
@@ -370,7 +379,11 @@ func deleteMatching(ctx context.Context, common *cli.Common, topic string, f dec
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	live, err := liveSet(ctx, common.BrokerList(), topic, log)
+	k, err := connectKafka(ctx, common, "decisions")
+	if err != nil {
+		return err
+	}
+	live, err := liveSet(ctx, k, topic, log)
 	if err != nil {
 		return fmt.Errorf("decisions delete: %w", err)
 	}
@@ -388,7 +401,7 @@ func deleteMatching(ctx context.Context, common *cli.Common, topic string, f dec
 		dels = append(dels, d)
 	}
 	if len(dels) > 0 {
-		pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: common.BrokerList(), Topic: topic})
+		pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: k.brokers, Topic: topic, Security: k.sec})
 		if err != nil {
 			return err
 		}

@@ -89,8 +89,12 @@ portcullis lapi --listen :8080 --api-key fw-key,nginx-key --state-dir /var/lib/p
 	if err != nil {
 		return fmt.Errorf("lapi: %w", err)
 	}
+	k, err := connectKafka(ctx, &common, "lapi")
+	if err != nil {
+		return err
+	}
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
-		Brokers: common.BrokerList(), Topic: topic, Logger: log, DLQTopic: "-",
+		Brokers: k.brokers, Security: k.sec, Topic: topic, Logger: log, DLQTopic: "-",
 	})
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/engine/internal/strictyaml"
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // Default names of the engine's own topics and group.
@@ -39,9 +40,13 @@ type Config struct {
 	Scenarios string `yaml:"scenarios"`
 	// Profiles is the profiles file; empty means the shipped defaults.
 	Profiles string `yaml:"profiles"`
-	// Brokers are the Kafka brokers of the outputs and of re-keying; empty
-	// means the --brokers flag.
+	// Brokers are the Kafka brokers of the outputs and of re-keying;
+	// --brokers and PORTCULLIS_BROKERS override them.
 	Brokers []string `yaml:"brokers"`
+	// Kafka is the TLS and SASL of the engine's Kafka clients, the same
+	// section as in every program's configuration; the --kafka-* flags and
+	// PORTCULLIS_KAFKA_* variables override it.
+	Kafka kafkaconn.Config `yaml:"kafka"`
 	// Host names this engine in alerts and decisions; empty means the host name.
 	Host string `yaml:"host"`
 	// Timezone is the zone of log timestamps that carry no offset (RFC 3164

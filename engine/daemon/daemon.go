@@ -28,6 +28,7 @@ import (
 	"github.com/portcullis-ips/portcullis/engine/parse"
 	"github.com/portcullis-ips/portcullis/engine/profile"
 	"github.com/portcullis-ips/portcullis/engine/scenario"
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // Options are what the daemon gets besides its config file.
@@ -36,8 +37,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Registry receives the daemon's metrics; nil registers none.
 	Registry prometheus.Registerer
-	// Brokers are used when the config names none (the --brokers flag).
+	// Brokers, when not empty, replace the config's brokers: the caller
+	// has resolved --brokers > PORTCULLIS_BROKERS > file > default.
 	Brokers []string
+	// Security is the TLS and SASL of every Kafka client of the daemon
+	// (publisher, alerts and events writers, events reader, admin client);
+	// nil is plaintext. Kafka sources of the acquis.yaml keep their own.
+	Security *kafkaconn.Security
 }
 
 // Daemon is a configured engine, ready to Run once.
@@ -46,6 +52,7 @@ type Daemon struct {
 	log     *slog.Logger
 	host    string
 	brokers []string
+	sec     *kafkaconn.Security
 	sources []acquire.Source
 	scs     []*scenario.Scenario
 	prof    *profile.Profiles
@@ -69,9 +76,9 @@ func New(cfg Config, o Options) (_ *Daemon, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Daemon{cfg: cfg, log: log, host: cfg.Host, brokers: cfg.Brokers}
+	d := &Daemon{cfg: cfg, log: log, host: cfg.Host, brokers: o.Brokers, sec: o.Security}
 	if len(d.brokers) == 0 {
-		d.brokers = o.Brokers
+		d.brokers = cfg.Brokers
 	}
 	if len(d.brokers) == 0 {
 		return nil, errors.New("engine: no Kafka brokers (set brokers in the config or --brokers)")
@@ -125,11 +132,11 @@ func New(cfg Config, o Options) (_ *Daemon, err error) {
 	}
 	d.parser = parse.New(parse.Config{Location: loc})
 	if d.pub, err = decisionfeed.NewPublisher(decisionfeed.PublisherConfig{
-		Brokers: d.brokers, Topic: cfg.Topics.Decisions, ClientID: "portcullis-engine",
+		Brokers: d.brokers, Topic: cfg.Topics.Decisions, ClientID: "portcullis-engine", Security: d.sec,
 	}); err != nil {
 		return nil, fmt.Errorf("decision publisher: %w", err)
 	}
-	d.transport = &kafka.Transport{ClientID: "portcullis-engine"}
+	d.transport = d.sec.Transport(&kafka.Transport{ClientID: "portcullis-engine"})
 	d.alerts = &kafka.Writer{
 		Addr: kafka.TCP(d.brokers...), Topic: cfg.Topics.Alerts, Balancer: &kafka.Hash{},
 		BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll, MaxAttempts: 5,
@@ -432,6 +439,7 @@ func (d *Daemon) detectRekeyed(ctx context.Context, eng *engine.Engine) {
 	defer d.snapshot(eng, true)
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: d.brokers, GroupID: d.cfg.RekeyGroup, Topic: d.cfg.Topics.Events,
+		Dialer:      d.sec.Dialer(&kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}),
 		StartOffset: kafka.FirstOffset, CommitInterval: acquire.KafkaCommitInterval,
 		MaxWait: 100 * time.Millisecond, MaxBytes: 8 << 20,
 		ReadBackoffMin: time.Millisecond, ReadBackoffMax: time.Second, // see acquire.KafkaSource
@@ -551,7 +559,7 @@ func (d *Daemon) retry(ctx context.Context, what string, f func(context.Context)
 func (d *Daemon) ensureEventsTopic(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	tr := &kafka.Transport{ClientID: "portcullis-engine"}
+	tr := d.sec.Transport(&kafka.Transport{ClientID: "portcullis-engine"})
 	defer tr.CloseIdleConnections()
 	c := &kafka.Client{Addr: kafka.TCP(d.brokers...), Transport: tr}
 	res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
