@@ -72,8 +72,11 @@ func (s *Server) load() error {
 		if err := sd.D.Validate(lim); err != nil {
 			return fmt.Errorf("lapi state %s: decision %d: %w", s.state, i, err)
 		}
-		if sd.ID <= 0 || sd.ID > st.Seq {
-			return fmt.Errorf("lapi state %s: decision %d: id %d outside 1..%d", s.state, i, sd.ID, st.Seq)
+		if sd.ID <= 0 || sd.ID > st.Seq || (i > 0 && sd.ID == st.Decisions[i-1].ID) {
+			return fmt.Errorf("lapi state %s: decision %d: id %d repeated or outside 1..%d", s.state, i, sd.ID, st.Seq)
+		}
+		if _, dup := s.live[sd.D.Key()]; dup {
+			return fmt.Errorf("lapi state %s: decision %d: key %s twice", s.state, i, sd.D.Key())
 		}
 		s.insertLocked(sd.D.Key(), &entry{d: sd.D, id: sd.ID})
 	}
