@@ -62,11 +62,11 @@ if ((${#missing[@]})); then
 	apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Debian's crowdsec (the agent and LAPI, for test/interop's crowdsec-pull
-# test) is unpacked, not installed: its install script would register with
-# CrowdSec's online service, which nothing here may contact. The test starts
-# the unpacked binaries by hand with the Central API left out of their config.
-crowdsec_root=/opt/portcullis-test/crowdsec
+# Debian's crowdsec (agent and LAPI, for test/interop's crowdsec-pull test and
+# test/crowdsecdiff) is unpacked, not installed: its install script would
+# register with CrowdSec's online service, which nothing here may contact. The
+# tests start the unpacked binaries by hand without the Central API.
+crowdsec_root=/opt/portcullis/crowdsec
 if [[ $want == test && ! -x $crowdsec_root/usr/bin/crowdsec ]]; then
 	((EUID == 0)) || die "missing $crowdsec_root; run as root to unpack Debian's crowdsec there"
 	echo "deps.sh: unpacking Debian's crowdsec into $crowdsec_root (not installed: no postinst)" >&2

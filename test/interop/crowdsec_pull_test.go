@@ -18,12 +18,12 @@ import (
 )
 
 // crowdsecRoot is where scripts/deps.sh unpacks Debian's crowdsec package
-// (PORTCULLIS_TEST_CROWDSEC_ROOT overrides it).
+// (PORTCULLIS_CROWDSEC_ROOT overrides it).
 func crowdsecRoot(t *testing.T) string {
 	t.Helper()
-	root := os.Getenv("PORTCULLIS_TEST_CROWDSEC_ROOT")
+	root := os.Getenv("PORTCULLIS_CROWDSEC_ROOT")
 	if root == "" {
-		root = "/opt/portcullis-test/crowdsec"
+		root = "/opt/portcullis/crowdsec"
 	}
 	if _, err := os.Stat(filepath.Join(root, "usr/bin/crowdsec")); err != nil {
 		missing(t, "Debian's crowdsec unpacked in "+root)
