@@ -1,7 +1,6 @@
 package interop
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
+	"github.com/portcullis-ips/portcullis/internal/syncbuf"
 )
 
 // crowdsecRoot is where scripts/deps.sh unpacks Debian's crowdsec package
@@ -35,7 +35,7 @@ func crowdsecRoot(t *testing.T) string {
 // its Central API left out of the configuration so it contacts nobody.
 type offlineCrowdSec struct {
 	root, dir, cfg, url string
-	out                 bytes.Buffer
+	out                 syncbuf.Buffer
 }
 
 func startOfflineCrowdSec(t *testing.T) *offlineCrowdSec {
@@ -178,7 +178,7 @@ func TestCrowdsecPullAgainstCrowdSec(t *testing.T) {
 
 	// Following: CrowdSec's deletion of its own decision comes through.
 	follow := pull("--interval", "300ms")
-	var fout bytes.Buffer
+	var fout syncbuf.Buffer
 	follow.Stdout, follow.Stderr = &fout, &fout
 	if err := follow.Start(); err != nil {
 		t.Fatal(err)

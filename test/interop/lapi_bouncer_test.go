@@ -22,6 +22,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/crowdsec"
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
+	"github.com/portcullis-ips/portcullis/internal/syncbuf"
 	"github.com/portcullis-ips/portcullis/test/netns"
 )
 
@@ -31,7 +32,7 @@ const lapiKey = "interop-bouncer-key-0123456789"
 // lapiProc is a running `portcullis lapi`.
 type lapiProc struct {
 	cmd  *exec.Cmd
-	out  bytes.Buffer
+	out  syncbuf.Buffer
 	done chan error
 }
 
@@ -258,7 +259,7 @@ prometheus:
 		t.Fatal(err)
 	}
 	bouncer := exec.Command("crowdsec-custom-bouncer", "-c", cfg)
-	var bout bytes.Buffer
+	var bout syncbuf.Buffer
 	bouncer.Stdout, bouncer.Stderr = &bout, &bout
 	start := func() {
 		if err := bouncer.Start(); err != nil {
@@ -355,7 +356,7 @@ prometheus:
 		t.Fatal(err)
 	}
 	bouncer := exec.Command("crowdsec-firewall-bouncer", "-c", cfg)
-	var bout bytes.Buffer
+	var bout syncbuf.Buffer
 	bouncer.Stdout, bouncer.Stderr = &bout, &bout
 	start := func() {
 		if err := ns.Start(bouncer); err != nil {
