@@ -512,10 +512,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, key string) {
 	}
 	// Under the lock only pointers are copied: the adds above the cursor
 	// (the id index is in id order) and the deletions above it.
-	var adds []*entry
+	var (
+		adds   []*entry
+		newest int64
+	)
 	for _, e := range s.adds[sort.Search(len(s.adds), func(i int) bool { return s.adds[i].id > cur }):] {
 		if !e.removed {
 			adds = append(adds, e)
+			newest = e.id
 		}
 	}
 	var dels []delEvent
@@ -528,7 +532,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, key string) {
 	}
 	s.cursors[id] = s.seq
 	s.dirty = true
-	unsaved := s.state != "" && s.saved < s.seq
+	// Deletions need not be on disk first: after a restart the saved
+	// decision missing from the feed's snapshot is a deletion again.
+	unsaved := s.state != "" && newest > s.saved
 	s.mu.Unlock()
 
 	if unsaved {
