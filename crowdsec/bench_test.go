@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -62,6 +64,39 @@ func BenchmarkStream(b *testing.B) {
 				}
 				b.StartTimer()
 				req("startup=false")
+			}
+		})
+	}
+}
+
+// BenchmarkStateSave measures one write of the lapi state file with n live
+// decisions and two bouncers, what a stream call that hands out a new
+// decision costs on top of its answer.
+func BenchmarkStateSave(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("live=%d", n), func(b *testing.B) {
+			file := filepath.Join(b.TempDir(), "lapi-state.json")
+			s, err := NewServer(ServerConfig{APIKeys: []string{"k1", "k2"}, StateFile: file})
+			if err != nil {
+				b.Fatal(err)
+			}
+			live := make([]decisionfeed.Decision, n)
+			for i := range n {
+				p := netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64 + byte(i>>16), byte(i >> 8), byte(i)}), 32)
+				live[i] = decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, p, 4*time.Hour, "engine", time.Now())
+				live[i].Scenario = "crowdsecurity/ssh-bf"
+			}
+			if err := s.Snapshot(context.Background(), live); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := s.Save(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if fi, err := os.Stat(file); err == nil {
+				b.ReportMetric(float64(fi.Size())/(1<<20), "MiB/file")
 			}
 		})
 	}

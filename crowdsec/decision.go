@@ -12,7 +12,8 @@
 //
 // Puller is the other way: it polls a LAPI decision stream (startup=true
 // first) and turns "new" into add decisions and "deleted" into delete
-// decisions with origin "crowdsec", for the caller to publish.
+// decisions with origin "crowdsec:<CrowdSec's origin>", for the caller to
+// publish. It only deletes what it published itself.
 package crowdsec
 
 import (
@@ -24,8 +25,37 @@ import (
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 )
 
-// Origin is the origin of the decisions Puller republishes.
+// Origin is the origin of the decisions Puller republishes, alone or, as
+// it publishes them, followed by ":" and CrowdSec's own origin of the
+// decision ("crowdsec:cscli", "crowdsec:crowdsec", "crowdsec:CAPI",
+// "crowdsec:lists"), so that they stay apart from Portcullis' own.
 const Origin = "crowdsec"
+
+// maxOriginLen is the longest origin a feed decision may carry.
+const maxOriginLen = 64
+
+// PullOrigin returns the feed origin of a decision CrowdSec gave with
+// origin o: "crowdsec:" and o, where any byte outside [A-Za-z0-9._-]
+// becomes "_" and the whole is cut to the feed's 64 bytes; "crowdsec"
+// when o is empty.
+func PullOrigin(o string) string {
+	if o == "" {
+		return Origin
+	}
+	b := []byte(Origin + ":" + o)
+	for i := len(Origin) + 1; i < len(b); i++ {
+		c := b[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	return string(b[:min(len(b), maxOriginLen)])
+}
+
+// IsPullOrigin reports whether a feed origin is one PullOrigin makes.
+func IsPullOrigin(o string) bool {
+	return o == Origin || strings.HasPrefix(o, Origin+":")
+}
 
 // CrowdSec's scope names.
 const (
@@ -86,7 +116,7 @@ func toLAPI(d *decisionfeed.Decision, id int64, now time.Time) Decision {
 }
 
 // FromLAPI converts a CrowdSec decision into a feed decision with op and
-// origin "crowdsec", created at now. An add lasts the decision's duration;
+// origin PullOrigin(c.Origin), created at now. An add lasts the decision's duration;
 // a delete carries only the key. Scopes other than Ip and Range (Country,
 // AS, …), unknown types and unreadable values are errors naming the field.
 func FromLAPI(c Decision, op decisionfeed.Op, now time.Time) (decisionfeed.Decision, error) {
@@ -122,7 +152,7 @@ func FromLAPI(c Decision, op decisionfeed.Op, now time.Time) (decisionfeed.Decis
 			return decisionfeed.Decision{}, fmt.Errorf("decision %d: duration %q is not positive", c.ID, c.Duration)
 		}
 	}
-	d := decisionfeed.NewDecision(op, typ, p, dur, Origin, now)
+	d := decisionfeed.NewDecision(op, typ, p, dur, PullOrigin(c.Origin), now)
 	d.Scenario = c.Scenario
 	return d, nil
 }

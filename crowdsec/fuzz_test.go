@@ -29,7 +29,7 @@ func FuzzFromLAPI(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if d.Origin != Origin || d.Until.Before(t0) {
+		if !IsPullOrigin(d.Origin) || d.Until.Before(t0) {
 			t.Fatalf("accepted %s as %+v", b, d)
 		}
 		_ = d.Validate(decisionfeed.DefaultLimits()) // may reject (limits); must not panic

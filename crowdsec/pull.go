@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -31,11 +32,40 @@ type PullerConfig struct {
 	Now func() time.Time
 }
 
+// UserAgent is the User-Agent of the puller's requests, name/version as
+// CrowdSec expects of a bouncer.
+var UserAgent = "portcullis-crowdsec-pull/" + version()
+
+// version is the module version of the running binary, else its VCS
+// revision, else "dev".
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return s.Value[:12]
+		}
+	}
+	return "dev"
+}
+
 // Puller reads a LAPI decision stream. Poll it from one goroutine.
+//
+// It deletes only decisions it published: CrowdSec lists, on a startup
+// poll, every decision ever deleted or expired on its side, most of which
+// never reached the feed or were superseded there. Seed tells the puller
+// which decisions of its origins stand on the feed; each add it returns is
+// taken as published (call Reset when it was not).
 type Puller struct {
 	base    *url.URL
 	cfg     PullerConfig
 	started bool
+	owned   map[string]struct{} // keys of the decisions it published that stand
 }
 
 // PollResult is what one poll turned into feed decisions.
@@ -49,6 +79,9 @@ type PollResult struct {
 	// Startup is set when the poll asked for the full set: decisions of
 	// origin crowdsec on the feed that it lacks are stale (see Stale).
 	Startup bool
+	// Ignored counts the deletions of decisions this puller does not hold
+	// (never published, or already withdrawn), which it leaves out.
+	Ignored int
 }
 
 // Stale returns delete decisions for the live feed decisions of origin
@@ -64,7 +97,7 @@ func Stale(full, live []decisionfeed.Decision, now time.Time) []decisionfeed.Dec
 	var out []decisionfeed.Decision
 	for i := range live {
 		d := &live[i]
-		if d.Origin != Origin {
+		if !IsPullOrigin(d.Origin) {
 			continue
 		}
 		if _, ok := keep[d.Target()]; ok {
@@ -74,7 +107,7 @@ func Stale(full, live []decisionfeed.Decision, now time.Time) []decisionfeed.Dec
 		if err != nil {
 			continue // the feed validated it; a value that does not parse cannot be deleted by key either
 		}
-		del := decisionfeed.NewDecision(decisionfeed.OpDelete, d.Type, p, 0, Origin, now)
+		del := decisionfeed.NewDecision(decisionfeed.OpDelete, d.Type, p, 0, d.Origin, now)
 		del.Scenario, del.Legacy = d.Scenario, d.Legacy
 		out = append(out, del)
 	}
@@ -100,7 +133,22 @@ func NewPuller(cfg PullerConfig) (*Puller, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Puller{base: u, cfg: cfg}, nil
+	return &Puller{base: u, cfg: cfg, owned: map[string]struct{}{}}, nil
+}
+
+// Started reports whether a full set was polled since the start or the
+// last Reset; until then the next poll is a startup poll.
+func (p *Puller) Started() bool { return p.started }
+
+// Seed replaces what the puller holds with the decisions of live (the
+// feed's live set) that carry one of its origins.
+func (p *Puller) Seed(live []decisionfeed.Decision) {
+	p.owned = make(map[string]struct{}, len(live)/8)
+	for i := range live {
+		if live[i].Op == decisionfeed.OpAdd && IsPullOrigin(live[i].Origin) {
+			p.owned[live[i].Key()] = struct{}{}
+		}
+	}
 }
 
 // Reset makes the next poll ask for the full set again (startup=true): call
@@ -120,7 +168,7 @@ func (p *Puller) Poll(ctx context.Context) (PollResult, error) {
 		return PollResult{}, fmt.Errorf("crowdsec pull: request %s: %w", u.Redacted(), err)
 	}
 	req.Header.Set("X-Api-Key", p.cfg.APIKey)
-	req.Header.Set("User-Agent", "portcullis-crowdsec-pull")
+	req.Header.Set("User-Agent", UserAgent)
 	resp, err := p.cfg.Client.Do(req)
 	if err != nil {
 		return PollResult{}, fmt.Errorf("crowdsec pull: get %s: %w", u.Redacted(), err)
@@ -144,6 +192,12 @@ func (p *Puller) Poll(ctx context.Context) (PollResult, error) {
 			res.Skipped = append(res.Skipped, fmt.Errorf("deleted %w", err))
 			continue
 		}
+		k := d.Key()
+		if _, ok := p.owned[k]; !ok {
+			res.Ignored++
+			continue
+		}
+		delete(p.owned, k)
 		res.Decisions = append(res.Decisions, d)
 	}
 	for _, c := range st.New {
@@ -156,6 +210,7 @@ func (p *Puller) Poll(ctx context.Context) (PollResult, error) {
 			res.Skipped = append(res.Skipped, fmt.Errorf("new decision %d: %w", c.ID, err))
 			continue
 		}
+		p.owned[d.Key()] = struct{}{}
 		res.Decisions = append(res.Decisions, d)
 	}
 	return res, nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -22,12 +23,14 @@ type standIn struct {
 	full     Stream
 	delta    Stream
 	requests []string
+	agents   []string
 }
 
 func (s *standIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests = append(s.requests, r.URL.RequestURI())
+	s.agents = append(s.agents, r.Header.Get("User-Agent"))
 	if r.Header.Get("X-Api-Key") != "pull-key" {
 		writeJSON(w, http.StatusForbidden, message{"access forbidden"})
 		return
@@ -101,8 +104,12 @@ func TestPullRoundTrip(t *testing.T) {
 			{ID: 15, Origin: "cscli", Type: "ban", Scope: "Ip", Value: "203.0.113.300", Duration: "4h", Scenario: "manual"},
 		}, Deleted: []Decision{}},
 		delta: Stream{
-			New:     []Decision{{ID: 16, Origin: "crowdsec", Type: "ban", Scope: "Ip", Value: "192.0.2.9", Duration: "1h", Scenario: "crowdsecurity/http-bf"}},
-			Deleted: []Decision{{ID: 11, Origin: "CAPI", Type: "ban", Scope: "Ip", Value: "203.0.113.7", Duration: "-1s", Scenario: "crowdsecurity/ssh-bf"}},
+			New: []Decision{{ID: 16, Origin: "crowdsec", Type: "ban", Scope: "Ip", Value: "192.0.2.9", Duration: "1h", Scenario: "crowdsecurity/http-bf"}},
+			Deleted: []Decision{
+				{ID: 11, Origin: "CAPI", Type: "ban", Scope: "Ip", Value: "203.0.113.7", Duration: "-1s", Scenario: "crowdsecurity/ssh-bf"},
+				// Never published by this puller: left alone.
+				{ID: 3, Origin: "cscli", Type: "ban", Scope: "Ip", Value: "192.0.2.200", Duration: "-20h", Scenario: "manual"},
+			},
 		},
 	}
 	hs := httptest.NewServer(lapi)
@@ -131,9 +138,9 @@ func TestPullRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"Ip 2001:db8::7 ban crowdsec crowdsecurity/http-cve",
-		"Ip 203.0.113.7 ban crowdsec crowdsecurity/ssh-bf",
-		"Range 198.51.100.0/24 captcha crowdsec crowdsecurity/http-crawl",
+		"Ip 2001:db8::7 ban crowdsec:crowdsec crowdsecurity/http-cve",
+		"Ip 203.0.113.7 ban crowdsec:CAPI crowdsecurity/ssh-bf",
+		"Range 198.51.100.0/24 captcha crowdsec:crowdsec crowdsecurity/http-crawl",
 	}
 	st := waitStream(t, srv, "startup=true&scopes=ip,range", want)
 	for _, d := range st.New {
@@ -146,24 +153,30 @@ func TestPullRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Decisions) != 2 || res.Decisions[0].Op != decisionfeed.OpDelete || res.Decisions[0].Value != "203.0.113.7" || res.Decisions[1].Value != "192.0.2.9" {
-		t.Fatalf("delta poll: %+v", res.Decisions)
+	if len(res.Decisions) != 2 || res.Decisions[0].Op != decisionfeed.OpDelete || res.Decisions[0].Value != "203.0.113.7" ||
+		res.Decisions[0].Origin != "crowdsec:CAPI" || res.Decisions[1].Value != "192.0.2.9" || res.Ignored != 1 {
+		t.Fatalf("delta poll: %+v, ignored %d", res.Decisions, res.Ignored)
 	}
 	if err := pub.Publish(ctx, res.Decisions...); err != nil {
 		t.Fatal(err)
 	}
 	waitStream(t, srv, "startup=true&scopes=ip,range", []string{
-		"Ip 192.0.2.9 ban crowdsec crowdsecurity/http-bf",
-		"Ip 2001:db8::7 ban crowdsec crowdsecurity/http-cve",
-		"Range 198.51.100.0/24 captcha crowdsec crowdsecurity/http-crawl",
+		"Ip 192.0.2.9 ban crowdsec:crowdsec crowdsecurity/http-bf",
+		"Ip 2001:db8::7 ban crowdsec:crowdsec crowdsecurity/http-cve",
+		"Range 198.51.100.0/24 captcha crowdsec:crowdsec crowdsecurity/http-crawl",
 	})
 	p.Reset()
 	if res, err = p.Poll(ctx); err != nil || len(res.Decisions) != 3 {
 		t.Fatalf("poll after Reset: %v, %d decisions, want the full set of 3", err, len(res.Decisions))
 	}
 	lapi.mu.Lock()
-	reqs := lapi.requests
+	reqs, agents := lapi.requests, lapi.agents
 	lapi.mu.Unlock()
+	for _, a := range agents {
+		if name, v, ok := strings.Cut(a, "/"); !ok || name != "portcullis-crowdsec-pull" || v == "" {
+			t.Fatalf("User-Agent %q, want portcullis-crowdsec-pull/<version>", a)
+		}
+	}
 	if len(reqs) != 3 || !strings.Contains(reqs[0], "startup=true") || !strings.Contains(reqs[1], "startup=false") || !strings.Contains(reqs[2], "startup=true") {
 		t.Fatalf("requests to the stand-in: %v", reqs)
 	}
@@ -174,5 +187,30 @@ func TestPullRoundTrip(t *testing.T) {
 	}
 	if _, err := bad.Poll(ctx); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("poll with a wrong key: %v, want a 403 error", err)
+	}
+}
+
+func TestPullOrigin(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                      "crowdsec",
+		"cscli":                 "crowdsec:cscli",
+		"CAPI":                  "crowdsec:CAPI",
+		"lists":                 "crowdsec:lists",
+		"a b\u202e\x00/c":       "crowdsec:a_b_____c",
+		strings.Repeat("x", 99): "crowdsec:" + strings.Repeat("x", 55),
+	} {
+		got := PullOrigin(in)
+		if got != want || !IsPullOrigin(got) {
+			t.Errorf("PullOrigin(%q) = %q, want %q", in, got, want)
+		}
+		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix("192.0.2.1/32"), time.Hour, got, t0)
+		if err := d.Validate(decisionfeed.DefaultLimits()); err != nil {
+			t.Errorf("origin %q: %v", got, err)
+		}
+	}
+	for _, o := range []string{"cli", "engine", "crowdsecx", "blocklist:crowdsec"} {
+		if IsPullOrigin(o) {
+			t.Errorf("IsPullOrigin(%q) = true", o)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -79,10 +80,12 @@ type delEvent struct {
 // was sent). With a StateFile, the live decisions with their ids, the recent
 // deletions and the cursors survive a restart: the feed's snapshot is then
 // compared with the saved decisions, so a bouncer that streams across the
-// restart is sent exactly what changed meanwhile. The file is written before
-// an answer hands out a decision it does not hold yet, so every decision a
-// bouncer was sent is in it; cursors are written at most a few seconds late,
-// which at worst sends a bouncer some decisions a second time.
+// restart is sent exactly what changed meanwhile. Before an answer hands out
+// decisions that are not on disk yet, they are appended to a journal beside
+// the file (and synced), so every decision a bouncer was sent is on disk;
+// the file itself, with the cursors, is rewritten every few seconds (see
+// SaveEvery), which empties the journal. Cursors written a few seconds late
+// at worst send a bouncer some decisions a second time.
 //
 // Request work (filters, encoding) runs outside the lock; under it a call
 // only copies pointers to the candidate decisions.
@@ -102,10 +105,12 @@ type Server struct {
 	dels    []delEvent                     // by seq, the last delTTL
 	delsMin int64                          // deletions at or below this seq were dropped
 	cursors map[string]int64               // bouncer id (hash of its key) -> sequence number
+	durable map[string]struct{}            // bouncers whose cursor is on disk
 	dirty   bool                           // cursors changed since the state was written
-	saved   int64                          // seq of the state last written
+	saved   int64                          // decisions up to this id are on disk (state file or journal)
 
-	saveMu sync.Mutex // serialises writes of the state file
+	saveMu  sync.Mutex // serialises writes of the state file and the journal
+	journal *os.File   // appended decisions since the state file; nil without one
 
 	statsMu  sync.Mutex
 	requests map[reqKey]uint64
@@ -125,6 +130,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		byValue: map[string]map[*entry]struct{}{},
 		ranges:  map[*entry]struct{}{},
 		cursors: map[string]int64{},
+		durable: map[string]struct{}{},
 
 		requests: map[reqKey]uint64{},
 	}
@@ -139,6 +145,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if s.state != "" {
 		if err := s.load(); err != nil {
+			return nil, err
+		}
+		if err := s.replayJournal(); err != nil {
+			return nil, err
+		}
+		if err := s.openJournal(); err != nil {
 			return nil, err
 		}
 	}
@@ -513,10 +525,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, key string) {
 	}
 	// Under the lock only pointers are copied: the adds above the cursor
 	// (the id index is in id order) and the deletions above it.
-	var adds []*entry
+	var (
+		adds   []*entry
+		newest int64
+	)
 	for _, e := range s.adds[sort.Search(len(s.adds), func(i int) bool { return s.adds[i].id > cur }):] {
 		if !e.removed {
 			adds = append(adds, e)
+			newest = e.id
 		}
 	}
 	var dels []delEvent
@@ -528,14 +544,22 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, key string) {
 		}
 	}
 	s.cursors[id] = s.seq
+	cursor := s.seq
 	s.dirty = true
-	unsaved := s.state != "" && s.saved < s.seq
+	// Deletions need not be on disk first: after a restart the saved
+	// decision missing from the feed's snapshot is a deletion again. A
+	// cursor on disk may lag (that only repeats adds), but a bouncer must
+	// have one, or a restart would answer it as at startup and lose the
+	// deletions it missed.
+	_, known = s.durable[id]
+	unsaved := s.state != "" && (newest > s.saved || !known)
 	s.mu.Unlock()
 
 	if unsaved {
-		// Every decision a bouncer is sent must be in the state file, so
-		// that its deletion can be told after a restart.
-		if err := s.Save(); err != nil {
+		// Every decision a bouncer is sent must be on disk, so that its
+		// deletion can be told after a restart: the new ones are appended
+		// to the journal (the state file is rewritten every few seconds).
+		if err := s.journalUpTo(newest, id, cursor); err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, message{"lapi state not saved"})
 			return
 		}

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
@@ -72,8 +74,11 @@ func (s *Server) load() error {
 		if err := sd.D.Validate(lim); err != nil {
 			return fmt.Errorf("lapi state %s: decision %d: %w", s.state, i, err)
 		}
-		if sd.ID <= 0 || sd.ID > st.Seq {
-			return fmt.Errorf("lapi state %s: decision %d: id %d outside 1..%d", s.state, i, sd.ID, st.Seq)
+		if sd.ID <= 0 || sd.ID > st.Seq || (i > 0 && sd.ID == st.Decisions[i-1].ID) {
+			return fmt.Errorf("lapi state %s: decision %d: id %d repeated or outside 1..%d", s.state, i, sd.ID, st.Seq)
+		}
+		if _, dup := s.live[sd.D.Key()]; dup {
+			return fmt.Errorf("lapi state %s: decision %d: key %s twice", s.state, i, sd.D.Key())
 		}
 		s.insertLocked(sd.D.Target(), &entry{d: sd.D, id: sd.ID})
 	}
@@ -91,8 +96,136 @@ func (s *Server) load() error {
 			return fmt.Errorf("lapi state %s: bouncer %s: cursor %d outside 0..%d", s.state, id, c, st.Seq)
 		}
 		s.cursors[id] = c
+		s.durable[id] = struct{}{}
 	}
 	s.seq, s.delsMin, s.saved = st.Seq, st.DelsMin, st.Seq
+	return nil
+}
+
+// journalName is the journal beside a state file.
+func journalName(state string) string { return state + ".journal" }
+
+// journalLine is one line of the journal: a decision and its id, or a
+// bouncer's cursor.
+type journalLine struct {
+	ID int64                  `json:"id,omitempty"`
+	D  *decisionfeed.Decision `json:"d,omitempty"`
+	B  string                 `json:"b,omitempty"`
+	C  int64                  `json:"c,omitempty"`
+}
+
+// replayJournal applies the decisions appended after the state file was
+// written. A last line cut short (a crash while appending) is dropped; any
+// other bad line is an error naming the file and line.
+func (s *Server) replayJournal() error {
+	name := journalName(s.state)
+	b, err := os.ReadFile(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read lapi journal: %w", err)
+	}
+	lines := bytes.Split(b, []byte("\n"))
+	lim := decisionfeed.DefaultLimits()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, l := range lines {
+		if len(bytes.TrimSpace(l)) == 0 {
+			continue
+		}
+		var jl journalLine
+		dec := json.NewDecoder(bytes.NewReader(l))
+		dec.DisallowUnknownFields()
+		err := dec.Decode(&jl)
+		switch {
+		case err != nil:
+		case jl.B != "":
+			if jl.D != nil || jl.ID != 0 || jl.C < 0 {
+				err = fmt.Errorf("bad cursor line for bouncer %s", jl.B)
+			}
+		case jl.D == nil || jl.ID <= 0:
+			err = errors.New("neither a decision with an id nor a cursor")
+		default:
+			err = jl.D.Validate(lim)
+		}
+		if err != nil {
+			if i == len(lines)-1 {
+				break // cut short by a crash; the answer it was for was never sent
+			}
+			return fmt.Errorf("lapi journal %s:%d: %w", name, i+1, err)
+		}
+		if jl.B != "" {
+			// The cursor may count deletions, which are not journaled.
+			s.seq = max(s.seq, jl.C)
+			s.cursors[jl.B] = max(s.cursors[jl.B], jl.C)
+			s.durable[jl.B] = struct{}{}
+			continue
+		}
+		if jl.ID <= s.saved {
+			continue // already in the state file
+		}
+		k := jl.D.Key()
+		if old, ok := s.live[k]; ok {
+			if old.d.ID == jl.D.ID {
+				continue
+			}
+			s.unindexLocked(k, old)
+		}
+		s.insertLocked(k, &entry{d: *jl.D, id: jl.ID})
+		s.seq = max(s.seq, jl.ID)
+	}
+	s.saved = s.seq
+	return nil
+}
+
+// openJournal opens the journal for appending.
+func (s *Server) openJournal() error {
+	f, err := os.OpenFile(journalName(s.state), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open lapi journal: %w", err)
+	}
+	s.journal = f
+	return nil
+}
+
+// journal appends to the journal the live decisions with ids up to upTo
+// that are not on disk yet and the cursor of bouncer, and syncs it.
+func (s *Server) journalUpTo(upTo int64, bouncer string, cursor int64) error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	s.mu.Lock()
+	from := s.saved
+	var es []*entry
+	for _, e := range s.adds[sort.Search(len(s.adds), func(i int) bool { return s.adds[i].id > from }):] {
+		if e.id > upTo {
+			break
+		}
+		if !e.removed {
+			es = append(es, e)
+		}
+	}
+	s.mu.Unlock()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, e := range es {
+		if err := enc.Encode(journalLine{ID: e.id, D: &e.d}); err != nil {
+			return fmt.Errorf("encode lapi journal: %w", err)
+		}
+	}
+	if err := enc.Encode(journalLine{B: bouncer, C: cursor}); err != nil {
+		return fmt.Errorf("encode lapi journal: %w", err)
+	}
+	if _, err := s.journal.Write(buf.Bytes()); err != nil {
+		return fmt.Errorf("append lapi journal: %w", err)
+	}
+	if err := s.journal.Sync(); err != nil {
+		return fmt.Errorf("sync lapi journal: %w", err)
+	}
+	s.mu.Lock()
+	s.saved = max(s.saved, upTo)
+	s.durable[bouncer] = struct{}{}
+	s.mu.Unlock()
 	return nil
 }
 
@@ -116,6 +249,7 @@ func (s *Server) Save() error {
 	}
 	s.dirty = false
 	s.mu.Unlock()
+	saved := slices.Collect(maps.Keys(st.Bouncers))
 
 	st.Decisions = make([]stateDecision, len(entries))
 	for i, e := range entries {
@@ -131,10 +265,29 @@ func (s *Server) Save() error {
 		s.mu.Unlock()
 		return err
 	}
+	// Everything journaled is in the file now (saveMu is held).
+	if err := s.journal.Truncate(0); err != nil {
+		return fmt.Errorf("empty lapi journal: %w", err)
+	}
 	s.mu.Lock()
 	s.saved = max(s.saved, st.Seq)
+	for _, id := range saved {
+		s.durable[id] = struct{}{}
+	}
 	s.mu.Unlock()
 	return nil
+}
+
+// Close writes the state a last time and closes the journal.
+func (s *Server) Close() error {
+	if s.state == "" {
+		return nil
+	}
+	err := s.Save()
+	if cerr := s.journal.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close lapi journal: %w", cerr)
+	}
+	return err
 }
 
 // SaveEvery writes the state every interval while something changed, and
@@ -149,7 +302,7 @@ func (s *Server) SaveEvery(ctx context.Context, interval time.Duration, onErr fu
 	for {
 		select {
 		case <-ctx.Done():
-			return s.Save()
+			return s.Close()
 		case <-t.C:
 		}
 		s.mu.Lock()

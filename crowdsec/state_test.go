@@ -138,3 +138,95 @@ func TestStreamFilterBounds(t *testing.T) {
 		t.Errorf("a filter at the limit: %d, want 200", code)
 	}
 }
+
+// FuzzStateFile feeds arbitrary state files to NewServer: an error or a
+// server, never a panic; a server it accepts saves a file it accepts again
+// with the same decisions and cursors.
+func FuzzStateFile(f *testing.F) {
+	f.Add([]byte(`{"v":1,"seq":0,"dels_min":0,"decisions":[],"deleted":[],"bouncers":{}}`))
+	f.Add([]byte(`{"v":1,"seq":3,"dels_min":0,"decisions":[{"id":1,"d":{"v":1,"id":"a1","op":"add","type":"ban","scope":"ip","value":"192.0.2.1","duration":"1h0m0s","until":"2026-11-25T11:00:00Z","origin":"cli","created_at":"2026-11-25T10:00:00Z"}}],"deleted":[{"seq":3,"at":"2026-11-25T10:30:00Z","id":2,"d":{"v":1,"id":"a2","op":"add","type":"ban","scope":"ip","value":"192.0.2.2","duration":"1h0m0s","until":"2026-11-25T11:00:00Z","origin":"cli","created_at":"2026-11-25T10:00:00Z"}}],"bouncers":{"00ff":2}}`))
+	f.Add([]byte(`{"v":1,"seq":-5,"decisions":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dir := t.TempDir()
+		file := filepath.Join(dir, "s.json")
+		if err := os.WriteFile(file, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg := ServerConfig{APIKeys: []string{"k"}, StateFile: file, Now: (&clock{now: t0}).Now}
+		s, err := NewServer(cfg)
+		if err != nil {
+			return
+		}
+		if err := s.Close(); err != nil { // writes the state
+			t.Fatal(err)
+		}
+		s2, err := NewServer(cfg)
+		if err != nil {
+			t.Fatalf("a saved state is refused: %v", err)
+		}
+		defer func() { _ = s2.Close() }() // the temporary directory goes anyway
+		if len(s2.live) != len(s.live) || s2.seq != s.seq || len(s2.cursors) != len(s.cursors) || len(s2.dels) != len(s.dels) {
+			t.Fatalf("round trip: %d/%d live, seq %d/%d, %d/%d cursors, %d/%d deletions",
+				len(s2.live), len(s.live), s2.seq, s.seq, len(s2.cursors), len(s.cursors), len(s2.dels), len(s.dels))
+		}
+	})
+}
+
+// The journal alone (no state file written yet) carries a restart: a cursor
+// that counts a deletion, a last line cut short by a crash; a bad line
+// before the last is an error naming the journal and the line.
+func TestServerJournal(t *testing.T) {
+	c := &clock{now: t0}
+	file := filepath.Join(t.TempDir(), "lapi-state.json")
+	cfg := ServerConfig{APIKeys: []string{"key-a"}, StateFile: file, Now: c.Now}
+	s1, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	x := dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32", 4*time.Hour, "cli", "manual", t0)
+	z := dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.9/32", 4*time.Hour, "cli", "manual", t0)
+	if err := s1.Snapshot(ctx, []decisionfeed.Decision{x, z}); err != nil {
+		t.Fatal(err)
+	}
+	getStream(t, s1, "key-a", "startup=true")
+	if err := s1.Changes(ctx, []decisionfeed.Decision{dec(t, decisionfeed.OpDelete, decisionfeed.TypeBan, "203.0.113.9/32", 0, "cli", "", t0)}); err != nil {
+		t.Fatal(err)
+	}
+	if st := getStream(t, s1, "key-a", ""); len(st.Deleted) != 1 {
+		t.Fatalf("delete: %v", st)
+	}
+	if _, err := os.Stat(file); err == nil {
+		t.Fatal("the state file was written; this test wants the journal alone")
+	}
+	j, err := os.OpenFile(file+".journal", os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.WriteString(`{"id":9,"d":{"v":1,"id":"cut`); err != nil {
+		t.Fatal(err)
+	}
+	_ = j.Close()
+
+	s2, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Meanwhile: x deleted, 203.0.113.9 banned again (a new decision).
+	z2 := dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.9/32", 2*time.Hour, "cli", "manual", t0)
+	if err := s2.Snapshot(ctx, []decisionfeed.Decision{z2}); err != nil {
+		t.Fatal(err)
+	}
+	st := getStream(t, s2, "key-a", "")
+	if got := summary(st.New) + "|" + summary(st.Deleted); got != "Ip 203.0.113.9 ban 2h0m0s cli manual\n|Ip 203.0.113.7 ban -1s cli manual\n" {
+		t.Fatalf("after a restart from the journal: %q", got)
+	}
+
+	bad := filepath.Join(t.TempDir(), "s.json")
+	if err := os.WriteFile(bad+".journal", []byte("{\"id\":1}\n{\"b\":\"x\",\"c\":1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewServer(ServerConfig{APIKeys: []string{"k"}, StateFile: bad}); err == nil || !strings.Contains(err.Error(), bad+".journal:1:") {
+		t.Fatalf("bad journal line: %v", err)
+	}
+}

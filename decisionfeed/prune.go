@@ -10,6 +10,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
+
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // PrunerConfig configures a Pruner. Zero fields take the defaults given
@@ -29,6 +31,8 @@ type PrunerConfig struct {
 	ClientID string
 	// Now is the clock that decides what has expired (default time.Now).
 	Now func() time.Time
+	// Security is the TLS and SASL the pruner connects with (nil: plaintext).
+	Security *kafkaconn.Security
 }
 
 // PruneStats counts what one pruning pass saw and did.
@@ -98,7 +102,7 @@ func NewPruner(cfg PrunerConfig) (*Pruner, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	tr := &kafka.Transport{ClientID: cfg.ClientID, MetadataTTL: 5 * time.Second, DialTimeout: 3 * time.Second}
+	tr := cfg.Security.Transport(&kafka.Transport{ClientID: cfg.ClientID, MetadataTTL: 5 * time.Second, DialTimeout: 3 * time.Second})
 	return &Pruner{cfg: cfg, tr: tr, client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}}, nil
 }
 

@@ -57,6 +57,7 @@ func (pr *Pruner) RunGroup(ctx context.Context, cfg PruneLoopConfig) error {
 		ID:                    cfg.Group,
 		Brokers:               pr.cfg.Brokers,
 		Topics:                []string{pr.cfg.Topic},
+		Dialer:                pr.cfg.Security.Dialer(&kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}),
 		HeartbeatInterval:     min(3*time.Second, cfg.SessionTimeout/3),
 		SessionTimeout:        cfg.SessionTimeout,
 		RebalanceTimeout:      cfg.SessionTimeout,

@@ -31,7 +31,7 @@ test_cmds=(
 	crowdsec-firewall-bouncer:crowdsec-firewall-bouncer crowdsec-custom-bouncer:crowdsec-custom-bouncer
 )
 # Packages that bring no command of their own: checked with dpkg.
-test_pkgs=(libbpf-dev libc6-dev python3-pip)
+test_pkgs=(libbpf-dev libc6-dev python3-pip libsqlite3-0)
 
 die() { echo "deps.sh: $*" >&2; exit 1; }
 
@@ -60,6 +60,25 @@ if ((${#missing[@]})); then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get -o DPkg::Lock::Timeout=300 update -qq
 	apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's crowdsec (agent and LAPI, for test/interop's crowdsec-pull test and
+# test/crowdsecdiff) is unpacked, not installed: its install script would
+# register with CrowdSec's online service, which nothing here may contact. The
+# tests start the unpacked binaries by hand without the Central API.
+crowdsec_root=/opt/portcullis/crowdsec
+if [[ $want == test && ! -x $crowdsec_root/usr/bin/crowdsec ]]; then
+	((EUID == 0)) || die "missing $crowdsec_root; run as root to unpack Debian's crowdsec there"
+	echo "deps.sh: unpacking Debian's crowdsec into $crowdsec_root (not installed: no postinst)" >&2
+	tmp=$(mktemp -d)
+	if ! (cd "$tmp" && apt-get -o DPkg::Lock::Timeout=300 download crowdsec >/dev/null 2>&1); then
+		apt-get -o DPkg::Lock::Timeout=300 update -qq
+		(cd "$tmp" && apt-get -o DPkg::Lock::Timeout=300 download crowdsec >/dev/null 2>&1) || die "apt-get download crowdsec failed"
+	fi
+	mkdir -p "$crowdsec_root"
+	dpkg-deb -x "$tmp"/crowdsec_*.deb "$crowdsec_root"
+	rm -rf "$tmp"
+	"$crowdsec_root/usr/bin/crowdsec" -version >/dev/null 2>&1 || die "unpacked crowdsec does not run (libsqlite3-0?)"
 fi
 
 # Python packages the tests run with the python3 on PATH: kafka-python for the

@@ -19,8 +19,12 @@ func runCrowdsecPull(ctx context.Context, args []string, stdout io.Writer) error
 	fs := newFlagSet("crowdsec-pull", "portcullis crowdsec-pull --lapi-url URL --api-key KEY [--interval 10s] [--once]",
 		`Follows a CrowdSec Local API decision stream as a bouncer would
 (startup=true first, then the changes every --interval) and republishes its
-decisions to the decisions topic with origin "crowdsec": "new" becomes add
-decisions, "deleted" delete decisions. So Portcullis bouncers enforce
+decisions to the decisions topic with origin "crowdsec:<CrowdSec's origin>"
+(crowdsec:cscli, crowdsec:crowdsec, crowdsec:CAPI, crowdsec:lists): "new"
+becomes add decisions, "deleted" delete decisions, but only of decisions
+crowdsec-pull published and that still stand; CrowdSec's deletions of
+anything else (a startup poll lists every decision it ever deleted) are
+ignored and counted, so they never lift another producer's ban. So Portcullis bouncers enforce
 CrowdSec's local alerts and community blocklist. Decisions of other scopes
 (Country, AS) or types are skipped and counted in the log.
 
@@ -106,6 +110,16 @@ portcullis crowdsec-pull --lapi-url http://crowdsec:8080 --once   # full set onc
 func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publisher, k kafkaTarget, topic string, timeout time.Duration, log *slog.Logger, m *pullMetrics) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	var live []decisionfeed.Decision
+	if !p.Started() {
+		// Before a startup poll: which crowdsec decisions stand on the feed,
+		// the only ones the LAPI's deletions may withdraw.
+		var err error
+		if live, err = standingDecisions(ctx, k, topic, log); err != nil {
+			return 0, fmt.Errorf("read the live set of the decisions topic: %w", err)
+		}
+		p.Seed(live)
+	}
 	res, err := p.Poll(ctx)
 	if err != nil {
 		m.polls.WithLabelValues("error").Inc()
@@ -113,14 +127,13 @@ func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publish
 	}
 	m.polls.WithLabelValues("ok").Inc()
 	m.skipped.Add(float64(len(res.Skipped)))
+	m.ignored.Add(float64(res.Ignored))
+	if res.Ignored > 0 {
+		log.Info("ignored LAPI deletions of decisions crowdsec-pull does not hold", "count", res.Ignored)
+	}
 	if res.Startup {
 		// What the LAPI deleted while no poll ran is absent from the full
 		// set; it is still live on the feed.
-		live, err := standingDecisions(ctx, k, topic, log)
-		if err != nil {
-			p.Reset()
-			return 0, fmt.Errorf("read the live set to find stale crowdsec decisions: %w", err)
-		}
 		res.Decisions = append(crowdsec.Stale(res.Decisions, live, time.Now()), res.Decisions...)
 	}
 	for _, e := range res.Skipped {
@@ -150,6 +163,7 @@ type pullMetrics struct {
 	polls     *prometheus.CounterVec
 	published *prometheus.CounterVec
 	skipped   prometheus.Counter
+	ignored   prometheus.Counter
 }
 
 func newPullMetrics(reg prometheus.Registerer) *pullMetrics {
@@ -160,7 +174,9 @@ func newPullMetrics(reg prometheus.Registerer) *pullMetrics {
 			Name: "decisions_total", Help: "Decisions republished to the decisions topic, by op."}, []string{"op"}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "portcullis", Subsystem: "crowdsec_pull",
 			Name: "skipped_total", Help: "LAPI decisions that could not be converted (other scopes, types, bad values)."}),
+		ignored: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "portcullis", Subsystem: "crowdsec_pull",
+			Name: "ignored_deletions_total", Help: "LAPI deletions of decisions crowdsec-pull never published or already withdrew, left out."}),
 	}
-	reg.MustRegister(m.polls, m.published, m.skipped)
+	reg.MustRegister(m.polls, m.published, m.skipped, m.ignored)
 	return m
 }

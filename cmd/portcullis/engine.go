@@ -26,6 +26,12 @@ are re-keyed by source address through the portcullis-events topic, so
 several engines sharing the server-logs consumer group count each address
 in one place; one engine needs no re-keying.
 
+Every prune_interval (default 5m; negative: never) the engine tombstones the
+keys of the decisions topic whose latest decision was deleted or has expired,
+so compaction keeps the topic near the live set. Engines share that work
+through the consumer group prune_group (default portcullis-engine-prune):
+each partition is pruned by one instance at a time.
+
 SIGINT or SIGTERM stops the sources, finishes the lines already read and
 publishes what they produced (for at most drain_timeout) before exiting.
 `

@@ -46,10 +46,12 @@ expiries in "deleted" with a negative duration. Scopes default to Ip, as in
 CrowdSec. Decisions get integer ids in the order they reach this process.
 
 With --state-dir the ids, the decisions each bouncer was sent and the
-recent deletions are kept in DIR/lapi-state.json (written atomically), so a
-bouncer streaming across a restart of lapi gets exactly what changed
-meanwhile: deletions made while lapi was down included, and nothing sent
-twice. API keys are not written there, only a hash of each.
+recent deletions are kept in DIR/lapi-state.json (rewritten atomically every
+30 s when something changed) and DIR/lapi-state.json.journal (what was handed
+out since, appended and synced before each answer), so a bouncer streaming
+across a restart of lapi gets exactly what changed meanwhile: deletions made
+while lapi was down included, and nothing sent twice. API keys are not
+written there, only a hash of each.
 `,
 		`PORTCULLIS_LAPI_KEY=$(openssl rand -hex 16) portcullis lapi --listen 127.0.0.1:8080
 portcullis lapi --listen :8080 --api-key fw-key,nginx-key --state-dir /var/lib/portcullis --metrics-listen :9104
@@ -119,7 +121,10 @@ portcullis lapi --listen :8080 --api-key fw-key,nginx-key --state-dir /var/lib/p
 	go func() { subDone <- sub.Run(ctx, srv) }()
 	saveDone := make(chan error, 1)
 	go func() {
-		saveDone <- srv.SaveEvery(ctx, 2*time.Second, func(err error) { log.Warn("save lapi state", "err", err) })
+		// Decisions handed out are journaled before each answer; the whole
+		// state (and the cursors) is rewritten this often, which empties
+		// the journal.
+		saveDone <- srv.SaveEvery(ctx, 30*time.Second, func(err error) { log.Warn("save lapi state", "err", err) })
 	}()
 	log.Info("serving LAPI bouncer endpoints", "addr", ln.Addr().String(), "topic", topic, "keys", len(splitList(keys)))
 	err = hs.Serve(ln)

@@ -105,7 +105,7 @@ func TestLAPIAndPullCommands(t *testing.T) {
 	for _, d := range mirrored {
 		got = append(got, d.Value+" "+d.Origin+" "+d.Scenario)
 	}
-	if want := "192.0.2.99 cli |203.0.113.7 crowdsec manual/test"; strings.Join(got, "|") != want {
+	if want := "192.0.2.99 cli |203.0.113.7 crowdsec:cli manual/test"; strings.Join(got, "|") != want {
 		t.Fatalf("mirrored decisions: %q, want %q", strings.Join(got, "|"), want)
 	}
 	if _, err := portcullis(t, "crowdsec-pull", "--once", "--lapi-url", "http://"+addr, "--api-key", "bad", "--brokers", brokers, "--topic", mirror); err == nil ||

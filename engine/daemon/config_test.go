@@ -45,6 +45,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"acquis: a.yaml\ndrain_timeout: 1h\n", "e.yaml:2: drain_timeout: 1h0m0s is not between 0 and 10m"},
 		{"acquis: a.yaml\nrekey: maybe\n", "e.yaml:2: cannot unmarshal !!str `maybe` into bool"},
 		{"acquis: a.yaml\nhost: two words\n", `e.yaml:2: host: "two words" is not a host name`},
+		{"acquis: a.yaml\nprune_group: \"a b\"\n", `e.yaml:2: prune_group: "a b" is not a group name`},
+		{"acquis: a.yaml\nprune_interval: soon\n", "e.yaml:2: cannot unmarshal !!str `soon` into time.Duration"},
 	} {
 		_, err := ParseConfig("e.yaml", []byte(tc.doc))
 		if err == nil || err.Error() != tc.want {

@@ -51,11 +51,14 @@ func run() error {
 	ctx := context.Background()
 	cfg := broker.CompactConfigs()
 	// Low settings so that the log cleaner of Apache Kafka runs within the
-	// bench: segments roll after 10 s, any dirty share is cleanable, and
+	// bench: segments roll after 10 s, a 1 % dirty share is cleanable, and
 	// tombstones go a second after their segment was cleaned.
 	cfg["delete.retention.ms"] = "1000"
 	cfg["segment.ms"] = "10000"
 	cfg["min.cleanable.dirty.ratio"] = "0.01"
+	// Records left dirty longer than this are cleaned whatever the ratio:
+	// the second pass, which drops the tombstones, needs it.
+	cfg["max.compaction.lag.ms"] = "20000"
 	if err := feedtest.CreateTopic(ctx, bs, *topic, decisionfeed.PartitionsDecisions, cfg); err != nil {
 		return fmt.Errorf("create topic: %w", err)
 	}
