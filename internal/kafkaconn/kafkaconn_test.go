@@ -196,7 +196,7 @@ func TestRedaction(t *testing.T) {
 
 // secureCluster starts kfake with a TLS listener (server certificate from
 // ca) and SASL users for every mechanism.
-func secureCluster(t *testing.T, ca *testpki.CA, withTLS, withSASL bool) string {
+func secureCluster(t testing.TB, ca *testpki.CA, withTLS, withSASL bool) string {
 	t.Helper()
 	var opts []kfake.Opt
 	opts = append(opts, kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
