@@ -8,6 +8,7 @@ import (
 	"flag"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -140,6 +141,40 @@ func TestCommandsOverTLSAndSASL(t *testing.T) {
 		if out, err := portcullis(t, args...); err != nil {
 			t.Errorf("%v over TLS+SASL: %v\n%s", args, err, out)
 		}
+	}
+
+	// lapi serves the feed read with the bouncer's credential; crowdsec-pull
+	// republishes it with the engine's.
+	lapiAddr := freeAddr(t)
+	lctx, lstop := context.WithCancel(context.Background())
+	lapiDone := make(chan error, 1)
+	go func() {
+		lapiDone <- run(lctx, []string{"lapi", "--listen", lapiAddr, "--api-key", "k1", "--log-level", "debug"}, io.Discard)
+	}()
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+lapiAddr+"/v1/decisions/stream?startup=true", nil)
+		req.Header.Set("X-Api-Key", "k1")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.Contains(string(b), "203.0.113.9") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lapi over TLS+SASL did not serve the decision: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out, err = portcullis(t, append([]string{"crowdsec-pull", "--once", "--lapi-url", "http://" + lapiAddr, "--api-key", "k1"}, engine...)...)
+	if err != nil || !strings.HasPrefix(out, "published ") {
+		t.Fatalf("crowdsec-pull over TLS+SASL: %q %v", out, err)
+	}
+	lstop()
+	if err := <-lapiDone; err != nil {
+		t.Fatalf("lapi: %v", err)
 	}
 
 	// Refusals: each one line, naming the setting, without a password.
