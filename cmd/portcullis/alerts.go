@@ -19,9 +19,6 @@ import (
 	"github.com/portcullis-ips/portcullis/internal/cli"
 )
 
-// maxAlertBytes bounds one alert message; an alert is a few hundred bytes.
-const maxAlertBytes = 64 << 10
-
 func runAlerts(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "list" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
@@ -90,7 +87,7 @@ portcullis alerts list --ip 185.220.101.5 -o json
 	alerts := []engine.Alert{}
 	bad := 0
 	for _, m := range msgs {
-		a, err := decodeAlert(m.Value)
+		a, err := engine.DecodeAlert(m.Value)
 		if err != nil {
 			bad++
 			continue
@@ -131,28 +128,6 @@ portcullis alerts list --ip 185.220.101.5 -o json
 		_, _ = fmt.Fprintf(stdout, "(%d messages on %s were not alerts and were skipped)\n", bad, topic)
 	}
 	return nil
-}
-
-// decodeAlert reads one alert message: schema v1, a valid source address
-// and a scenario.
-func decodeAlert(b []byte) (engine.Alert, error) {
-	var a engine.Alert
-	if len(b) > maxAlertBytes {
-		return a, fmt.Errorf("alert of %d bytes: above %d", len(b), maxAlertBytes)
-	}
-	if err := json.Unmarshal(b, &a); err != nil {
-		return a, fmt.Errorf("alert: %w", err)
-	}
-	if a.V != engine.AlertVersion {
-		return a, fmt.Errorf("alert: version %d, want %d", a.V, engine.AlertVersion)
-	}
-	if _, err := netip.ParseAddr(a.IP); err != nil {
-		return a, fmt.Errorf("alert: ip %q: %w", a.IP, err)
-	}
-	if a.Scenario == "" {
-		return a, errors.New("alert: no scenario")
-	}
-	return a, nil
 }
 
 // readTopic returns the messages of every partition of topic from the

@@ -98,8 +98,11 @@ portcullis bouncers list -o json | jq -r '.[] | select(.stale) | .host'
 	_, _ = fmt.Fprintln(tw, "NAME\tHOST\tMODE\tDECISIONS\tLAST SEEN\tLAG\tSTATUS")
 	for _, r := range rows {
 		st := "ok"
-		if r.Stale {
+		switch {
+		case r.Stale:
 			st = "stale"
+		case r.Problem != "":
+			st = "unhealthy: " + r.Problem
 		}
 		mode := r.Mode
 		if mode == "" {

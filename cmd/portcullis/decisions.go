@@ -19,10 +19,10 @@ import (
 	"github.com/portcullis-ips/portcullis/internal/cli"
 )
 
-// runDecisions dispatches "decisions add|delete|list".
+// runDecisions dispatches "decisions add|delete|list|prune".
 func runDecisions(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: decisions: want add, delete or list", errUsage)
+		return fmt.Errorf("%w: decisions: want add, delete, list or prune", errUsage)
 	}
 	switch args[0] {
 	case "add":
@@ -31,6 +31,8 @@ func runDecisions(ctx context.Context, args []string, stdout io.Writer) error {
 		return decisionsPublish(ctx, decisionfeed.OpDelete, args[1:], stdout)
 	case "list":
 		return decisionsList(ctx, args[1:], stdout)
+	case "prune":
+		return decisionsPrune(ctx, args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		_, err := fmt.Fprint(stdout, `NAME
     portcullis decisions - manage ban decisions on the decision feed
@@ -39,12 +41,13 @@ SYNOPSIS
     portcullis decisions add --ip IP|--range CIDR --duration D [--type T] [--reason TEXT] [--scenario S]
     portcullis decisions delete --ip IP|--range CIDR|--scenario S|--all
     portcullis decisions list [--ip IP] [--scenario S] [--origin O] [--type T] [-o table|json]
+    portcullis decisions prune [--dry-run]
 
-    Run "portcullis decisions add --help" (delete, list) for the options.
+    Run "portcullis decisions add --help" (delete, list, prune) for the options.
 `)
 		return err
 	}
-	return fmt.Errorf("%w: decisions: unknown subcommand %q (want add, delete or list)", errUsage, args[0])
+	return fmt.Errorf("%w: decisions: unknown subcommand %q (want add, delete, list or prune)", errUsage, args[0])
 }
 
 // target parses --ip or --range (exactly one).

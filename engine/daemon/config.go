@@ -24,6 +24,9 @@ const (
 	// DefaultDetectGroup is the consumer group of the detect stage on the
 	// events topic.
 	DefaultDetectGroup = "portcullis-engine-detect"
+	// DefaultPruneInterval is the wait between two pruning passes over a
+	// partition of the decisions topic.
+	DefaultPruneInterval = 5 * time.Minute
 	// DefaultDrainTimeout bounds how long a stopping daemon keeps
 	// publishing what it has already detected.
 	DefaultDrainTimeout = 10 * time.Second
@@ -65,6 +68,14 @@ type Config struct {
 	MaxBuckets int `yaml:"max_buckets"`
 	// DrainTimeout bounds the publishing of pending output at shutdown.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// PruneInterval is the wait between two passes that tombstone the
+	// expired and deleted keys of the decisions topic (default
+	// DefaultPruneInterval); a negative value turns pruning off.
+	PruneInterval time.Duration `yaml:"prune_interval"`
+	// PruneGroup is the consumer group the engine instances share the
+	// pruning in, one instance per partition (default
+	// decisionfeed.DefaultPruneGroup).
+	PruneGroup string `yaml:"prune_group"`
 
 	// dir is the directory of the engine.yaml file; relative paths are
 	// taken from there.
@@ -89,6 +100,8 @@ func DefaultConfig() Config {
 		RekeyGroup:       DefaultDetectGroup,
 		EventsPartitions: DefaultEventsPartitions,
 		DrainTimeout:     DefaultDrainTimeout,
+		PruneInterval:    DefaultPruneInterval,
+		PruneGroup:       decisionfeed.DefaultPruneGroup,
 	}
 }
 
@@ -138,6 +151,12 @@ func ParseConfig(file string, b []byte) (Config, error) {
 	}
 	if c.EventsPartitions < 1 || c.EventsPartitions > 1024 {
 		return Config{}, bad([]string{"events_partitions"}, "events_partitions: %d is not between 1 and 1024", c.EventsPartitions)
+	}
+	if c.PruneGroup == "" || strings.ContainsFunc(c.PruneGroup, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+		return Config{}, bad([]string{"prune_group"}, "prune_group: %q is not a group name", c.PruneGroup)
+	}
+	if c.PruneInterval == 0 {
+		c.PruneInterval = DefaultPruneInterval
 	}
 	if c.MaxBuckets < 0 {
 		return Config{}, bad([]string{"max_buckets"}, "max_buckets: negative")

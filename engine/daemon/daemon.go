@@ -303,15 +303,57 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer close(outDone)
 		d.publish(pubCtx, out)
 	}()
+	pruneDone := d.startPruning(runCtx)
 	d.log.Info("engine running", "sources", len(d.sources), "scenarios", len(d.scs), "rekey", d.events != nil, "host", d.host)
 	<-runCtx.Done()
 	d.log.Info("engine stopping, draining")
 	<-outDone
+	<-pruneDone
 	if err := context.Cause(runCtx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	d.log.Info("engine stopped")
 	return nil
+}
+
+// startPruning tombstones the expired and deleted keys of the decisions
+// topic until ctx ends, sharing the partitions with the other engine
+// instances through the prune consumer group. The returned channel closes
+// when it has stopped.
+func (d *Daemon) startPruning(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	if d.cfg.PruneInterval < 0 {
+		close(done)
+		return done
+	}
+	pr, err := decisionfeed.NewPruner(decisionfeed.PrunerConfig{
+		Brokers: d.brokers, Topic: d.cfg.Topics.Decisions, ClientID: "portcullis-engine-prune",
+	})
+	if err != nil {
+		d.log.Error("pruning off", "err", err)
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		defer pr.Close()
+		err := pr.RunGroup(ctx, decisionfeed.PruneLoopConfig{
+			Group: d.cfg.PruneGroup, Interval: d.cfg.PruneInterval, Logger: d.log.With("stage", "prune"),
+			OnPass: func(_ int, st decisionfeed.PruneStats, err error) {
+				if err != nil {
+					d.met.pruneErrors.Inc()
+					return
+				}
+				d.met.pruned.WithLabelValues("expired").Add(float64(st.Expired))
+				d.met.pruned.WithLabelValues("deleted").Add(float64(st.Deleted))
+				d.met.pruned.WithLabelValues("republished").Add(float64(st.Republished))
+			},
+		})
+		if err != nil {
+			d.log.Error("pruning stopped", "err", err)
+		}
+	}()
+	return done
 }
 
 func (d *Daemon) newEngine(s engine.Sink) (*engine.Engine, error) {
