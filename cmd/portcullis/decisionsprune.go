@@ -44,13 +44,17 @@ portcullis decisions prune --brokers kafka-1:9092 -o json
 	if err := checkOutput(output, "text", "json"); err != nil {
 		return err
 	}
-	pr, err := decisionfeed.NewPruner(decisionfeed.PrunerConfig{Brokers: common.BrokerList(), Topic: topic, DryRun: dryRun})
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	k, err := connectKafka(tctx, &common, "decisions")
+	if err != nil {
+		return err
+	}
+	pr, err := decisionfeed.NewPruner(decisionfeed.PrunerConfig{Brokers: k.brokers, Security: k.sec, Topic: topic, DryRun: dryRun})
 	if err != nil {
 		return fmt.Errorf("decisions prune: %w", err)
 	}
 	defer pr.Close()
-	tctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	start := time.Now()
 	st, err := pr.Once(tctx)
 	if err != nil {

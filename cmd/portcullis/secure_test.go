@@ -136,7 +136,7 @@ func TestCommandsOverTLSAndSASL(t *testing.T) {
 		t.Fatalf("live set %s", out)
 	}
 	for _, args := range [][]string{
-		{"alerts", "list"}, {"bouncers", "list"}, {"metrics", "--interval", "100ms"},
+		{"alerts", "list"}, {"bouncers", "list"}, {"metrics", "--interval", "100ms"}, {"decisions", "prune", "--dry-run"},
 	} {
 		if out, err := portcullis(t, args...); err != nil {
 			t.Errorf("%v over TLS+SASL: %v\n%s", args, err, out)
