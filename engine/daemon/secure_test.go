@@ -28,7 +28,7 @@ func TestEngineOverTLSAndSASL(t *testing.T) {
 
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: decisionfeed.TopicServerLogs, Balancer: &kafka.RoundRobin{},
 		BatchTimeout: time.Millisecond, Transport: s.Security(t, feedtest.UserAdmin, kafkaconn.MechanismPlain).Transport(&kafka.Transport{})}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	msgs := serverLogsMessages(t, c)
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
@@ -55,7 +55,8 @@ func TestEngineOverTLSAndSASL(t *testing.T) {
 	in := &instance{d: d, reg: reg, cancel: stop, done: make(chan error, 1)}
 	go func() { in.done <- d.Run(rctx) }()
 	defer in.stop(t)
-	waitMetric(t, []*instance{in}, "portcullis_acquire_lines_total", float64(len(msgs)), 30*time.Second)
+	// Generous: TLS under the race detector on a loaded CI machine is slow.
+	waitMetric(t, []*instance{in}, "portcullis_acquire_lines_total", float64(len(msgs)), 90*time.Second)
 
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: decisionfeed.TopicDecisions, GroupID: "reader-tls",
 		StartOffset: kafka.FirstOffset, MaxWait: 50 * time.Millisecond,
