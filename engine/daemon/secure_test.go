@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,4 +72,19 @@ func TestEngineOverTLSAndSASL(t *testing.T) {
 		vs = append(vs, m.Value)
 	}
 	checkVerdicts(t, "kafka over TLS+SASL", verdictsOf(decodeDecisions(t, vs)), c)
+}
+
+// engine.yaml takes the same "kafka:" section as every program, strictly.
+func TestParseConfigKafkaSection(t *testing.T) {
+	c, err := ParseConfig("engine.yaml", []byte("acquis: a.yaml\nkafka:\n  tls_ca: /ca.pem\n  sasl_mechanism: SCRAM-SHA-256\n  sasl_username: engine\n  sasl_password_file: /pw\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Kafka.TLSCA != "/ca.pem" || c.Kafka.SASLMechanism != "SCRAM-SHA-256" || c.Kafka.SASLUsername != "engine" || c.Kafka.SASLPasswordFile != "/pw" {
+		t.Fatalf("kafka section %#v", c.Kafka)
+	}
+	if _, err := ParseConfig("engine.yaml", []byte("acquis: a.yaml\nkafka:\n  sasl_password: hunter2\n")); err == nil ||
+		!strings.Contains(err.Error(), "engine.yaml:3") && !strings.Contains(err.Error(), "line 3") {
+		t.Fatalf("a password in engine.yaml: %v", err)
+	}
 }
