@@ -101,9 +101,13 @@ func Brokers(t testing.TB) []string {
 }
 
 // Publisher returns a publisher with cfg that is closed when the test
-// ends; the test fails if that Close (which flushes) fails.
+// ends; the test fails if that Close (which flushes) fails. Without
+// cfg.Security it connects with Security(t).
 func Publisher(t testing.TB, cfg decisionfeed.PublisherConfig) *decisionfeed.Publisher {
 	t.Helper()
+	if cfg.Security == nil {
+		cfg.Security = Security(t)
+	}
 	pub, err := decisionfeed.NewPublisher(cfg)
 	if err != nil {
 		t.Fatalf("new publisher: %v", err)
