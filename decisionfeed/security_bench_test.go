@@ -42,7 +42,14 @@ func newSecurityPath(b *testing.B, addr string, pubSec, subSec *kafkaconn.Securi
 	case <-time.After(30 * time.Second):
 		b.Fatal("no snapshot in 30s")
 	}
-	return &securityPath{pub: feedtest.Publisher(b, decisionfeed.PublisherConfig{Brokers: []string{addr}, Security: pubSec}), h: h}
+	// Not feedtest.Publisher: nil pubSec means plaintext here, whatever
+	// the environment says about external brokers.
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: []string{addr}, Security: pubSec})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { feedtest.Close(b, pub) })
+	return &securityPath{pub: pub, h: h}
 }
 
 func (p *securityPath) once(b *testing.B, i int) {
