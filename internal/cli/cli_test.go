@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"log/slog"
@@ -60,5 +61,17 @@ func TestKafkaSecurity(t *testing.T) {
 	}
 	if got := sec.Config().SASLUsername; got != "flag-user" {
 		t.Errorf("user %q, want the flag's", got)
+	}
+}
+
+// insecure_skip_verify is logged as a warning at every start.
+func TestInsecureSkipVerifyIsLogged(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	if _, err := parsed(t, "--kafka-tls-insecure-skip-verify").KafkaSecurity(context.Background(), kafkaconn.Config{}, []string{"127.0.0.1:1"}, log); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "level=WARN") || !strings.Contains(buf.String(), "NOT verified") {
+		t.Fatalf("no warning:\n%s", buf.String())
 	}
 }
