@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed/broker"
@@ -75,6 +76,9 @@ portcullis broker --listen 10.0.0.5:9093 --data-dir /srv/broker \
 	if usersFile != "" {
 		if cfg.Users, err = broker.LoadUsers(usersFile); err != nil {
 			return err
+		}
+		if st, err := os.Stat(usersFile); err == nil && st.Mode().Perm()&0o077 != 0 {
+			log.Warn("--sasl-users file is readable by group or others; chmod 600 it", "file", usersFile, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
 		}
 	}
 	if cfg.AllowInsecureListen && !cfg.Secure() {

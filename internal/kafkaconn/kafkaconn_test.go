@@ -138,6 +138,15 @@ func TestBuild(t *testing.T) {
 	if s, err := Build(Config{InsecureSkipVerify: true}); err != nil || len(s.Warnings()) != 1 || !s.TLS().InsecureSkipVerify {
 		t.Fatalf("insecure: %v %v", s, err)
 	}
+	if s, err := Build(Config{SASLMechanism: "PLAIN", SASLUsername: "u", SASLPasswordFile: pw}); err != nil || len(s.Warnings()) != 0 {
+		t.Fatalf("private password file: %v %v", s.Warnings(), err)
+	}
+	if err := os.Chmod(pw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Build(Config{SASLMechanism: "PLAIN", SASLUsername: "u", SASLPasswordFile: pw}); err != nil || len(s.Warnings()) != 1 || !strings.Contains(s.Warnings()[0], "mode 0644") {
+		t.Fatalf("world-readable password file: %v %v", s.Warnings(), err)
+	}
 
 	missing := filepath.Join(t.TempDir(), "none.pem")
 	garbage := writeFile(t, "garbage.pem", "not a certificate\n")
