@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -294,5 +295,69 @@ func TestProbe(t *testing.T) {
 	// Nobody listening: unreachable, which daemons retry.
 	if err := none.Probe(ctx, []string{"127.0.0.1:1"}); !errors.Is(err, ErrUnreachable) {
 		t.Errorf("closed port: %v", err)
+	}
+}
+
+// tlsCluster starts kfake with the server pair and the given client-auth
+// policy, trusting clientCA for client certificates.
+func tlsCluster(t *testing.T, pair testpki.Pair, clientCA *testpki.CA, auth tls.ClientAuthType) string {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(pair.CertFile, pair.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ClientAuth: auth}
+	if clientCA != nil {
+		pem, err := os.ReadFile(clientCA.CertFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.ClientCAs = x509.NewCertPool()
+		tc.ClientCAs.AppendCertsFromPEM(pem)
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(tc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()[0]
+}
+
+// Mutual TLS: the client certificate opens the door; without it, or with
+// one from another CA, the refusal names the setting. A broker whose
+// certificate expired is named too.
+func TestProbeMutualTLSAndExpiredServer(t *testing.T) {
+	ca := testpki.NewCA(t, "test")
+	mtls := tlsCluster(t, ca.Server(t), ca, tls.RequireAndVerifyClientCert)
+	client := ca.Client(t, "bouncer")
+	stranger := testpki.NewCA(t, "stranger").Client(t, "x")
+	ctx := context.Background()
+	s, err := Build(Config{TLSCA: ca.CertFile, TLSCert: client.CertFile, TLSKey: client.KeyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Probe(ctx, []string{mtls}); err != nil {
+		t.Fatalf("with the client certificate: %v", err)
+	}
+	for name, c := range map[string]Config{
+		"no client certificate":    {TLSCA: ca.CertFile},
+		"another CA's certificate": {TLSCA: ca.CertFile, TLSCert: stranger.CertFile, TLSKey: stranger.KeyFile},
+	} {
+		s, err := Build(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = s.Probe(ctx, []string{mtls})
+		if err == nil || !strings.Contains(err.Error(), "tls_cert (--kafka-tls-cert)") || strings.Contains(err.Error(), "\n") || errors.Is(err, ErrUnreachable) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	expired := tlsCluster(t, ca.ExpiredServer(t), nil, tls.NoClientCert)
+	s, err = Build(Config{TLSCA: ca.CertFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Probe(ctx, []string{expired}); err == nil || !strings.Contains(err.Error(), "its certificate is invalid") || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("expired broker certificate: %v", err)
 	}
 }

@@ -67,6 +67,12 @@ func (ca *CA) Server(t testing.TB) Pair {
 	return ca.issue(t, "server", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), x509.ExtKeyUsageServerAuth)
 }
 
+// ExpiredServer issues a server certificate like Server's that expired an
+// hour ago.
+func (ca *CA) ExpiredServer(t testing.TB) Pair {
+	return ca.issue(t, "server-expired", time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour), x509.ExtKeyUsageServerAuth)
+}
+
 // Client issues a client certificate named cn.
 func (ca *CA) Client(t testing.TB, cn string) Pair {
 	return ca.issue(t, cn, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), x509.ExtKeyUsageClientAuth)
