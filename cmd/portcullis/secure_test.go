@@ -232,3 +232,12 @@ func TestCommandsOverTLSAndSASL(t *testing.T) {
 		t.Fatalf("logs not captured:\n%s", all)
 	}
 }
+
+// The broker refuses the clients' --kafka-* flags instead of starting in
+// plaintext under the impression of TLS.
+func TestBrokerRefusesClientFlags(t *testing.T) {
+	_, err := portcullis(t, "broker", "--listen", "127.0.0.1:0", "--kafka-tls-cert", "/x.pem")
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--kafka-tls-cert configures clients") {
+		t.Fatalf("broker --kafka-tls-cert: %v", err)
+	}
+}
