@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 
@@ -29,6 +30,8 @@ type PrunerConfig struct {
 	FetchMaxBytes int
 	// ClientID names this client to the brokers (default "portcullis-prune").
 	ClientID string
+	// Security is the TLS and SASL the pruner connects with (nil: plaintext).
+	Security *kafkaconn.Security
 	// Now is the clock that decides what has expired (default time.Now).
 	Now func() time.Time
 	// Security is the TLS and SASL the pruner connects with (nil: plaintext).

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed/broker"
@@ -59,6 +62,17 @@ portcullis broker --listen 10.0.0.5:9093 --data-dir /srv/broker \
 	if common.Config != "" {
 		return fmt.Errorf("%w: broker: takes no --config; its options are flags", errUsage)
 	}
+	var clientFlag string
+	fs.Visit(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Name, "kafka-") {
+			clientFlag = f.Name
+		}
+	})
+	if clientFlag != "" {
+		// The --kafka-* flags configure clients; taking one for the
+		// broker's own TLS would leave the listener in plaintext.
+		return fmt.Errorf("%w: broker: --%s configures clients; the broker's own are --tls-cert, --tls-key and --sasl-users", errUsage, clientFlag)
+	}
 	log, err := common.Logger("broker")
 	if err != nil {
 		return err
@@ -75,6 +89,9 @@ portcullis broker --listen 10.0.0.5:9093 --data-dir /srv/broker \
 	if usersFile != "" {
 		if cfg.Users, err = broker.LoadUsers(usersFile); err != nil {
 			return err
+		}
+		if st, err := os.Stat(usersFile); err == nil && st.Mode().Perm()&0o077 != 0 {
+			log.Warn("--sasl-users file is readable by group or others; chmod 600 it", "file", usersFile, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
 		}
 	}
 	if cfg.AllowInsecureListen && !cfg.Secure() {

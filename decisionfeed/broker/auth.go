@@ -189,9 +189,19 @@ type persistedACL struct {
 // cfg. kfake seeds users and ACLs only into a new data directory and
 // reloads its saved ones afterwards, so without this a restart would keep
 // old passwords and lose the ACLs of new users.
+//
+// With users, the data directory is made private (0700) first: kfake
+// saves the users, PLAIN passwords in clear, in files any local user could
+// otherwise read.
 func resetAuthState(cfg *Config) error {
-	if cfg.DataDir == "" {
+	if cfg.DataDir == "" || len(cfg.Users) == 0 {
 		return nil
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: make it private: %w", err)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, "meta.json")); errors.Is(err, os.ErrNotExist) {
 		return nil // new: kfake seeds it

@@ -270,11 +270,18 @@ func TestSecureBrokerRestartTakesNewUsers(t *testing.T) {
 	if err != nil || pair.Leaf == nil {
 		t.Fatal(err)
 	}
+	if err := os.Chmod(dir, 0o755); err != nil { // as an operator's mkdir leaves it
+		t.Fatal(err)
+	}
 	b, err := broker.Start(broker.Config{Listen: addr, DataDir: dir, TLSCert: s.CertFile, TLSKey: s.KeyFile, Users: users})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
+	// kfake keeps the users there, PLAIN passwords in clear: private.
+	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("data directory mode %v %v, want 0700", st.Mode(), err)
+	}
 	if err := old.Probe(ctx, []string{addr}); err == nil || !strings.Contains(err.Error(), "sasl_username") {
 		t.Fatalf("old password after rotation: %v", err)
 	}

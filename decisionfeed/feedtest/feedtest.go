@@ -36,7 +36,8 @@ func External() bool { return os.Getenv(EnvBrokers) != "" }
 
 // Security returns the TLS and SASL settings of the external brokers, read
 // from the PORTCULLIS_KAFKA_* environment as every program reads it (nil
-// for the embedded broker, which is plaintext). Bad settings fail the test.
+// for the embedded broker of Brokers, which is plaintext). Bad settings
+// fail the test.
 func Security(t testing.TB) *kafkaconn.Security {
 	t.Helper()
 	s, err := envSecurity()
@@ -50,6 +51,12 @@ func envSecurity() (*kafkaconn.Security, error) {
 	if !External() {
 		return nil, nil
 	}
+	return EnvSecurity()
+}
+
+// EnvSecurity builds the settings of the PORTCULLIS_KAFKA_* environment,
+// whatever the brokers (benchmark harnesses use it).
+func EnvSecurity() (*kafkaconn.Security, error) {
 	var f kafkaconn.Flags
 	cfg, err := f.Resolve(kafkaconn.Config{}, os.Getenv)
 	if err != nil {
@@ -94,9 +101,13 @@ func Brokers(t testing.TB) []string {
 }
 
 // Publisher returns a publisher with cfg that is closed when the test
-// ends; the test fails if that Close (which flushes) fails.
+// ends; the test fails if that Close (which flushes) fails. Without
+// cfg.Security it connects with Security(t).
 func Publisher(t testing.TB, cfg decisionfeed.PublisherConfig) *decisionfeed.Publisher {
 	t.Helper()
+	if cfg.Security == nil {
+		cfg.Security = Security(t)
+	}
 	pub, err := decisionfeed.NewPublisher(cfg)
 	if err != nil {
 		t.Fatalf("new publisher: %v", err)
@@ -146,10 +157,10 @@ func TopicWithConfigs(t testing.TB, partitions int, configs map[string]string) s
 }
 
 // CreateTopic creates a topic and waits until its metadata shows every
-// partition with a leader. On external brokers it connects with the
-// security settings of the environment (see Security).
+// partition with a leader. It connects with the security settings of the
+// PORTCULLIS_KAFKA_* environment (see EnvSecurity).
 func CreateTopic(ctx context.Context, brokers []string, name string, partitions int, configs map[string]string) error {
-	sec, err := envSecurity()
+	sec, err := EnvSecurity()
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func Feed(t testing.TB, ds ...decisionfeed.Decision) (brokers []string, topic st
 	t.Helper()
 	brokers = feedtest.Brokers(t)
 	topic = feedtest.CompactedTopic(t, decisionfeed.PartitionsDecisions)
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic, Security: feedtest.Security(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,9 @@ const (
 
 // Config is the "kafka:" section of every program's configuration file;
 // its keys are the --kafka-* flags' names without the prefix, dashes as
-// underscores. The zero value is plaintext without authentication.
+// underscores (insecure_skip_verify for --kafka-tls-insecure-skip-verify,
+// as CrowdSec names it). The zero value is plaintext without
+// authentication.
 type Config struct {
 	// TLS turns TLS on. Setting TLSCA, TLSCert or InsecureSkipVerify
 	// implies it.

@@ -55,7 +55,6 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 // getenv is os.Getenv outside tests. It checks the result (Validate).
 func (f *Flags) Resolve(file Config, getenv func(string) string) (Config, error) {
 	c := file
-	c.SASLPassword = ""
 	for _, s := range settings {
 		v := getenv(s.env)
 		if v == "" {

@@ -139,6 +139,15 @@ func TestBuild(t *testing.T) {
 	if s, err := Build(Config{InsecureSkipVerify: true}); err != nil || len(s.Warnings()) != 1 || !s.TLS().InsecureSkipVerify {
 		t.Fatalf("insecure: %v %v", s, err)
 	}
+	if s, err := Build(Config{SASLMechanism: "PLAIN", SASLUsername: "u", SASLPasswordFile: pw}); err != nil || len(s.Warnings()) != 0 {
+		t.Fatalf("private password file: %v %v", s.Warnings(), err)
+	}
+	if err := os.Chmod(pw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Build(Config{SASLMechanism: "PLAIN", SASLUsername: "u", SASLPasswordFile: pw}); err != nil || len(s.Warnings()) != 1 || !strings.Contains(s.Warnings()[0], "mode 0644") {
+		t.Fatalf("world-readable password file: %v %v", s.Warnings(), err)
+	}
 
 	missing := filepath.Join(t.TempDir(), "none.pem")
 	garbage := writeFile(t, "garbage.pem", "not a certificate\n")
@@ -197,7 +206,7 @@ func TestRedaction(t *testing.T) {
 
 // secureCluster starts kfake with a TLS listener (server certificate from
 // ca) and SASL users for every mechanism.
-func secureCluster(t *testing.T, ca *testpki.CA, withTLS, withSASL bool) string {
+func secureCluster(t testing.TB, ca *testpki.CA, withTLS, withSASL bool) string {
 	t.Helper()
 	var opts []kfake.Opt
 	opts = append(opts, kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
@@ -290,7 +299,7 @@ func TestProbe(t *testing.T) {
 }
 
 // tlsCluster starts kfake with the server pair and the given client-auth
-// policy, trusting ca for client certificates.
+// policy, trusting clientCA for client certificates.
 func tlsCluster(t *testing.T, pair testpki.Pair, clientCA *testpki.CA, auth tls.ClientAuthType) string {
 	t.Helper()
 	cert, err := tls.LoadX509KeyPair(pair.CertFile, pair.KeyFile)

@@ -102,8 +102,10 @@ func (s *Security) explain(broker string, err error) error {
 		return fmt.Errorf("kafka tls_ca (--kafka-tls-ca) broker %s: certificate verification failed: %s", broker, oneLine(verifyErr.Err.Error()))
 	case errors.As(err, &recordErr):
 		return fmt.Errorf("kafka tls (--kafka-tls) broker %s: does not speak TLS on this port; turn TLS off or use its TLS listener", broker)
-	case errors.As(err, &alert):
-		return fmt.Errorf("kafka tls_cert (--kafka-tls-cert) broker %s: refused the TLS handshake (%s): it may want a client certificate", broker, oneLine(alert.Error()))
+	case errors.As(err, &alert) || isRemoteTLSAlert(err):
+		// A broker that wants a client certificate it did not get, or
+		// does not trust the one it got, ends the handshake with an alert.
+		return fmt.Errorf("kafka tls_cert (--kafka-tls-cert) broker %s: refused the TLS handshake (%s): it wants a client certificate its CA signed", broker, oneLine(tlsAlertText(err)))
 	case errors.As(err, &kerr):
 		switch kerr {
 		case kafka.SASLAuthenticationFailed:
@@ -131,6 +133,21 @@ func (s *Security) explain(broker string, err error) error {
 		}
 	}
 	return fmt.Errorf("kafka broker %s: %s", broker, oneLine(err.Error()))
+}
+
+// isRemoteTLSAlert reports a TLS alert sent by the broker, which
+// crypto/tls returns as a *net.OpError with Op "remote error".
+func isRemoteTLSAlert(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "remote error"
+}
+
+func tlsAlertText(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err.Error()
+	}
+	return err.Error()
 }
 
 func (s *Security) caName() string {

@@ -27,6 +27,9 @@ type Security struct {
 	cfg  Config
 	tls  *tls.Config
 	sasl sasl.Mechanism
+	// openPasswordFile is set when the password file is readable by
+	// group or others.
+	openPasswordFile os.FileMode
 }
 
 // Build reads the files the configuration names and returns what the
@@ -59,6 +62,9 @@ func build(c Config, now time.Time) (*Security, error) {
 				return nil, fmt.Errorf("kafka sasl_password_file (--kafka-sasl-password-file) %s: %w", c.SASLPasswordFile, err)
 			}
 			pw = strings.TrimRight(string(b), "\r\n")
+			if st, err := os.Stat(c.SASLPasswordFile); err == nil && st.Mode().Perm()&0o077 != 0 {
+				s.openPasswordFile = st.Mode().Perm()
+			}
 			if pw == "" {
 				return nil, fmt.Errorf("kafka sasl_password_file (--kafka-sasl-password-file) %s: empty", c.SASLPasswordFile)
 			}
@@ -239,11 +245,19 @@ func (s *Security) LogValue() slog.Value {
 	return s.cfg.LogValue()
 }
 
-// Warnings returns what an operator must be told at start: today only that
-// certificate verification is off.
+// Warnings returns what an operator must be told at start: that
+// certificate verification is off, or that the password file is readable
+// by others.
 func (s *Security) Warnings() []string {
-	if s == nil || !s.cfg.InsecureSkipVerify {
+	if s == nil {
 		return nil
 	}
-	return []string{"kafka insecure_skip_verify is on: broker certificates are NOT verified; anyone on the path can read and forge decisions (labs only)"}
+	var out []string
+	if s.cfg.InsecureSkipVerify {
+		out = append(out, "kafka insecure_skip_verify is on: broker certificates are NOT verified; anyone on the path can read and forge decisions (labs only)")
+	}
+	if s.openPasswordFile != 0 {
+		out = append(out, fmt.Sprintf("kafka sasl_password_file %s is readable by group or others (mode %04o); chmod 600 it", s.cfg.SASLPasswordFile, s.openPasswordFile))
+	}
+	return out
 }

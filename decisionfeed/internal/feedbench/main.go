@@ -31,10 +31,15 @@ import (
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/decisionfeed/broker"
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // memProfile is where the heap profile goes, "" for none.
 var memProfile string
+
+// security is the TLS and SASL of every client, from the PORTCULLIS_KAFKA_*
+// environment as every program reads it.
+var security *kafkaconn.Security
 
 func main() {
 	if err := run(); err != nil {
@@ -55,6 +60,9 @@ func run() (err error) {
 		memProf = flag.String("memprofile", "", "write a heap profile (at snapshot) to this file")
 	)
 	flag.Parse()
+	if security, err = feedtest.EnvSecurity(); err != nil {
+		return err
+	}
 	if *cpuProf != "" {
 		f, err := os.Create(*cpuProf)
 		if err != nil {
@@ -108,7 +116,7 @@ func load(ctx context.Context, brokers []string, topic string, n, batch, pubs in
 	if err := feedtest.CreateTopic(ctx, brokers, topic, decisionfeed.PartitionsDecisions, broker.CompactConfigs()); err != nil {
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic, Security: security})
 	if err != nil {
 		return err
 	}
@@ -227,7 +235,7 @@ func rebuild(ctx context.Context, brokers []string, topic string) error {
 			}
 		}
 	}()
-	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-", DLQTopic: "-"})
+	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-", DLQTopic: "-", Security: security})
 	if err != nil {
 		return err
 	}
@@ -307,7 +315,7 @@ func latency(ctx context.Context, brokers []string, topic string, n int) (err er
 	if err := feedtest.CreateTopic(ctx, brokers, topic, decisionfeed.PartitionsDecisions, broker.CompactConfigs()); err != nil {
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
-	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-", DLQTopic: "-"})
+	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{Brokers: brokers, Topic: topic, Group: "-", DLQTopic: "-", Security: security})
 	if err != nil {
 		return err
 	}
@@ -317,7 +325,7 @@ func latency(ctx context.Context, brokers []string, topic string, n int) (err er
 	done := make(chan error, 1)
 	go func() { done <- sub.Run(ctx, h) }()
 	<-h.ready
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic})
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: brokers, Topic: topic, Security: security})
 	if err != nil {
 		return err
 	}
