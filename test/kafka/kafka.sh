@@ -5,6 +5,8 @@
 #   test/kafka/kafka.sh start         [port]  one node, PLAINTEXT on port
 #   test/kafka/kafka.sh start-secure  [port]  one node, SASL_SSL on port (see below)
 #   test/kafka/kafka.sh start-cluster [port]  three nodes, PLAINTEXT on port..port+2
+#   test/kafka/kafka.sh start-node    port id start node id of the cluster under port
+#                                             again after it was killed (tests do)
 #   test/kafka/kafka.sh stop          [port]  stop every node started under port
 #                                             (SIGTERM, SIGKILL after 30 s)
 #   test/kafka/kafka.sh status        [port]  exit 0 when every node started under port runs
@@ -99,7 +101,7 @@ ourpid() {
 	[[ -f $1/kafka.pid ]] || return 1
 	pid=$(<"$1/kafka.pid")
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+	cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
 	[[ $cmdline == *"kafka.Kafka $1/server.properties"* ]] || return 1
 	echo "$pid"
 }
@@ -428,6 +430,18 @@ CONF
 	started "three-node Apache Kafka cluster on 127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2))"
 }
 
+# start_node starts node $1 of the cluster under port again, on its storage
+# as it was left (a test kills a node with SIGKILL and brings it back).
+start_node() {
+	local id=$1 dir=$state/node-$1 p=$((port + $1 - 1))
+	t0=$SECONDS
+	[[ $id =~ ^[1-3]$ && -f $dir/server.properties ]] || die "no cluster node $id under $state"
+	ourpid "$dir" >/dev/null && die "node $id under $state is running"
+	launch "$dir" 384m
+	await "$dir" "$id" "$p" || die "node $id did not start"
+	started "node $id on 127.0.0.1:$p (pid $(<"$dir/kafka.pid"))"
+}
+
 stop() {
 	local d pid i any=0 pids=()
 	for d in $(nodes); do
@@ -474,8 +488,9 @@ case $cmd in
 start) start ;;
 start-secure) start_secure ;;
 start-cluster) start_cluster ;;
+start-node) start_node "${3:-}" ;;
 stop) stop ;;
 status) status ;;
 fetch) fetch ;;
-*) die "usage: $0 start|start-secure|start-cluster|stop|status [port] | fetch" ;;
+*) die "usage: $0 start|start-secure|start-cluster|stop|status [port] | start-node port id | fetch" ;;
 esac
