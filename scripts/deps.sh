@@ -22,7 +22,7 @@ test_cmds=(
 	ip:iproute2 ping:iputils-ping nft:nftables iptables:iptables ipset:ipset
 	nsenter:util-linux setpriv:util-linux systemd-analyze:systemd # test/demo
 	nginx:nginx-light wrk:wrk kcat:kcat
-	java:openjdk-17-jre-headless mvn:maven # test/kafka/kafka.sh
+	java:openjdk-17-jre-headless mvn:maven openssl:openssl # test/kafka/kafka.sh
 	python3:python3
 )
 # Packages that bring no command of their own: checked with dpkg.
