@@ -26,15 +26,10 @@
 # start-secure: the client listener is SASL_SSL (SASL PLAIN, SCRAM-SHA-256 and
 # SCRAM-SHA-512) with a certificate for 127.0.0.1 and localhost signed by a CA
 # made at start (openssl), and the StandardAuthorizer. The controller listener
-# is SASL_SSL too (PLAIN, admin only). Users, with random passwords, and their
-# ACLs (kafka-acls):
-#   admin    super user
-#   engine   the engine and the operator CLI: read and write the decisions,
-#            alerts, threat-intel, server-logs and portcullis-events topics,
-#            read portcullis-heartbeats, use consumer groups portcullis*
-#   bouncer  read crowdsec-decisions, write its dead-letter topic
-#            crowdsec-decisions.dlq and portcullis-heartbeats, use consumer
-#            groups portcullis*; it may NOT write crowdsec-decisions
+# is SASL_SSL too (PLAIN, admin only). The users, with random passwords, are
+# admin (super user) and one per role of the README (engine, operator,
+# bouncer, lapi, crowdsec-pull), each with exactly the README's least ACLs
+# (kafka-acls), so the tests prove the documented ACLs.
 # A second listener on port+1 is PLAINTEXT for benchmarks only: there the
 # anonymous user may use topics named bench-* and nothing else.
 # Clients find what they need in $state/client/: ca.pem, <user>.password, and
@@ -283,16 +278,66 @@ certs() {
 	) >>"$state/openssl.log" 2>&1 || die "openssl failed (see $state/openssl.log)"
 }
 
-# acl runs kafka-acls as admin on the secure node; its arguments follow
-# --add. Output goes to the node's log.
+# acl runs kafka-acls with arguments $@ as admin on the secure node. Output
+# goes to acls.log.
 acl() {
 	"$java" "${tooljvm[@]}" -cp "$cp" org.apache.kafka.tools.AclCommand \
 		--bootstrap-server "127.0.0.1:$port" --command-config "$state/client/admin.properties" \
-		--add "$@" >>"$state/acls.log" 2>&1
+		"$@" >>"$state/acls.log" 2>&1
+}
+
+# The users of the secure node besides admin, one per role of the README's
+# "Roles and the least Kafka ACLs".
+roles=(engine operator bouncer lapi crowdsec-pull)
+
+# grant_acls starts kafka-acls runs in the background that create the
+# README's least ACLs of every role, lines with the same operations merged
+# into one run (each run is a JVM of its own), and the benchmark listener's;
+# it appends their pids to the array acl_pids.
+grant_acls() {
+	local pfx=(--resource-pattern-type prefixed)
+	# engine: server-logs in its groups, writes decisions and alerts, owns portcullis-events.
+	acl --add --allow-principal User:engine --operation Read --operation Describe --topic server-logs &
+	acl_pids+=($!)
+	acl --add --allow-principal User:engine --operation Read --group portcullis-engine --group portcullis-engine-detect &
+	acl_pids+=($!)
+	acl --add --allow-principal User:engine --operation Write --operation Describe \
+		--topic crowdsec-decisions --topic alert-notifications &
+	acl_pids+=($!)
+	acl --add --allow-principal User:engine --operation Create --operation Write --operation Read \
+		--operation Describe --topic portcullis-events &
+	acl_pids+=($!)
+	# operator CLI, and crowdsec-pull: read and write decisions.
+	acl --add --allow-principal User:operator --allow-principal User:crowdsec-pull --operation Read \
+		--operation Write --operation Describe --topic crowdsec-decisions &
+	acl_pids+=($!)
+	acl --add --allow-principal User:operator --operation Write --operation Describe --topic threat-intel &
+	acl_pids+=($!)
+	acl --add --allow-principal User:operator --operation Read --operation Describe \
+		--topic alert-notifications --topic portcullis-heartbeats &
+	acl_pids+=($!)
+	acl --add --allow-principal User:operator --operation Describe --group '*' &
+	acl_pids+=($!)
+	# bouncers, and lapi: read decisions, commit their own per-host group.
+	acl --add --allow-principal User:bouncer --allow-principal User:lapi --operation Read \
+		--operation Describe --topic crowdsec-decisions &
+	acl_pids+=($!)
+	acl --add --allow-principal User:bouncer --allow-principal User:lapi --operation Read "${pfx[@]}" \
+		--group portcullis- &
+	acl_pids+=($!)
+	acl --add --allow-principal User:bouncer --operation Create --operation Write --operation Describe \
+		--topic portcullis-heartbeats &
+	acl_pids+=($!)
+	acl --add --allow-principal User:bouncer --operation Write --operation Describe \
+		--topic crowdsec-decisions.dlq &
+	acl_pids+=($!)
+	# The benchmark listener's anonymous user: bench-* topics and groups only.
+	acl --add --allow-principal User:ANONYMOUS --operation All "${pfx[@]}" --topic bench- --group bench- &
+	acl_pids+=($!)
 }
 
 start_secure() {
-	local dir=$state/node-1 cport bport user m scram=() jobs=() j
+	local dir=$state/node-1 cport bport user m scram=() j plainusers=""
 	local -A pass
 	t0=$SECONDS
 	bport=$((port + 1))
@@ -301,12 +346,13 @@ start_secure() {
 	mkdir -p "$dir/data" "$state/client"
 	certs "$state/tls"
 	cp "$state/tls/ca.pem" "$state/client/ca.pem"
-	for user in admin engine bouncer; do
+	for user in admin "${roles[@]}"; do
 		pass[$user]=$(password)
 		(umask 077 && echo "${pass[$user]}" >"$state/client/$user.password")
 		for m in SCRAM-SHA-256 SCRAM-SHA-512; do
 			scram+=(--add-scram "$m=[name=$user,password=${pass[$user]}]")
 		done
+		plainusers+=" user_$user=\"${pass[$user]}\""
 	done
 	local plain="org.apache.kafka.common.security.plain.PlainLoginModule required"
 	local scramlm="org.apache.kafka.common.security.scram.ScramLoginModule required;"
@@ -324,7 +370,7 @@ sasl.mechanism.inter.broker.protocol=PLAIN
 sasl.mechanism.controller.protocol=PLAIN
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.secure.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
-listener.name.secure.plain.sasl.jaas.config=$plain username="admin" password="${pass[admin]}" user_admin="${pass[admin]}" user_engine="${pass[engine]}" user_bouncer="${pass[bouncer]}";
+listener.name.secure.plain.sasl.jaas.config=$plain username="admin" password="${pass[admin]}"$plainusers;
 listener.name.secure.scram-sha-256.sasl.jaas.config=$scramlm
 listener.name.secure.scram-sha-512.sasl.jaas.config=$scramlm
 listener.name.controller.sasl.enabled.mechanisms=PLAIN
@@ -360,25 +406,9 @@ CONF
 		-X sasl.username=admin -X "sasl.password=${pass[admin]}" -X "ssl.ca.location=$state/client/ca.pem")
 	await "$dir" 1 "$port" "${kc[@]}" || { stop >/dev/null; die "start failed"; }
 
-	# The ACLs, each kafka-acls run a JVM of its own, in parallel.
-	local pfx=(--resource-pattern-type prefixed)
-	acl --allow-principal User:engine --operation Read --operation Write --operation Describe \
-		--topic crowdsec-decisions --topic crowdsec-decisions.dlq --topic alert-notifications \
-		--topic threat-intel --topic server-logs --topic portcullis-events &
-	jobs+=($!)
-	acl --allow-principal User:engine --operation Read --operation Describe --topic portcullis-heartbeats &
-	jobs+=($!)
-	acl --allow-principal User:engine --allow-principal User:bouncer --operation Read --operation Describe \
-		"${pfx[@]}" --group portcullis &
-	jobs+=($!)
-	acl --allow-principal User:bouncer --operation Read --operation Describe --topic crowdsec-decisions &
-	jobs+=($!)
-	acl --allow-principal User:bouncer --operation Write --operation Describe \
-		--topic crowdsec-decisions.dlq --topic portcullis-heartbeats &
-	jobs+=($!)
-	acl --allow-principal User:ANONYMOUS --operation All "${pfx[@]}" --topic bench- --group bench- &
-	jobs+=($!)
-	for j in "${jobs[@]}"; do
+	acl_pids=()
+	grant_acls
+	for j in "${acl_pids[@]}"; do
 		wait "$j" || { tail -n 20 "$state/acls.log" >&2; stop >/dev/null; die "kafka-acls failed (see $state/acls.log)"; }
 	done
 	started "Apache Kafka with SASL_SSL on 127.0.0.1:$port, PLAINTEXT bench listener on 127.0.0.1:$bport (pid $(<"$dir/kafka.pid"))"
