@@ -178,7 +178,10 @@ func TestProgramsOverSASLSSL(t *testing.T) {
 	if out, err := portcullis("operator", kafkaconn.MechanismPlain, "decisions", "list", "-o", "json"); err != nil || !strings.Contains(out, `"`+banned+`"`) {
 		t.Fatalf("decisions list lacks %s: %v\n%s", banned, err, out)
 	}
-	waitFor(t, 30*time.Second, func() string { out, err := portcullis("operator", "PLAIN", "bouncers", "list"); return fmt.Sprintf("bouncers: %v\n%s", err, out) },
+	waitFor(t, 30*time.Second, func() string {
+		out, err := portcullis("operator", "PLAIN", "bouncers", "list")
+		return fmt.Sprintf("bouncers: %v\n%s", err, out)
+	},
 		func() bool {
 			out, err := portcullis("operator", kafkaconn.MechanismSCRAMSHA256, "bouncers", "list")
 			return err == nil && strings.Contains(out, "nginx-bouncer") && strings.Contains(out, "fw-bouncer")
@@ -218,7 +221,10 @@ func TestProgramsOverSASLSSL(t *testing.T) {
 	waitFor(t, 30*time.Second, func() string {
 		return "nginx-bouncer does not ban the engine's attacker:\nengine:\n" + engine.output.String() + "\nnginx-bouncer:\n" + nginx.output.String()
 	}, func() bool { return check(listen, attacker) == http.StatusForbidden })
-	waitFor(t, 30*time.Second, func() string { out, err := portcullis("operator", "PLAIN", "alerts", "list"); return fmt.Sprintf("alerts: %v\n%s", err, out) },
+	waitFor(t, 30*time.Second, func() string {
+		out, err := portcullis("operator", "PLAIN", "alerts", "list")
+		return fmt.Sprintf("alerts: %v\n%s", err, out)
+	},
 		func() bool {
 			out, err := portcullis("operator", kafkaconn.MechanismSCRAMSHA512, "alerts", "list")
 			return err == nil && strings.Contains(out, attacker) && strings.Contains(out, "cve-2021-41773")
