@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 )
@@ -27,6 +28,9 @@ type PrunerConfig struct {
 	FetchMaxBytes int
 	// ClientID names this client to the brokers (default "portcullis-prune").
 	ClientID string
+	// Security is the TLS and SASL the pruner and its group connect with
+	// (nil: plaintext).
+	Security *kafkaconn.Security
 	// Now is the clock that decides what has expired (default time.Now).
 	Now func() time.Time
 }
@@ -98,7 +102,7 @@ func NewPruner(cfg PrunerConfig) (*Pruner, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	tr := &kafka.Transport{ClientID: cfg.ClientID, MetadataTTL: 5 * time.Second, DialTimeout: 3 * time.Second}
+	tr := cfg.Security.Transport(&kafka.Transport{ClientID: cfg.ClientID, MetadataTTL: 5 * time.Second, DialTimeout: 3 * time.Second})
 	return &Pruner{cfg: cfg, tr: tr, client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}}, nil
 }
 

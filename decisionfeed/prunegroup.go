@@ -63,6 +63,7 @@ func (pr *Pruner) RunGroup(ctx context.Context, cfg PruneLoopConfig) error {
 		JoinGroupBackoff:      time.Second,
 		WatchPartitionChanges: true,
 		StartOffset:           kafka.FirstOffset,
+		Dialer:                pr.cfg.Security.Dialer(&kafka.Dialer{ClientID: pr.cfg.ClientID, Timeout: 10 * time.Second, DualStack: true}),
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			log.Debug("prune group", "msg", fmt.Sprintf(msg, args...))
 		}),

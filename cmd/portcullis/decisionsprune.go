@@ -44,7 +44,11 @@ portcullis decisions prune --brokers kafka-1:9092 -o json
 	if err := checkOutput(output, "text", "json"); err != nil {
 		return err
 	}
-	pr, err := decisionfeed.NewPruner(decisionfeed.PrunerConfig{Brokers: common.BrokerList(), Topic: topic, DryRun: dryRun})
+	k, err := connectKafka(ctx, &common, "decisions-prune")
+	if err != nil {
+		return err
+	}
+	pr, err := decisionfeed.NewPruner(decisionfeed.PrunerConfig{Brokers: k.brokers, Topic: topic, DryRun: dryRun, Security: k.sec})
 	if err != nil {
 		return fmt.Errorf("decisions prune: %w", err)
 	}

@@ -327,7 +327,7 @@ func (d *Daemon) startPruning(ctx context.Context) <-chan struct{} {
 		return done
 	}
 	pr, err := decisionfeed.NewPruner(decisionfeed.PrunerConfig{
-		Brokers: d.brokers, Topic: d.cfg.Topics.Decisions, ClientID: "portcullis-engine-prune",
+		Brokers: d.brokers, Topic: d.cfg.Topics.Decisions, ClientID: "portcullis-engine-prune", Security: d.sec,
 	})
 	if err != nil {
 		d.log.Error("pruning off", "err", err)

@@ -299,7 +299,10 @@ grant_acls() {
 	# engine: server-logs in its groups, writes decisions and alerts, owns portcullis-events.
 	acl --add --allow-principal User:engine --operation Read --operation Describe --topic server-logs &
 	acl_pids+=($!)
-	acl --add --allow-principal User:engine --operation Read --group portcullis-engine --group portcullis-engine-detect &
+	# The engine's continuous prune reads the decisions in group portcullis-engine-prune
+	# (missing from the README's engine lines: see the report of issue 12 item 4).
+	acl --add --allow-principal User:engine --operation Read --group portcullis-engine --group portcullis-engine-detect \
+		--group portcullis-engine-prune --topic crowdsec-decisions &
 	acl_pids+=($!)
 	acl --add --allow-principal User:engine --operation Write --operation Describe \
 		--topic crowdsec-decisions --topic alert-notifications &

@@ -235,6 +235,13 @@ func TestProgramsOverSASLSSL(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, func() string { return "nginx-bouncer still bans " + banned },
 		func() bool { return check(listen, banned) == http.StatusNoContent })
+	// Pruning reads and writes the topic: once by hand, continuously in the engine.
+	out, err = portcullis("operator", kafkaconn.MechanismSCRAMSHA256, "decisions", "prune", "-o", "json")
+	if err != nil || !strings.Contains(out, `"deleted"`) {
+		t.Fatalf("decisions prune: %v\n%s", err, out)
+	}
+	waitFor(t, 30*time.Second, func() string { return "the engine's prune group got no partitions:\n" + engine.output.String() },
+		func() bool { return strings.Contains(engine.output.String(), "pruning partitions") })
 
 	// Refusals at the command line: one line each, at once.
 	wrong := write("wrong.password", "not-the-password\n")
