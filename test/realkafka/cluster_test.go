@@ -161,7 +161,8 @@ func TestDecisionsSurviveLeaderKill(t *testing.T) {
 	keys := make([]string, 0, failoverDecisions)
 	var (
 		killedAt      time.Time
-		afterKill     []string // the keys first sent after the kill
+		ackedAt       time.Time // the first acknowledgement after the kill
+		afterKill     []string  // the keys first sent after the kill
 		failedPublish int
 	)
 	for start := 0; start < failoverDecisions; start += batch {
@@ -187,6 +188,9 @@ func TestDecisionsSurviveLeaderKill(t *testing.T) {
 			}
 			t.Logf("publish decisions %d-%d failed, sending again: %v", start, start+len(ds)-1, err)
 		}
+		if !killedAt.IsZero() && ackedAt.IsZero() {
+			ackedAt = time.Now()
+		}
 		for i := range ds {
 			k := ds[i].Key()
 			keys = append(keys, k)
@@ -196,8 +200,8 @@ func TestDecisionsSurviveLeaderKill(t *testing.T) {
 		}
 	}
 	published := time.Now()
-	t.Logf("published %d decisions in batches of %d; %d publish calls failed during the failover and were sent again",
-		len(keys), batch, failedPublish)
+	t.Logf("published %d decisions in batches of %d; %d publish calls failed during the failover and were sent again; first acknowledgement %v after the kill",
+		len(keys), batch, failedPublish, ackedAt.Sub(killedAt).Round(time.Millisecond))
 
 	// Every bouncer gets every acknowledged decision.
 	for i, f := range followers {
