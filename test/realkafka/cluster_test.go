@@ -120,6 +120,8 @@ func failoverDecision(i int, now time.Time) decisionfeed.Decision {
 // nothing they held, that a bouncer started afterwards rebuilds all of
 // them, and that the killed broker, started again, rejoins every ISR.
 func TestDecisionsSurviveLeaderKill(t *testing.T) {
+	// The cluster is this test's alone: it runs beside the secure node's.
+	t.Parallel()
 	env := need(t, envClusterBrokers, envClusterDir)
 	brokers, dir := list(env[0]), env[1]
 	if len(brokers) != 3 {
