@@ -28,8 +28,10 @@
 # made at start (openssl), and the StandardAuthorizer. The controller listener
 # is SASL_SSL too (PLAIN, admin only). The users, with random passwords, are
 # admin (super user) and one per role of the README (engine, operator,
-# bouncer, lapi, crowdsec-pull), each with exactly the README's least ACLs
-# (kafka-acls), so the tests prove the documented ACLs.
+# bouncer, lapi, crowdsec-pull), each with the README's least ACLs
+# (kafka-acls), so the tests prove the documented ACLs; the engine also reads
+# the decisions in group portcullis-engine-prune, which its continuous prune
+# needs.
 # A second listener on port+1 is PLAINTEXT for benchmarks only: there the
 # anonymous user may use topics named bench-* and nothing else.
 # Clients find what they need in $state/client/: ca.pem, <user>.password, and
@@ -299,8 +301,7 @@ grant_acls() {
 	# engine: server-logs in its groups, writes decisions and alerts, owns portcullis-events.
 	acl --add --allow-principal User:engine --operation Read --operation Describe --topic server-logs &
 	acl_pids+=($!)
-	# The engine's continuous prune reads the decisions in group portcullis-engine-prune
-	# (missing from the README's engine lines: see the report of issue 12 item 4).
+	# The engine's continuous prune reads the decisions in group portcullis-engine-prune.
 	acl --add --allow-principal User:engine --operation Read --group portcullis-engine --group portcullis-engine-detect \
 		--group portcullis-engine-prune --topic crowdsec-decisions &
 	acl_pids+=($!)
