@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -123,12 +124,30 @@ func check(addr, ip string) int {
 	return resp.StatusCode
 }
 
+// lapiServes reports whether portcullis lapi at addr answers a CrowdSec
+// bouncer's query for ip with a decision.
+func lapiServes(addr, key, ip string) bool {
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/decisions?ip="+ip, nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("X-Api-Key", key)
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
+	if err != nil {
+		return false
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	return err == nil && resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"value":"`+ip+`"`)
+}
+
 // TestProgramsOverSASLSSL runs the real programs against the SASL_SSL
 // node, each with its role's credential and nothing more than the
 // README's ACLs: nginx-bouncer (credential from the environment) and
 // fw-bouncer in dry run (from flags) follow the feed as "bouncer" and
-// announce themselves; "operator" adds, lists and deletes a decision and
-// lists the bouncers and the alerts; the engine, as "engine", detects a
+// announce themselves; "operator" adds, lists, deletes and prunes decisions
+// and lists the bouncers and the alerts; portcullis lapi serves the feed as
+// "lapi"; the engine, as "engine", detects a
 // CVE probe in a log file and its ban and alert arrive. No password shows
 // in any output.
 func TestProgramsOverSASLSSL(t *testing.T) {
@@ -186,6 +205,13 @@ func TestProgramsOverSASLSSL(t *testing.T) {
 			out, err := portcullis("operator", kafkaconn.MechanismSCRAMSHA256, "bouncers", "list")
 			return err == nil && strings.Contains(out, "nginx-bouncer") && strings.Contains(out, "fw-bouncer")
 		})
+
+	// portcullis lapi, as "lapi", serves the decision to CrowdSec's bouncers.
+	lapiAddr := freeAddr(t)
+	lapi := startDaemon(t, filepath.Join(bin, "portcullis"), n.env(t, "lapi", kafkaconn.MechanismSCRAMSHA512),
+		"lapi", "--listen", lapiAddr, "--api-key", "realkafka-bouncer-key", "--log-level", "info")
+	waitFor(t, 30*time.Second, func() string { return "lapi does not serve " + banned + ":\n" + lapi.output.String() },
+		func() bool { return lapiServes(lapiAddr, "realkafka-bouncer-key", banned) })
 
 	// The engine, tailing a log file: a CVE-2021-41773 probe is banned at
 	// once, and the ban and the alert travel over SASL_SSL.
@@ -268,15 +294,16 @@ func TestProgramsOverSASLSSL(t *testing.T) {
 	}
 
 	engine.stop(t)
+	lapi.stop(t)
 	fw.stop(t)
 	nginx.stop(t)
-	all := engine.output.String() + fw.output.String() + nginx.output.String()
+	all := engine.output.String() + lapi.output.String() + fw.output.String() + nginx.output.String()
 	for _, pw := range passwords(t, n) {
 		if strings.Contains(all, pw) {
 			t.Fatal("a password is in a program's output")
 		}
 	}
-	for _, d := range []*daemon{engine, fw, nginx} {
+	for _, d := range []*daemon{engine, lapi, fw, nginx} {
 		if s := d.output.String(); strings.Contains(s, "Authorization Failed") {
 			t.Errorf("%s was refused something its role needs:\n%s", d.name, s)
 		}
