@@ -18,7 +18,7 @@
 # metadata request. A node is a combined broker+controller; its controller
 # listens above the client ports (start: the first free port above port;
 # start-secure: port+2; start-cluster: port+3..port+5). A start that fails
-# stops what it started.
+# stops what it started, as does one that is interrupted.
 #
 # State lives in $PORTCULLIS_KAFKA_STATE, default /tmp/portcullis-kafka-<port>:
 # node-<id>/ holds a node's server.properties, data, kafka.pid and kafka.log.
@@ -223,8 +223,24 @@ prepare() {
 	mkdir -p "$state"
 }
 
+# arm makes every exit before started — a failure, set -e, SIGINT, SIGTERM —
+# stop the nodes this start launched (prepare has checked that no others run
+# under $state).
+arm() {
+	starting=1
+	trap 'exit 130' INT TERM HUP
+	trap on_exit EXIT
+}
+
+on_exit() {
+	if ((starting)); then
+		stop >/dev/null 2>&1 || true
+	fi
+}
+
 # started prints how long the start took; $1 names what runs.
 started() {
+	starting=0
 	echo "kafka.sh: $1 running under $state (started in $((SECONDS - t0)) s)"
 }
 
@@ -232,6 +248,7 @@ start() {
 	local dir=$state/node-1 cport
 	t0=$SECONDS
 	prepare "$port"
+	arm
 	cport=$(free_above "$port")
 	mkdir -p "$dir/data"
 	{
@@ -253,7 +270,7 @@ CONF
 	} >"$dir/server.properties"
 	format "$dir" "$(cluster_id)"
 	launch "$dir" 1g
-	await "$dir" 1 "$port" || { stop >/dev/null; die "start failed"; }
+	await "$dir" 1 "$port" || die "start failed"
 	started "Apache Kafka on 127.0.0.1:$port (pid $(<"$dir/kafka.pid"))"
 }
 
@@ -347,6 +364,7 @@ start_secure() {
 	bport=$((port + 1))
 	cport=$((port + 2))
 	prepare "$port" "$bport" "$cport"
+	arm
 	mkdir -p "$dir/data" "$state/client"
 	certs "$state/tls"
 	cp "$state/tls/ca.pem" "$state/client/ca.pem"
@@ -408,12 +426,12 @@ CONF
 	# Java and kafka-go succeed; PLAIN proves the listener is up just as well.
 	local kc=(-X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN
 		-X sasl.username=admin -X "sasl.password=${pass[admin]}" -X "ssl.ca.location=$state/client/ca.pem")
-	await "$dir" 1 "$port" "${kc[@]}" || { stop >/dev/null; die "start failed"; }
+	await "$dir" 1 "$port" "${kc[@]}" || die "start failed"
 
 	acl_pids=()
 	grant_acls
 	for j in "${acl_pids[@]}"; do
-		wait "$j" || { tail -n 20 "$state/acls.log" >&2; stop >/dev/null; die "kafka-acls failed (see $state/acls.log)"; }
+		wait "$j" || { tail -n 20 "$state/acls.log" >&2; die "kafka-acls failed (see $state/acls.log)"; }
 	done
 	started "Apache Kafka with SASL_SSL on 127.0.0.1:$port, PLAINTEXT bench listener on 127.0.0.1:$bport (pid $(<"$dir/kafka.pid"))"
 }
@@ -422,6 +440,7 @@ start_cluster() {
 	local id dir voters="" uuid pids=()
 	t0=$SECONDS
 	prepare "$port" $((port + 1)) $((port + 2)) $((port + 3)) $((port + 4)) $((port + 5))
+	arm
 	for id in 1 2 3; do
 		voters+="${voters:+,}$id@127.0.0.1:$((port + 2 + id))"
 	done
@@ -459,7 +478,7 @@ CONF
 		launch "$state/node-$id" 384m
 	done
 	for id in 1 2 3; do
-		await "$state/node-$id" "$id" $((port + id - 1)) || { stop >/dev/null; die "start failed"; }
+		await "$state/node-$id" "$id" $((port + id - 1)) || die "start failed"
 	done
 	started "three-node Apache Kafka cluster on 127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2))"
 }
