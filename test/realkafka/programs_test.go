@@ -10,12 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/portcullis-ips/portcullis/enforcer/cloudflare/cffake"
 	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 	"github.com/portcullis-ips/portcullis/internal/syncbuf"
 )
@@ -145,14 +147,15 @@ func lapiServes(addr, key, ip string) bool {
 // node, each with its role's credential and nothing more than the
 // README's ACLs: nginx-bouncer (credential from the environment) and
 // fw-bouncer in dry run (from flags) follow the feed as "bouncer" and
-// announce themselves; "operator" adds, lists, deletes and prunes decisions
-// and lists the bouncers and the alerts; portcullis lapi serves the feed as
-// "lapi"; the engine, as "engine", detects a
-// CVE probe in a log file and its ban and alert arrive. No password shows
-// in any output.
+// announce themselves, and cf-bouncer --once syncs the feed to a fake
+// Cloudflare API as "bouncer" too; "operator" adds, lists, deletes and
+// prunes decisions and lists the bouncers and the alerts; portcullis lapi
+// serves the feed as "lapi"; the engine, as "engine", detects a CVE probe
+// in a log file, and its ban and alert arrive and it prunes. No password
+// shows in any output.
 func TestProgramsOverSASLSSL(t *testing.T) {
 	n := secure(t)
-	bin := buildPrograms(t, "portcullis", "nginx-bouncer", "fw-bouncer")
+	bin := buildPrograms(t, "portcullis", "nginx-bouncer", "fw-bouncer", "cf-bouncer")
 	portcullis := func(user, mechanism string, args ...string) (string, error) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -205,6 +208,23 @@ func TestProgramsOverSASLSSL(t *testing.T) {
 			out, err := portcullis("operator", kafkaconn.MechanismSCRAMSHA256, "bouncers", "list")
 			return err == nil && strings.Contains(out, "nginx-bouncer") && strings.Contains(out, "fw-bouncer")
 		})
+
+	// cf-bouncer, as "bouncer", run once as from cron against a fake
+	// Cloudflare API, puts the ban in the account's list.
+	const cfToken, cfAccount, cfZone = "cf-token-realkafka", "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+	cf := cffake.New(cfToken, cfAccount, cfZone)
+	defer cf.Close()
+	cfConfig := filepath.Join(t.TempDir(), "cf-bouncer.yaml")
+	if err := os.WriteFile(cfConfig, []byte("retry_min: 1ms\nretry_max: 5ms\npoll_min: 1ms\npoll_max: 5ms\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfCmd := exec.Command(filepath.Join(bin, "cf-bouncer"), append([]string{"--once", "--config", cfConfig,
+		"--group", "portcullis-cf-bouncer-realkafka", "--account-id", cfAccount, "--zone-id", cfZone, "--api-base", cf.URL},
+		n.flags("bouncer", kafkaconn.MechanismSCRAMSHA512)...)...)
+	cfCmd.Env = append(os.Environ(), "CLOUDFLARE_API_TOKEN="+cfToken)
+	if out, err := cfCmd.CombinedOutput(); err != nil || !slices.Contains(cf.Items(cfAccount, "portcullis_ban"), banned) {
+		t.Fatalf("cf-bouncer --once: %v, ban list %v\n%s", err, cf.Items(cfAccount, "portcullis_ban"), out)
+	}
 
 	// portcullis lapi, as "lapi", serves the decision to CrowdSec's bouncers.
 	lapiAddr := freeAddr(t)
