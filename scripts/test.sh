@@ -30,9 +30,10 @@ cport=${KAFKA_CLUSTER_PORT:-19097}
 unset PORTCULLIS_KAFKA_STATE
 
 # The first pass runs TEST_PKGS without REALKAFKA_PKGS, whose tests need the
-# secure node and the cluster (and fail under CI=true without them).
-mapfile -t skip < <("$GO" list "${realkafka_pkgs[@]}")
-mapfile -t first < <("$GO" list "${pkgs[@]}" | grep -vxF -f <(printf '%s\n' "${skip[@]}"))
+# secure node and the cluster (and fail under CI=true without them). -e keeps a
+# package that does not load in the list, so that go test reports it.
+mapfile -t skip < <("$GO" list -e "${realkafka_pkgs[@]}")
+mapfile -t first < <("$GO" list -e "${pkgs[@]}" | grep -vxF -f <(printf '%s\n' "${skip[@]}"))
 
 # The real brokers boot while the embedded-broker pass runs; their output goes
 # to files so it does not interleave with go test's.
