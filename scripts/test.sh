@@ -59,8 +59,6 @@ trap stop_kafka EXIT
 summary() {
 	grep -E -e '^\s*--- FAIL' -e '^FAIL\s' -e '^panic: ' "$2" | sed "s/^/test.sh: [$1] /" >&2 || true
 }
-# The jars are fetched once, before the three starts that need them.
-test/kafka/kafka.sh fetch
 test/kafka/kafka.sh start "$port" >"$kafka_out" 2>&1 &
 kafka_start=$!
 test/kafka/kafka.sh start-secure "$sport" >"$secure_out" 2>&1 &

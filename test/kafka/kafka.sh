@@ -64,11 +64,17 @@ tooljvm=(-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Djava.awt.headless=true "-Dlo
 
 # fetch resolves the broker's jars with Maven; a stamp holding the pom's hash
 # makes a second run a no-op (Maven's own cache in ~/.m2 makes a re-fetch fast).
+# A lock makes starts that run at once (make test starts three) fetch once.
 fetch() {
 	local want have=""
+	exec 9>"$dist.lock"
+	flock 9
 	want=$(sha256sum "$here/pom.xml" | cut -d' ' -f1)
 	[[ -f $dist/.stamp ]] && have=$(<"$dist/.stamp")
-	[[ $want == "$have" ]] && return 0
+	if [[ $want == "$have" ]]; then
+		exec 9>&-
+		return 0
+	fi
 	command -v mvn >/dev/null || die "mvn not found (run scripts/deps.sh)"
 	rm -rf "$dist"
 	echo "kafka.sh: fetching Apache Kafka jars with Maven into $dist" >&2
@@ -80,6 +86,7 @@ fetch() {
 		die "mvn dependency:copy-dependencies failed"
 	}
 	echo "$want" >"$dist/.stamp"
+	exec 9>&-
 }
 
 # nodes lists the node directories of this state directory.
