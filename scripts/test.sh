@@ -104,7 +104,7 @@ fi
 
 if ((${#failed[@]})); then
 	printf 'test.sh: FAILED: %s\n' "${failed[@]}" >&2
-	# The failing tests and packages of both passes, so a long log need not be searched.
+	# The failing tests and packages of every pass, so a long log need not be searched.
 	summary "embedded broker" "$log1"
 	summary "Apache Kafka" "$log2"
 	summary "SASL_SSL node and cluster" "$log3"
