@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,9 +151,9 @@ func lapiServes(addr, key, ip string) bool {
 // announce themselves, and cf-bouncer --once syncs the feed to a fake
 // Cloudflare API as "bouncer" too; "operator" adds, lists, deletes and
 // prunes decisions and lists the bouncers and the alerts; portcullis lapi
-// serves the feed as "lapi"; the engine, as "engine", detects a CVE probe
-// in a log file, and its ban and alert arrive and it prunes. No password
-// shows in any output.
+// serves the feed as "lapi" and crowdsec-pull feeds it as "crowdsec-pull";
+// the engine, as "engine", detects a CVE probe in a log file, and its ban
+// and alert arrive and it prunes. No password shows in any output.
 func TestProgramsOverSASLSSL(t *testing.T) {
 	n := secure(t)
 	bin := buildPrograms(t, "portcullis", "nginx-bouncer", "fw-bouncer", "cf-bouncer")
@@ -171,7 +172,7 @@ func TestProgramsOverSASLSSL(t *testing.T) {
 	const banned, attacker, bystander = "198.51.100.77", "198.51.100.12", "192.0.2.200"
 	// A node that ran this test before still holds its bans: withdraw them,
 	// so that what the bouncers enforce below is this run's doing.
-	for _, ip := range []string{banned, attacker} {
+	for _, ip := range []string{banned, attacker, "203.0.113.45"} {
 		if out, err := portcullis("operator", kafkaconn.MechanismSCRAMSHA512, "decisions", "delete", "--ip", ip); err != nil {
 			t.Fatalf("decisions delete: %v\n%s", err, out)
 		}
@@ -232,6 +233,26 @@ func TestProgramsOverSASLSSL(t *testing.T) {
 		"lapi", "--listen", lapiAddr, "--api-key", "realkafka-bouncer-key", "--log-level", "info")
 	waitFor(t, 30*time.Second, func() string { return "lapi does not serve " + banned + ":\n" + lapi.output.String() },
 		func() bool { return lapiServes(lapiAddr, "realkafka-bouncer-key", banned) })
+
+	// portcullis crowdsec-pull, as "crowdsec-pull", republishes a CrowdSec
+	// LAPI's decision (a stand-in answering the bouncer stream), and the
+	// bouncers enforce it.
+	const pulled = "203.0.113.45"
+	crowdsecLAPI := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/decisions/stream" || r.Header.Get("X-Api-Key") != "realkafka-pull-key" {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintf(w, `{"new":[{"id":1,"origin":"crowdsec","type":"ban","scope":"Ip","value":%q,"duration":"1h","scenario":"crowdsecurity/ssh-bf"}],"deleted":null}`, pulled)
+	}))
+	defer crowdsecLAPI.Close()
+	if out, err := portcullis("crowdsec-pull", kafkaconn.MechanismSCRAMSHA256, "crowdsec-pull", "--once",
+		"--lapi-url", crowdsecLAPI.URL, "--api-key", "realkafka-pull-key"); err != nil {
+		t.Fatalf("crowdsec-pull --once: %v\n%s", err, out)
+	}
+	waitFor(t, 30*time.Second, func() string { return "nginx-bouncer does not ban the pulled " + pulled },
+		func() bool { return check(listen, pulled) == http.StatusForbidden })
 
 	// The engine, tailing a log file: a CVE-2021-41773 probe is banned at
 	// once, and the ban and the alert travel over SASL_SSL.
