@@ -8,7 +8,8 @@
 #   test/kafka/kafka.sh start-node    port id start node id of the cluster under port
 #                                             again after it was killed (tests do)
 #   test/kafka/kafka.sh stop          [port]  stop every node started under port
-#                                             (SIGTERM, SIGKILL after 30 s)
+#                                             (SIGTERM, SIGKILL after 30 s; 10 s
+#                                             for a cluster)
 #   test/kafka/kafka.sh status        [port]  exit 0 when every node started under port runs
 #   test/kafka/kafka.sh fetch                 only resolve the jars into test/kafka/dist
 #
@@ -503,25 +504,27 @@ start_node() {
 }
 
 stop() {
-	local d pid i any=0 pids=()
+	local d pid deadline pids=() grace=30
 	for d in $(nodes); do
 		if pid=$(ourpid "$d"); then
 			kill -TERM "$pid" 2>/dev/null || true
 			pids+=("$pid")
-			any=1
 		fi
 	done
-	if ((!any)); then
+	if ((${#pids[@]} == 0)); then
 		echo "kafka.sh: nothing running under $state"
 		return 0
 	fi
+	# The last nodes of a cluster that stops as a whole wait for a controller
+	# quorum that is gone; this throwaway cluster's data need not be kept.
+	((${#pids[@]} > 1)) && grace=10
+	deadline=$((SECONDS + grace))
 	for pid in "${pids[@]}"; do
-		for ((i = 0; i < 60; i++)); do
-			[[ -d /proc/$pid ]] || break
-			sleep 0.5
+		while [[ -d /proc/$pid ]] && ((SECONDS < deadline)); do
+			sleep 0.25
 		done
 		if [[ -d /proc/$pid ]]; then
-			echo "kafka.sh: pid $pid ignored SIGTERM for 30 s, sending SIGKILL" >&2
+			echo "kafka.sh: pid $pid ignored SIGTERM for $grace s, sending SIGKILL" >&2
 			kill -KILL "$pid" 2>/dev/null || true
 		fi
 	done
