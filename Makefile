@@ -15,6 +15,13 @@ TEST_PKGS ?= ./test/netns/... ./test/nginx/... ./...
 KAFKA_PKGS ?= ./decisionfeed/... ./test/interop/... ./crowdsec/... ./engine/acquire/... ./engine/daemon/... \
 	./cmd/fw-bouncer/... ./cmd/nginx-bouncer/... ./cmd/cf-bouncer/... ./cmd/portcullis/...
 KAFKA_PORT ?= 19092
+# Packages that need the SASL_SSL node and the three-broker cluster that
+# test/kafka/kafka.sh starts (start-secure on KAFKA_SECURE_PORT and the two
+# ports above it, start-cluster on KAFKA_CLUSTER_PORT and the five above);
+# `make test` runs them last, and leaves them out of the first pass.
+REALKAFKA_PKGS ?= ./test/realkafka/...
+KAFKA_SECURE_PORT ?= 19094
+KAFKA_CLUSTER_PORT ?= 19097
 # Benchmark selection and budget for `make bench`: bounded, the machine is shared.
 BENCH ?= .
 BENCH_FLAGS ?= -run '^$$' -benchmem -benchtime 1s -count 1
@@ -58,9 +65,11 @@ generate-check:
 deps:
 	scripts/deps.sh test
 
-## test: $(TEST_PKGS) with -race on the embedded broker, then $(KAFKA_PKGS) on real Kafka
+## test: $(TEST_PKGS) with -race on the embedded broker, then $(KAFKA_PKGS) on real Kafka,
+## then $(REALKAFKA_PKGS) on a SASL_SSL node and a three-broker cluster
 test: deps
 	GO='$(GO)' TEST_FLAGS='$(TEST_FLAGS)' TEST_PKGS='$(TEST_PKGS)' KAFKA_PKGS='$(KAFKA_PKGS)' KAFKA_PORT='$(KAFKA_PORT)' \
+		REALKAFKA_PKGS='$(REALKAFKA_PKGS)' KAFKA_SECURE_PORT='$(KAFKA_SECURE_PORT)' KAFKA_CLUSTER_PORT='$(KAFKA_CLUSTER_PORT)' \
 		scripts/test.sh
 
 ## bench: run the benchmarks once each, bounded ($(BENCH_FLAGS))
@@ -87,11 +96,16 @@ demo:
 	$(GO) build -o bin/ $(DEMO_CMDS)
 	scripts/demo.sh
 
-## kafka-start / kafka-stop: a real Apache Kafka node on 127.0.0.1:$(KAFKA_PORT)
+## kafka-start / kafka-stop: a real Apache Kafka node on 127.0.0.1:$(KAFKA_PORT),
+## the SASL_SSL node on $(KAFKA_SECURE_PORT) and the cluster on $(KAFKA_CLUSTER_PORT)
 kafka-start:
 	test/kafka/kafka.sh start $(KAFKA_PORT)
+	test/kafka/kafka.sh start-secure $(KAFKA_SECURE_PORT)
+	test/kafka/kafka.sh start-cluster $(KAFKA_CLUSTER_PORT)
 kafka-stop:
 	test/kafka/kafka.sh stop $(KAFKA_PORT)
+	test/kafka/kafka.sh stop $(KAFKA_SECURE_PORT)
+	test/kafka/kafka.sh stop $(KAFKA_CLUSTER_PORT)
 
 clean:
 	rm -rf bin/

@@ -11,8 +11,6 @@ import (
 	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
-
-	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // PrunerConfig configures a Pruner. Zero fields take the defaults given
@@ -30,12 +28,11 @@ type PrunerConfig struct {
 	FetchMaxBytes int
 	// ClientID names this client to the brokers (default "portcullis-prune").
 	ClientID string
-	// Security is the TLS and SASL the pruner connects with (nil: plaintext).
+	// Security is the TLS and SASL the pruner and its group connect with
+	// (nil: plaintext).
 	Security *kafkaconn.Security
 	// Now is the clock that decides what has expired (default time.Now).
 	Now func() time.Time
-	// Security is the TLS and SASL the pruner connects with (nil: plaintext).
-	Security *kafkaconn.Security
 }
 
 // PruneStats counts what one pruning pass saw and did.

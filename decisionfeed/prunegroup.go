@@ -57,13 +57,13 @@ func (pr *Pruner) RunGroup(ctx context.Context, cfg PruneLoopConfig) error {
 		ID:                    cfg.Group,
 		Brokers:               pr.cfg.Brokers,
 		Topics:                []string{pr.cfg.Topic},
-		Dialer:                pr.cfg.Security.Dialer(&kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}),
 		HeartbeatInterval:     min(3*time.Second, cfg.SessionTimeout/3),
 		SessionTimeout:        cfg.SessionTimeout,
 		RebalanceTimeout:      cfg.SessionTimeout,
 		JoinGroupBackoff:      time.Second,
 		WatchPartitionChanges: true,
 		StartOffset:           kafka.FirstOffset,
+		Dialer:                pr.cfg.Security.Dialer(&kafka.Dialer{ClientID: pr.cfg.ClientID, Timeout: 10 * time.Second, DualStack: true}),
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			log.Debug("prune group", "msg", fmt.Sprintf(msg, args...))
 		}),

@@ -23,7 +23,7 @@ test_cmds=(
 	nsenter:util-linux setpriv:util-linux systemd-analyze:systemd # test/demo
 	nginx:nginx-light wrk:wrk kcat:kcat
 	chromium:chromium # the console's browser test
-	java:openjdk-17-jre-headless mvn:maven # test/kafka/kafka.sh
+	java:openjdk-17-jre-headless mvn:maven openssl:openssl # test/kafka/kafka.sh
 	python3:python3
 	# test/interop: real CrowdSec bouncers against portcullis lapi. Without
 	# cscli (crowdsec is only recommended) their install scripts register
