@@ -51,12 +51,12 @@ func DefaultEnforcerOptions() EnforcerOptions {
 // each entry whose widened form Cloudflare holds), and IP Access Rules take
 // only some range lengths.
 type Enforcer struct {
-	c    *Client
-	opt  EnforcerOptions
+	c       *Client
+	opt     EnforcerOptions
 	kick    chan struct{} // a change to sync after the debounce
 	resched chan struct{} // Reconcile synced: the next sync is due from now
 	stop    context.CancelFunc
-	done chan struct{}
+	done    chan struct{}
 
 	syncMu sync.Mutex // one sync at a time, Reconcile's or the loop's
 
