@@ -93,6 +93,10 @@ type protected struct {
 	hosts *bart.Lite
 	deps  *bart.Lite
 	names map[netip.Addr]string
+	// any is the union of every protected prefix (whitelist and loopback
+	// included), so that the common case, a ban of nothing protected, is
+	// one lookup.
+	any *bart.Lite
 }
 
 // maxLogged bounds the decisions remembered as logged; beyond it the memory
@@ -160,7 +164,7 @@ func New(ctx context.Context, cfg Config, opt Options) (*Policy, error) {
 	for _, l := range Loopback {
 		p.loopback.Insert(l)
 	}
-	p.prot.Store(&protected{hosts: &bart.Lite{}, deps: &bart.Lite{}})
+	p.prot.Store(p.withUnion(&protected{hosts: &bart.Lite{}, deps: &bart.Lite{}}))
 	if _, err := p.Refresh(ctx); err != nil {
 		var re *resolveError
 		if !errors.As(err, &re) {
@@ -228,13 +232,16 @@ func (p *Policy) Protected(prefix netip.Prefix) string {
 
 // protectedBy is Protected with what is protected, for the log.
 func (p *Policy) protectedBy(prefix netip.Prefix) (reason, what string) {
+	pr := p.prot.Load()
+	if !pr.any.OverlapsPrefix(prefix) {
+		return "", ""
+	}
 	if p.whitelist.OverlapsPrefix(prefix) {
 		return RefusedWhitelist, ""
 	}
 	if p.loopback.OverlapsPrefix(prefix) {
 		return RefusedLoopback, ""
 	}
-	pr := p.prot.Load()
 	if pr.deps.OverlapsPrefix(prefix) {
 		for a, name := range pr.names {
 			if prefix.Contains(a) {
@@ -335,8 +342,16 @@ func (p *Policy) Refresh(ctx context.Context) (changed bool, err error) {
 		}
 	}
 	changed = grew || !old.hosts.Equal(hosts)
-	p.prot.Store(next)
+	p.prot.Store(p.withUnion(next))
 	return changed, errors.Join(errs...)
+}
+
+// withUnion sets pr.any from pr and the fixed protections, and returns pr.
+func (p *Policy) withUnion(pr *protected) *protected {
+	pr.any = p.whitelist.UnionPersist(p.loopback)
+	pr.any.Union(pr.hosts)
+	pr.any.Union(pr.deps)
+	return pr
 }
 
 func (p *Policy) resolve(ctx context.Context, dep string) ([]netip.Addr, error) {
