@@ -359,6 +359,9 @@ func (p *Policy) resolve(ctx context.Context, dep string) ([]netip.Addr, error) 
 	if h, _, err := net.SplitHostPort(dep); err == nil {
 		host = h
 	}
+	if host == "" {
+		return nil, nil // a wildcard listen address: the host's own addresses
+	}
 	if a, err := netip.ParseAddr(host); err == nil {
 		return []netip.Addr{a}, nil
 	}
