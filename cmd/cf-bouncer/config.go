@@ -11,6 +11,7 @@ import (
 	"github.com/portcullis-ips/portcullis/enforcer/cloudflare"
 	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/internal/config"
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // Config is the Cloudflare bouncer's configuration: the YAML file, then
@@ -22,6 +23,8 @@ type Config struct {
 	TokenFile string `yaml:"token_file"`
 	// Brokers are the Kafka bootstrap brokers.
 	Brokers []string `yaml:"brokers"`
+	// Kafka is the TLS and SASL the bouncer connects with.
+	Kafka kafkaconn.Config `yaml:"kafka"`
 	// Topic is the decisions topic.
 	Topic string `yaml:"topic"`
 	// Group is the per-host lag-reporting consumer group.

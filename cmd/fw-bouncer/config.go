@@ -11,6 +11,7 @@ import (
 	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/enforcer/xdp"
 	"github.com/portcullis-ips/portcullis/internal/config"
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // Config is fw-bouncer's configuration: defaults, then the YAML file, then
@@ -20,6 +21,8 @@ type Config struct {
 	Mode string `yaml:"mode"`
 	// Brokers are the Kafka bootstrap brokers.
 	Brokers []string `yaml:"brokers"`
+	// Kafka is the TLS and SASL the bouncer connects with.
+	Kafka kafkaconn.Config `yaml:"kafka"`
 	// Topic is the decisions topic.
 	Topic string `yaml:"topic"`
 	// Group is the per-host consumer group offsets are committed under,

@@ -30,6 +30,11 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	if err != nil {
 		return err
 	}
+	if !cfg.DryRun {
+		if err := clearCleanupMark(cfg.Mode); err != nil {
+			return err
+		}
+	}
 	var be enforcer.Enforcer
 	if cfg.DryRun {
 		be = &dryRun{mode: cfg.Mode, log: log}
@@ -42,11 +47,16 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 		}
 	}()
 
+	sec, err := cli.ConnectKafka(ctx, cfg.Kafka, cfg.Brokers, log)
+	if err != nil {
+		return err
+	}
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
-		Brokers: cfg.Brokers,
-		Topic:   cfg.Topic,
-		Group:   cfg.Group,
-		Logger:  log.With("part", "feed"),
+		Brokers:  cfg.Brokers,
+		Security: sec,
+		Topic:    cfg.Topic,
+		Group:    cfg.Group,
+		Logger:   log.With("part", "feed"),
 	})
 	if err != nil {
 		return fmt.Errorf("decision feed: %w", err)
@@ -70,6 +80,19 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	rcfg.OnApplyError = func(err error) {
 		log.Error("backend apply failed; retrying", "err", err)
 	}
+	rcfg.Backend = cfg.Mode
+	rcfg.Deliberate = func() bool { return cleanupMarked(cfg.Mode) }
+	rcfg.OnRestore = func(cause string, n int, took time.Duration, err error) {
+		if err != nil {
+			log.Error("restore of the enforcement failed; retrying with backoff", "cause", cause, "bans", n, "err", err)
+			return
+		}
+		log.Warn("restored enforcement changed from outside", "cause", cause, "bans", n,
+			"took", took.Round(time.Millisecond))
+	}
+	rcfg.OnWatchError = func(err error) {
+		log.Error("watching the kernel state failed; restarting the watch", "err", err)
+	}
 	r, err := runner.New(rcfg, be, reg)
 	if err != nil {
 		return err
@@ -81,15 +104,28 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 		"topic", cfg.Topic, "group", cfg.Group, "whitelist", len(cfg.Policy.Whitelist),
 		"types", fmt.Sprint(pol.Types()), "protected_dependencies", strings.Join(pol.Dependencies(), ","))
 
-	// The runner and the heartbeats stop when the feed does, whatever the reason.
+	// The runner and the heartbeats stop when the feed does, whatever the
+	// reason; the feed stops when the runner stands down after a cleanup.
+	fctx, stopFeed := context.WithCancel(ctx)
+	defer stopFeed()
 	rctx, stopRunner := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
-	go func() { runDone <- r.Run(rctx) }()
+	go func() {
+		err := r.Run(rctx)
+		if errors.Is(err, runner.ErrStoodDown) {
+			log.Warn("fw-bouncer cleanup removed the enforcement; stopping without restoring it", "mode", cfg.Mode)
+			stopFeed()
+			err = nil
+		}
+		runDone <- err
+	}()
 	hbDone := make(chan struct{})
 	if cfg.HeartbeatInterval > 0 {
 		hb, err := heartbeat.New(heartbeat.Config{
-			Brokers: cfg.Brokers, Name: "fw-bouncer", Mode: cfg.Mode, Interval: cfg.HeartbeatInterval,
-			Stats: func() heartbeat.Stats { return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag} },
+			Brokers: cfg.Brokers, Security: sec, Name: "fw-bouncer", Mode: cfg.Mode, Interval: cfg.HeartbeatInterval,
+			Stats: func() heartbeat.Stats {
+				return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Problem: r.Health()}
+			},
 		})
 		if err != nil {
 			stopRunner()
@@ -103,11 +139,14 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	} else {
 		close(hbDone)
 	}
-	ferr := sub.Run(ctx, &feedHandler{r: r, log: log})
+	ferr := sub.Run(fctx, &feedHandler{r: r, log: log})
 	stopRunner()
 	<-hbDone
 	rerr := <-runDone
 	msg := "fw-bouncer stopped; bans stay in force in the kernel"
+	if v, ok := be.(interface{ VolatilePins() string }); ok && v.VolatilePins() != "" {
+		msg = "fw-bouncer stopped; the XDP program detaches with this process: " + v.VolatilePins()
+	}
 	if cfg.DryRun {
 		msg = "fw-bouncer stopped"
 	}

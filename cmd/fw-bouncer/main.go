@@ -44,7 +44,19 @@ DESCRIPTION
 
     On SIGTERM or SIGINT it stops and leaves the bans in force: the XDP
     program and its maps are pinned under bpffs, netfilter sets stay
-    loaded, and expiry keeps working in the kernel. "fw-bouncer cleanup"
+    loaded, and expiry keeps working in the kernel. XDP refuses to start
+    when its bpffs would end with the process (a private mount namespace,
+    as "ip netns exec" makes) unless --xdp-allow-volatile-pins is given.
+
+    While it runs it heals: when its table, chain, rules, sets, ipset, XDP
+    attachment or a ban is removed by someone else (nft flush ruleset,
+    iptables -F, ipset destroy, bpftool link detach, an interface created
+    again), it restores the exact live set, logs and counts it
+    (restores_total{backend,cause}); a restore that fails is retried with
+    backoff and reported unhealthy in heartbeats. nftables changes are
+    seen from kernel events at once; iptables/ipset are checked every
+    250 ms; XDP attachments from link events and every 250 ms, map
+    entries by a count that takes at most ~5%% of a core. "fw-bouncer cleanup"
     removes everything it installed (the --mode backend, or all of them)
     and nothing else: every object it creates is named portcullis*.
 
@@ -117,6 +129,13 @@ DESCRIPTION
     portcullis*, so the host's own firewall stays as it is. Modes: %s.
     Bans stop being enforced. Without --mode every backend is cleaned.
     Run it with the --config the daemon used, for its pin path and names.
+
+    A fw-bouncer daemon heals its state when someone else removes it; it
+    does not fight cleanup: cleanup first leaves a marker under
+    /run/portcullis (per mode and network namespace), and a daemon that
+    then sees its state go stops without restoring it. A daemon that
+    starts removes the marker. Stop the service first all the same, or a
+    supervisor may restart it.
 
 EXAMPLES
     fw-bouncer cleanup
@@ -207,6 +226,7 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	xdpMode := fs.String("xdp-mode", "auto", "XDP attach mode: native, generic or auto (native, falling back to generic with a warning)")
 	dryRun := fs.Bool("dry-run", false, "log what would be applied; touch nothing")
 	polFlags := policy.RegisterFlags(fs)
+	volatilePins := fs.Bool("xdp-allow-volatile-pins", false, "run even when the XDP pins are on a bpffs that ends with the process (ip netns exec); bans then stop with it")
 	topic := fs.String("topic", "", "decisions topic (default "+DefaultConfig().Topic+")")
 	heartbeatEvery := fs.Duration("heartbeat-interval", DefaultConfig().HeartbeatInterval, "time between heartbeats on "+heartbeat.Topic+" (0: none)")
 	if err := fs.Parse(args); err != nil {
@@ -230,9 +250,14 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	if set["mode"] {
 		cfg.Mode = *mode
 	}
-	if set["brokers"] || len(cfg.Brokers) == 0 {
-		cfg.Brokers = o.common.BrokerList()
+	// flag > environment > file > default, for the brokers and the
+	// "kafka:" section alike.
+	cfg.Brokers = o.common.ResolveBrokers(cfg.Brokers)
+	kc, err := o.common.ResolveKafka(cfg.Kafka)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Kafka = kc
 	if set["metrics-listen"] {
 		cfg.MetricsListen = o.common.MetricsListen
 	}
@@ -247,6 +272,9 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	}
 	if set["xdp-mode"] {
 		cfg.XDP.Mode = xdp.Mode(*xdpMode)
+	}
+	if set["xdp-allow-volatile-pins"] {
+		cfg.XDP.AllowVolatilePins = *volatilePins
 	}
 	if err := polFlags.Apply(&cfg.Policy); err != nil {
 		return nil, err
@@ -299,6 +327,11 @@ func runCleanup(args []string, stdout, stderr io.Writer) error {
 	var errs []error
 	for _, b := range backends {
 		if *mode != "" && b.name != *mode {
+			continue
+		}
+		// A daemon still running here takes what follows as deliberate.
+		if err := markCleanup(b.name); err != nil {
+			errs = append(errs, fmt.Errorf("cleanup %s: %w", b.name, err))
 			continue
 		}
 		if err := b.cleanup(&cfg); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/internal/config"
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // FailMode says what /check answers before the feed delivered its snapshot.
@@ -40,6 +41,8 @@ type Config struct {
 	BanTemplate string `yaml:"ban_template"`
 	// Brokers are the Kafka bootstrap brokers.
 	Brokers []string `yaml:"brokers"`
+	// Kafka is the TLS and SASL the bouncer connects with.
+	Kafka kafkaconn.Config `yaml:"kafka"`
 	// Topic is the decisions topic.
 	Topic string `yaml:"topic"`
 	// Group is the per-host lag-reporting consumer group.

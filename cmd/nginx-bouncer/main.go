@@ -138,11 +138,14 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *cli.Common, error) {
 	if o.set["metrics-listen"] || cfg.MetricsListen == "" {
 		cfg.MetricsListen = o.common.MetricsListen
 	}
-	// --brokers defaults to PORTCULLIS_BROKERS, then 127.0.0.1:9092; the
-	// file's list is used unless the flag was given.
-	if o.set["brokers"] || len(cfg.Brokers) == 0 {
-		cfg.Brokers = o.common.BrokerList()
+	// flag > environment > file > default, for the brokers and the
+	// "kafka:" section alike.
+	cfg.Brokers = o.common.ResolveBrokers(cfg.Brokers)
+	kc, err := o.common.ResolveKafka(cfg.Kafka)
+	if err != nil {
+		return nil, nil, err
 	}
+	cfg.Kafka = kc
 	if err := polFlags.Apply(&cfg.Policy); err != nil {
 		return nil, nil, err
 	}
@@ -187,11 +190,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	sec, err := cli.ConnectKafka(ctx, cfg.Kafka, cfg.Brokers, logger)
+	if err != nil {
+		return err
+	}
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
-		Brokers: cfg.Brokers,
-		Topic:   cfg.Topic,
-		Group:   cfg.Group,
-		Logger:  logger.With("part", "feed"),
+		Brokers:  cfg.Brokers,
+		Security: sec,
+		Topic:    cfg.Topic,
+		Group:    cfg.Group,
+		Logger:   logger.With("part", "feed"),
 	})
 	if err != nil {
 		return fmt.Errorf("decision feed: %w", err)
@@ -233,7 +241,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var hb *heartbeat.Publisher
 	if cfg.HeartbeatInterval > 0 {
 		hb, err = heartbeat.New(heartbeat.Config{
-			Brokers: cfg.Brokers, Name: "nginx-bouncer", Mode: "auth_request", Interval: cfg.HeartbeatInterval,
+			Brokers: cfg.Brokers, Security: sec, Name: "nginx-bouncer", Mode: "auth_request", Interval: cfg.HeartbeatInterval,
 			Stats: func() heartbeat.Stats { return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag} },
 		})
 		if err != nil {

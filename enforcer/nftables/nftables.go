@@ -96,6 +96,10 @@ type Enforcer struct {
 	ranges [numKinds]map[netip.Prefix]time.Time
 	// synced is false until the live sets are known to equal the maps.
 	synced bool
+	// monitor is Watch's event subscription, closed (paused true) while
+	// the backend loads a generation of sets itself.
+	monitor *nft.Monitor
+	paused  bool
 }
 
 var (
@@ -795,6 +799,7 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 // swap loads the snapshot into a new generation of sets, then in one
 // transaction points the rules at them and deletes the old sets.
 func (e *Enforcer) swap(ctx context.Context, addrs [numKinds]map[netip.Addr]time.Time, ranges [numKinds]map[netip.Prefix]time.Time, now time.Time) error {
+	e.pauseMonitor()
 	gen := e.gen + 1
 	var sets [numKinds]*nft.Set
 	for k := range numKinds {
@@ -982,6 +987,7 @@ func (e *Enforcer) Close() error {
 		return nil
 	}
 	e.closed = true
+	e.pauseMonitor()
 	e.closeConn()
 	return nil
 }

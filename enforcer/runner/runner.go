@@ -53,6 +53,18 @@ type Config struct {
 	// Run will retry. It is called with the runner's lock held and must not
 	// call back into it.
 	OnApplyError func(err error)
+	// Backend names the backend in the restores_total metric.
+	Backend string
+	// Deliberate, when set, is asked before every restore of a backend
+	// that implements enforcer.Healer; true means the state was removed
+	// on purpose (fw-bouncer cleanup) and Run returns ErrStoodDown
+	// instead of fighting it.
+	Deliberate func() bool
+	// OnRestore is told of every restore (err nil: it succeeded, with n
+	// bans, taking took); OnWatchError of every failure of the backend's
+	// Watch, which is restarted. Both are called without the runner's lock.
+	OnRestore    func(cause string, n int, took time.Duration, err error)
+	OnWatchError func(err error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -117,6 +129,9 @@ type Runner struct {
 	order   []netip.Prefix // pending prefixes in arrival order
 	strs    map[string]string
 	synced  bool
+	problem string // see Health
+
+	heal *healer // nil when the backend cannot heal
 
 	wake chan struct{}
 	m    metrics
@@ -130,6 +145,8 @@ type metrics struct {
 	errors   *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	batch    prometheus.Histogram
+	restores *prometheus.CounterVec
+	healthy  prometheus.Gauge
 }
 
 // refusal is a ban refused by the policy and the decision key it came from.
@@ -169,7 +186,11 @@ func New(cfg Config, backend enforcer.Enforcer, reg prometheus.Registerer) (*Run
 		}
 		r.pol = pol
 	}
+	if h, ok := backend.(enforcer.Healer); ok {
+		r.heal = &healer{h: h, wake: make(chan struct{}, 1)}
+	}
 	r.m = newMetrics(cfg.MetricsSubsystem)
+	r.m.healthy.Set(1)
 	if reg != nil {
 		if err := r.register(reg); err != nil {
 			return nil, err
@@ -211,12 +232,20 @@ func newMetrics(sub string) metrics {
 			Help:    "Changes per Apply call.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
 		}),
+		restores: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "restores_total",
+			Help: "Full restores of the backend's kernel state after someone else changed it, by backend and cause.",
+		}, []string{"backend", "cause"}),
+		healthy: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "healthy",
+			Help: "1 while the backend holds the live set as far as the runner knows; 0 while a restore or batch keeps failing.",
+		}),
 	}
 }
 
 func (r *Runner) register(reg prometheus.Registerer) error {
 	cs := []prometheus.Collector{r.m.active, r.m.applied, r.m.refused, r.m.ignored,
-		r.m.errors, r.m.duration, r.m.batch}
+		r.m.errors, r.m.duration, r.m.batch, r.m.restores, r.m.healthy}
 	ns, sub := "portcullis", r.cfg.MetricsSubsystem
 	if cr, ok := r.backend.(enforcer.CounterReader); ok {
 		cs = append(cs, &dropCollector{
@@ -454,6 +483,12 @@ func (r *Runner) countLocked(e enforcer.Entry, d int) {
 // addresses until ctx ends. Changes still queued then are given one last
 // attempt of at most a second; whatever is lost is rebuilt from the topic
 // at the next start.
+//
+// For a backend that implements enforcer.Healer, Run also runs its Watch
+// and answers each drift it reports, and each failed batch, with a full
+// Restore of the live set, retried with backoff while it fails (Health
+// says why meanwhile). When Config.Deliberate reports that the state was
+// removed on purpose, Run returns ErrStoodDown instead.
 func (r *Runner) Run(ctx context.Context) error {
 	var sweep, refresh <-chan time.Time
 	if r.cfg.SweepInterval > 0 {
@@ -468,8 +503,41 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	backoff := r.cfg.RetryMin
 	var retry <-chan time.Time
+	applyFailing := false
+	var heal <-chan struct{}
+	if r.heal != nil {
+		heal = r.heal.wake
+		wctx, stopWatch := context.WithCancel(ctx)
+		watchDone := make(chan struct{})
+		go func() {
+			defer close(watchDone)
+			r.watch(wctx)
+		}()
+		defer func() {
+			stopWatch()
+			<-watchDone
+		}()
+	}
 	for {
 		select {
+		case <-heal:
+			if retry != nil {
+				// A retry is scheduled and restores; news of the
+				// backend (an interface back) brings it forward.
+				retry = time.After(r.cfg.RetryMin)
+				continue
+			}
+			failed, err := r.restorePending(ctx)
+			if err != nil {
+				return err
+			}
+			if failed {
+				retry = time.After(backoff)
+				backoff = min(backoff*2, r.cfg.RetryMax)
+			} else {
+				backoff = r.cfg.RetryMin
+			}
+			continue
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			_ = r.flush(fctx)
@@ -490,6 +558,17 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		case <-retry:
 			retry = nil
+			if r.heal != nil {
+				failed, err := r.restorePending(ctx)
+				if err != nil {
+					return err
+				}
+				if failed {
+					retry = time.After(backoff)
+					backoff = min(backoff*2, r.cfg.RetryMax)
+					continue
+				}
+			}
 		case <-sweep:
 			r.Sweep()
 		case <-refresh:
@@ -501,9 +580,20 @@ func (r *Runner) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				continue
 			}
+			if r.heal != nil {
+				// A batch against a table or set that is gone fails
+				// for ever: replace it with a full restore.
+				r.drift(CauseApplyFailed)
+			}
+			r.setHealth("apply failed: " + err.Error())
+			applyFailing = true
 			retry = time.After(backoff)
 			backoff = min(backoff*2, r.cfg.RetryMax)
 			continue
+		}
+		if applyFailing {
+			applyFailing = false
+			r.setHealth("")
 		}
 		backoff = r.cfg.RetryMin
 	}

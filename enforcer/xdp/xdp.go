@@ -35,6 +35,11 @@ type Enforcer struct {
 	attach  []Attachment
 	reasons *reasonTable
 	closed  bool
+	// progID is the kernel's id of the loaded program, to recognise it on
+	// an interface.
+	progID uint32
+	// volatile is why the pins will not outlive the process ("": they do).
+	volatile string
 }
 
 // New validates cfg, mounts bpffs if needed, loads the program with its maps
@@ -57,10 +62,20 @@ func New(cfg Config) (*Enforcer, error) {
 	if err := os.MkdirAll(cfg.PinPath, 0o700); err != nil {
 		return nil, fmt.Errorf("create pin directory: %w", err)
 	}
+	volatile, err := volatilePins(cfg.PinPath)
+	if err != nil {
+		return nil, err
+	}
+	if volatile != "" && !cfg.AllowVolatilePins {
+		return nil, fmt.Errorf("pin_path %s: %s, so the program would detach when fw-bouncer stops; "+
+			"run it in the host's mount namespace (nsenter --net=/run/netns/NAME rather than ip netns exec), "+
+			"or set xdp.allow_volatile_pins to accept that", cfg.PinPath, volatile)
+	}
 	e, err := open(cfg, cfg.PinPath)
 	if err != nil {
 		return nil, err
 	}
+	e.volatile = volatile
 	for _, name := range cfg.Interfaces {
 		if err := e.attachTo(name); err != nil {
 			return nil, errors.Join(fmt.Errorf("attach to %s: %w", name, err), e.Close())
@@ -113,8 +128,21 @@ func open(cfg Config, pinPath string) (*Enforcer, error) {
 	if err != nil {
 		return nil, errors.Join(err, e.objs.Close())
 	}
+	info, err := e.objs.PortcullisXdp.Info()
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("xdp program info: %w", err), e.objs.Close())
+	}
+	id, ok := info.ID()
+	if !ok {
+		return nil, errors.Join(errors.New("xdp program info: kernel reports no program id"), e.objs.Close())
+	}
+	e.progID = uint32(id)
 	return e, nil
 }
+
+// VolatilePins returns why the pins will not outlive the process, or ""
+// when they do (the bans then stay enforced after the process ends).
+func (e *Enforcer) VolatilePins() string { return e.volatile }
 
 // Attachments reports how the program is attached to each interface.
 func (e *Enforcer) Attachments() []Attachment {
