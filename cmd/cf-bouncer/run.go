@@ -147,7 +147,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.HeartbeatInterval > 0 {
 		hb, err = heartbeat.New(heartbeat.Config{
 			Brokers: cfg.Brokers, Name: "cf-bouncer", Mode: cfg.Cloudflare.Mode, Interval: cfg.HeartbeatInterval,
-			Stats: func() heartbeat.Stats { return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Refused: pol.RefusedCount()} },
+			Stats: func() heartbeat.Stats {
+				return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Refused: pol.RefusedCount()}
+			},
 		})
 		if err != nil {
 			return err

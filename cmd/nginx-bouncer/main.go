@@ -242,7 +242,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.HeartbeatInterval > 0 {
 		hb, err = heartbeat.New(heartbeat.Config{
 			Brokers: cfg.Brokers, Security: sec, Name: "nginx-bouncer", Mode: "auth_request", Interval: cfg.HeartbeatInterval,
-			Stats: func() heartbeat.Stats { return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Refused: pol.RefusedCount()} },
+			Stats: func() heartbeat.Stats {
+				return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Refused: pol.RefusedCount()}
+			},
 		})
 		if err != nil {
 			_ = ln.Close() // nothing served yet
