@@ -170,13 +170,17 @@ func BenchmarkCheckPolicy(b *testing.B) {
 			r.Header["X-Real-Ip"] = hdr
 			w := &statusWriter{h: http.Header{}}
 			b.ReportAllocs()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
 			i := 0
+			cpu0 := threadCPU(b)
 			for b.Loop() {
 				hdr[0] = values[i%len(values)]
 				clear(w.h)
 				bc.f.h.ServeHTTP(w, r)
 				i++
 			}
+			b.ReportMetric(float64(threadCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 			if w.status != bc.want {
 				b.Fatalf("status %d, want %d", w.status, bc.want)
 			}
