@@ -92,7 +92,7 @@ func TestDryRunLogsAndTouchesNothing(t *testing.T) {
 	}()
 
 	// The brokers, as resolved, are protected like the host's addresses.
-	l.waitFor(t, "fw-bouncer started", "protected_dependencies="+brokers[0]+"=")
+	l.waitFor(t, "fw-bouncer started", `protected_dependencies="`+brokers[0]+"=")
 	l.waitFor(t, "dry run: would reconcile", "bans=1")
 	// The refusals come before, in the feed's order; the blocklist's ban is
 	// outside --origins and only counted.
