@@ -123,7 +123,7 @@ type Runner struct {
 
 	mu      sync.Mutex
 	active  map[netip.Prefix]enforcer.Entry
-	refused map[netip.Prefix]refusal // bans refused, enforced if unprotected later
+	refused map[netip.Prefix]enforcer.Entry // bans refused, enforced if unprotected later
 	counts  map[labelKey]int
 	pending map[netip.Prefix]change
 	order   []netip.Prefix // pending prefixes in arrival order
@@ -149,12 +149,6 @@ type metrics struct {
 	healthy  prometheus.Gauge
 }
 
-// refusal is a ban refused by the policy and the decision key it came from.
-type refusal struct {
-	key   string
-	entry enforcer.Entry
-}
-
 // New returns a Runner for backend. Its metrics are registered on reg
 // (nil: not registered).
 func New(cfg Config, backend enforcer.Enforcer, reg prometheus.Registerer) (*Runner, error) {
@@ -170,7 +164,7 @@ func New(cfg Config, backend enforcer.Enforcer, reg prometheus.Registerer) (*Run
 		now:     cfg.Now,
 		pol:     cfg.Policy,
 		active:  make(map[netip.Prefix]enforcer.Entry),
-		refused: make(map[netip.Prefix]refusal),
+		refused: make(map[netip.Prefix]enforcer.Entry),
 		counts:  make(map[labelKey]int),
 		pending: make(map[netip.Prefix]change),
 		strs:    make(map[string]string),
@@ -308,21 +302,21 @@ func (r *Runner) refreshPolicy(ctx context.Context) error {
 				continue // already on its way out
 			}
 			r.queueLocked(p, change{entry: enforcer.Entry{Prefix: p}})
-			r.refused[p] = refusal{key: p.String(), entry: e}
+			r.refused[p] = e
 			r.m.refused.WithLabelValues(why).Inc()
 			r.pol.Refused(p.String(), p, why)
 			n++
 		}
 	}
-	for p, rf := range r.refused {
+	for p, e := range r.refused {
 		if r.pol.Protected(p) != "" {
 			continue
 		}
 		delete(r.refused, p)
-		if _, ok := r.pending[p]; ok || !rf.entry.Until.After(now) {
+		if _, ok := r.pending[p]; ok || !e.Until.After(now) {
 			continue
 		}
-		r.queueLocked(p, change{add: true, entry: rf.entry})
+		r.queueLocked(p, change{add: true, entry: e})
 		n++
 	}
 	r.mu.Unlock()
@@ -371,7 +365,7 @@ func (r *Runner) convertLocked(d *decisionfeed.Decision, now time.Time) (p netip
 		r.m.refused.WithLabelValues(why).Inc()
 		r.pol.Refused(d.Key(), p, why)
 		e.Reason, e.Origin = r.intern(e.Reason), r.intern(e.Origin)
-		r.refused[p] = refusal{key: d.Key(), entry: e}
+		r.refused[p] = e
 		return p, change{entry: e}, true
 	}
 	e.Reason, e.Origin = r.intern(e.Reason), r.intern(e.Origin)
