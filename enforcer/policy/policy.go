@@ -5,7 +5,7 @@
 // edge may enforce only bans from the engine and the CLI, nginx only
 // captchas). Protection refuses a ban that covers an address the bouncer
 // must keep reaching or must never cut off: the configured whitelist,
-// loopback, the host's own addresses, and the bouncer's dependencies (its
+// loopback and the host's own addresses, and the bouncer's dependencies (its
 // Kafka brokers and upstreams, as resolved, re-resolved periodically;
 // every address a dependency ever resolved to stays protected, so a ban
 // stays refused while the brokers move). The runner (enforcer/runner)
@@ -46,7 +46,7 @@ const (
 	FilteredScenario = "scenario"
 )
 
-// Loopback are the loopback ranges, never banned by any bouncer.
+// Loopback are the loopback ranges, protected with the host's addresses.
 var Loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
 // Options are what a bouncer tells its policy beyond the configuration.
@@ -161,8 +161,10 @@ func New(ctx context.Context, cfg Config, opt Options) (*Policy, error) {
 	for _, w := range cfg.Whitelist {
 		p.whitelist.Insert(enforcer.MustCanonical(w))
 	}
-	for _, l := range Loopback {
-		p.loopback.Insert(l)
+	if cfg.ProtectHostAddresses {
+		for _, l := range Loopback {
+			p.loopback.Insert(l)
+		}
 	}
 	p.prot.Store(p.withUnion(&protected{hosts: &bart.Lite{}, deps: &bart.Lite{}}))
 	if _, err := p.Refresh(ctx); err != nil {
@@ -348,9 +350,12 @@ func (p *Policy) Refresh(ctx context.Context) (changed bool, err error) {
 
 // withUnion sets pr.any from pr and the fixed protections, and returns pr.
 func (p *Policy) withUnion(pr *protected) *protected {
-	pr.any = p.whitelist.UnionPersist(p.loopback)
-	pr.any.Union(pr.hosts)
-	pr.any.Union(pr.deps)
+	pr.any = &bart.Lite{}
+	for _, t := range []*bart.Lite{p.whitelist, p.loopback, pr.hosts, pr.deps} {
+		for pf := range t.All() {
+			pr.any.Insert(pf)
+		}
+	}
 	return pr
 }
 

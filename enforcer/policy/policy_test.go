@@ -181,6 +181,9 @@ func TestDependenciesStayProtected(t *testing.T) {
 	if p.Protected(old) != RefusedDependency || p.Protected(moved) != "" {
 		t.Fatal("initial resolution not protected")
 	}
+	if p.Protected(netip.MustParsePrefix("127.0.0.2/32")) != "" {
+		t.Fatal("loopback protected although protect_host_addresses is false")
+	}
 	if changed, err := p.Refresh(context.Background()); changed || err != nil {
 		t.Fatalf("Refresh with nothing new = %v, %v", changed, err)
 	}
@@ -270,7 +273,8 @@ func TestFlags(t *testing.T) {
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	f := RegisterFlags(fs)
-	err := fs.Parse([]string{"--whitelist", "198.51.100.0/24,2001:db8::1", "--whitelist", "::ffff:10.0.0.1", "--types", "ban, captcha", "--scenarios", "crowdsecurity/*"})
+	err := fs.Parse([]string{"--whitelist", "198.51.100.0/24,2001:db8::1", "--whitelist", "::ffff:10.0.0.1", "--types", "ban, captcha", "--scenarios", "crowdsecurity/*",
+		"--protect-host-addresses=false"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +284,7 @@ func TestFlags(t *testing.T) {
 	want := Prefixes{netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("198.51.100.0/24"),
 		netip.MustParsePrefix("2001:db8::1/128"), netip.MustParsePrefix("10.0.0.1/32")}
 	if !slices.Equal(cfg.Whitelist, want) || !slices.Equal(cfg.Types, banAndCaptcha) ||
-		!slices.Equal(cfg.Origins, []string{"blocklist"}) || !slices.Equal(cfg.Scenarios, []string{"crowdsecurity/*"}) {
+		!slices.Equal(cfg.Origins, []string{"blocklist"}) || !slices.Equal(cfg.Scenarios, []string{"crowdsecurity/*"}) || cfg.ProtectHostAddresses {
 		t.Fatalf("after flags: %+v", cfg)
 	}
 	fs = flag.NewFlagSet("t", flag.ContinueOnError)

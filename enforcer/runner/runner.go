@@ -34,8 +34,8 @@ import (
 // Config tunes a Runner. Start from DefaultConfig.
 type Config struct {
 	// Policy filters the decisions and protects addresses; Run refreshes
-	// it every Policy.RefreshInterval. Nil means bans only and loopback
-	// protected, nothing else.
+	// it every Policy.RefreshInterval. Nil means policy.DefaultConfig:
+	// bans only, loopback and the host's addresses protected.
 	Policy *policy.Policy
 	// Coalesce is how long a burst of changes is collected before it is
 	// applied as one batch.
@@ -174,7 +174,7 @@ func New(cfg Config, backend enforcer.Enforcer, reg prometheus.Registerer) (*Run
 		r.now = time.Now
 	}
 	if r.pol == nil {
-		pol, err := policy.New(context.Background(), policy.Config{}, policy.Options{})
+		pol, err := policy.New(context.Background(), policy.DefaultConfig(), policy.Options{})
 		if err != nil {
 			return nil, fmt.Errorf("runner: default policy: %w", err)
 		}
