@@ -2,7 +2,9 @@ package cloudflare
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,5 +80,65 @@ func TestEnforcerApplyIsDebounced(t *testing.T) {
 	}
 	if len(got) != 21 || captchas != 10 {
 		t.Fatalf("List = %d entries, %d captchas; want 21 and 10", len(got), captchas)
+	}
+}
+
+// TestEnforcerRetriesAFailedSync: Apply does not fail when Cloudflare does;
+// the sync is retried with backoff until it goes through, and OnSync sees
+// both outcomes. After Close, writes fail with enforcer.ErrClosed.
+func TestEnforcerRetriesAFailedSync(t *testing.T) {
+	fake := cffake.New(testToken, testAccount, testZone)
+	t.Cleanup(fake.Close)
+	var mu sync.Mutex
+	var fails, oks int
+	e := NewEnforcer(newClient(t, testConfig(fake.URL, testZone)), EnforcerOptions{
+		Debounce: 5 * time.Millisecond, RetryMin: 20 * time.Millisecond, RetryMax: 40 * time.Millisecond,
+		OnSync: func(_ Summary, err error, _ time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fails++
+			} else {
+				oks++
+			}
+		},
+	})
+	defer func() { _ = e.Close() }()
+	ctx := context.Background()
+	if err := e.Reconcile(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	// 400 (not retried by the client): the sync fails as a whole, twice.
+	fake.Inject(cffake.Fault{Method: "POST", PathContains: "/items", Status: 400, Code: 10001, Message: "invalid", Count: 2})
+	until := time.Now().Add(time.Hour)
+	if err := e.Apply(ctx, enforcer.Batch{Add: []enforcer.Entry{{Prefix: netip.MustParsePrefix("192.0.2.5/32"), Until: until}}}); err != nil {
+		t.Fatalf("Apply = %v, want nil: a failed sync is retried, not reported to the runner", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	synced := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return oks >= 2 // Reconcile's and the retried one
+	}
+	for {
+		if items := fake.Items(testAccount, "portcullis_ban"); len(items) == 1 && items[0] == "192.0.2.5" && synced() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ban never reached Cloudflare: %v", fake.Items(testAccount, "portcullis_ban"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	if fails < 1 {
+		t.Errorf("OnSync saw %d failures, want at least 1", fails)
+	}
+	mu.Unlock()
+	_ = e.Close()
+	if err := e.Apply(ctx, enforcer.Batch{}); !errors.Is(err, enforcer.ErrClosed) {
+		t.Errorf("Apply after Close = %v", err)
+	}
+	if _, err := e.List(ctx); !errors.Is(err, enforcer.ErrClosed) {
+		t.Errorf("List after Close = %v", err)
 	}
 }
