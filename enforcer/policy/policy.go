@@ -80,7 +80,8 @@ type Policy struct {
 	loopback  *bart.Lite
 	logger    *slog.Logger
 
-	prot atomic.Pointer[protected]
+	prot      atomic.Pointer[protected]
+	refreshMu sync.Mutex // one Refresh at a time
 
 	mu      sync.Mutex
 	deps    map[netip.Addr]string // every address a dependency resolved to, and which
@@ -168,9 +169,9 @@ func New(ctx context.Context, cfg Config, opt Options) (*Policy, error) {
 	}
 	p.prot.Store(p.withUnion(&protected{hosts: &bart.Lite{}, deps: &bart.Lite{}}))
 	if _, err := p.Refresh(ctx); err != nil {
-		var re *resolveError
-		if !errors.As(err, &re) {
-			return nil, err
+		var he *hostError
+		if errors.As(err, &he) {
+			return nil, he
 		}
 		p.logger.Warn("dependency not resolved; retrying at the next refresh", "err", err)
 	}
@@ -294,6 +295,12 @@ type resolveError struct {
 func (e *resolveError) Error() string { return "resolve " + e.dep + ": " + e.err.Error() }
 func (e *resolveError) Unwrap() error { return e.err }
 
+// hostError is a failure to read the host's addresses.
+type hostError struct{ err error }
+
+func (e *hostError) Error() string { return "host addresses: " + e.err.Error() }
+func (e *hostError) Unwrap() error { return e.err }
+
 // resolveTimeout bounds the lookup of one dependency.
 const resolveTimeout = 2 * time.Second
 
@@ -301,13 +308,15 @@ const resolveTimeout = 2 * time.Second
 // and reports whether the protected addresses changed. Dependency
 // addresses only accumulate; a failed read or lookup keeps what was known.
 func (p *Policy) Refresh(ctx context.Context) (changed bool, err error) {
+	p.refreshMu.Lock()
+	defer p.refreshMu.Unlock()
 	old := p.prot.Load()
 	hosts := old.hosts
 	var errs []error
 	if p.cfg.ProtectHostAddresses {
 		addrs, herr := p.opt.HostAddrs()
 		if herr != nil {
-			errs = append(errs, fmt.Errorf("host addresses: %w", herr))
+			errs = append(errs, &hostError{err: herr})
 		} else {
 			hosts = &bart.Lite{}
 			for _, a := range addrs {
@@ -317,16 +326,21 @@ func (p *Policy) Refresh(ctx context.Context) (changed bool, err error) {
 			}
 		}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	grew := false
-	for _, dep := range p.opt.Dependencies {
+	// Lookups run without the lock: Refused, which the runner calls with
+	// its own lock held, must not wait for a slow resolver.
+	resolved := make([][]netip.Addr, len(p.opt.Dependencies))
+	for i, dep := range p.opt.Dependencies {
 		addrs, rerr := p.resolve(ctx, dep)
 		if rerr != nil {
 			errs = append(errs, rerr)
-			continue
 		}
-		for _, a := range addrs {
+		resolved[i] = addrs
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	grew := false
+	for i, dep := range p.opt.Dependencies {
+		for _, a := range resolved[i] {
 			a = a.Unmap().WithZone("")
 			if _, ok := p.deps[a]; !ok && a.IsValid() {
 				p.deps[a] = dep
