@@ -176,3 +176,14 @@ func TestPolicyConfig(t *testing.T) {
 		t.Errorf("bad whitelist entry: %v", err)
 	}
 }
+
+// TestShippedConfig: config/nginx-bouncer.yaml decodes and validates.
+func TestShippedConfig(t *testing.T) {
+	cfg, _, err := parseArgs([]string{"--config", "../../config/nginx-bouncer.yaml"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Policy.Whitelist) != 1 || len(cfg.Policy.Types) != 2 {
+		t.Fatalf("policy = %+v", cfg.Policy)
+	}
+}
