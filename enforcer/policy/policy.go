@@ -58,6 +58,10 @@ type Options struct {
 	// or "host" (brokers, an API upstream). Names are resolved at New and
 	// every HostAddressesRefresh.
 	Dependencies []string
+	// Peers are the address ranges of the clients the bouncer serves and
+	// must go on serving (nginx-bouncer's trusted proxies: a ban on nginx
+	// would refuse every request). They are protected as dependencies.
+	Peers []netip.Prefix
 	// HostAddrs returns the host's own addresses; nil means
 	// InterfaceAddrs.
 	HostAddrs func() ([]netip.Addr, error)
@@ -78,6 +82,7 @@ type Policy struct {
 	prefixes  []string // scenario prefixes, from entries ending in *
 	whitelist *bart.Lite
 	loopback  *bart.Lite
+	peers     *bart.Lite
 	logger    *slog.Logger
 
 	prot      atomic.Pointer[protected]
@@ -129,6 +134,7 @@ func New(ctx context.Context, cfg Config, opt Options) (*Policy, error) {
 		types:     map[decisionfeed.Type]bool{},
 		whitelist: &bart.Lite{},
 		loopback:  &bart.Lite{},
+		peers:     &bart.Lite{},
 		logger:    opt.Logger,
 		deps:      map[netip.Addr]string{},
 		logged:    map[string]struct{}{},
@@ -161,6 +167,13 @@ func New(ctx context.Context, cfg Config, opt Options) (*Policy, error) {
 	}
 	for _, w := range cfg.Whitelist {
 		p.whitelist.Insert(enforcer.MustCanonical(w))
+	}
+	for _, pf := range opt.Peers {
+		c, err := enforcer.Canonical(pf)
+		if err != nil {
+			return nil, fmt.Errorf("peers: %w", err)
+		}
+		p.peers.Insert(c)
 	}
 	if cfg.ProtectHostAddresses {
 		for _, l := range Loopback {
@@ -252,6 +265,15 @@ func (p *Policy) protectedBy(prefix netip.Prefix) (reason, what string) {
 			}
 		}
 		return RefusedDependency, ""
+	}
+	if p.peers.OverlapsPrefix(prefix) {
+		for pf := range p.peers.Supernets(prefix) {
+			return RefusedDependency, "peer " + pf.String()
+		}
+		for pf := range p.peers.Subnets(prefix) {
+			return RefusedDependency, "peer " + pf.String()
+		}
+		return RefusedDependency, "peer"
 	}
 	if pr.hosts.OverlapsPrefix(prefix) {
 		return RefusedHostAddress, ""
@@ -365,7 +387,7 @@ func (p *Policy) Refresh(ctx context.Context) (changed bool, err error) {
 // withUnion sets pr.any from pr and the fixed protections, and returns pr.
 func (p *Policy) withUnion(pr *protected) *protected {
 	pr.any = &bart.Lite{}
-	for _, t := range []*bart.Lite{p.whitelist, p.loopback, pr.hosts, pr.deps} {
+	for _, t := range []*bart.Lite{p.whitelist, p.loopback, p.peers, pr.hosts, pr.deps} {
 		for pf := range t.All() {
 			pr.any.Insert(pf)
 		}

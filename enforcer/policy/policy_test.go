@@ -314,3 +314,33 @@ func TestYAML(t *testing.T) {
 		t.Fatalf("bad entry: %v", err)
 	}
 }
+
+// TestPeersAreDependencies: nginx-bouncer's trusted proxies are never
+// banned, a proxy range protects every address in it, and the log says so.
+func TestPeersAreDependencies(t *testing.T) {
+	var logs bytes.Buffer
+	cfg := DefaultConfig()
+	cfg.ProtectHostAddresses = false
+	p := newPolicy(t, cfg, Options{
+		Peers:  []netip.Prefix{netip.MustParsePrefix("10.0.0.0/29"), netip.MustParsePrefix("2001:db8:7::5/128")},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	for in, want := range map[string]string{
+		"10.0.0.3/32":       RefusedDependency,
+		"10.0.0.0/24":       RefusedDependency,
+		"10.0.0.8/32":       "",
+		"2001:db8:7::/48":   RefusedDependency,
+		"2001:db8:7::6/128": "",
+	} {
+		if got := p.Protected(netip.MustParsePrefix(in)); got != want {
+			t.Errorf("Protected(%s) = %q, want %q", in, got, want)
+		}
+	}
+	p.Refused("range:10.0.0.0/24", netip.MustParsePrefix("10.0.0.0/24"), RefusedDependency)
+	if !strings.Contains(logs.String(), `protects="peer 10.0.0.0/29"`) {
+		t.Errorf("log does not name the peer:\n%s", logs.String())
+	}
+	if _, err := New(context.Background(), cfg, Options{Peers: []netip.Prefix{{}}}); err == nil {
+		t.Error("an invalid peer was accepted")
+	}
+}
