@@ -36,7 +36,7 @@ func BenchmarkQueryDuringHostileFilter(b *testing.B) {
 				live[i] = decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, p, 4*time.Hour, "engine", time.Now())
 				live[i].Scenario = "crowdsecurity/ssh-bf"
 			}
-			if err := s.Snapshot(context.Background(), live); err != nil {
+			if err := s.Snapshot(context.Background(), slices.Values(live)); err != nil {
 				b.Fatal(err)
 			}
 			list := make([]string, entries)

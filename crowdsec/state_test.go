@@ -186,7 +186,7 @@ func TestServerJournal(t *testing.T) {
 	ctx := context.Background()
 	x := dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32", 4*time.Hour, "cli", "manual", t0)
 	z := dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.9/32", 4*time.Hour, "cli", "manual", t0)
-	if err := s1.Snapshot(ctx, []decisionfeed.Decision{x, z}); err != nil {
+	if err := s1.Snapshot(ctx, slices.Values([]decisionfeed.Decision{x, z})); err != nil {
 		t.Fatal(err)
 	}
 	getStream(t, s1, "key-a", "startup=true")
@@ -214,7 +214,7 @@ func TestServerJournal(t *testing.T) {
 	}
 	// Meanwhile: x deleted, 203.0.113.9 banned again (a new decision).
 	z2 := dec(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.9/32", 2*time.Hour, "cli", "manual", t0)
-	if err := s2.Snapshot(ctx, []decisionfeed.Decision{z2}); err != nil {
+	if err := s2.Snapshot(ctx, slices.Values([]decisionfeed.Decision{z2})); err != nil {
 		t.Fatal(err)
 	}
 	st := getStream(t, s2, "key-a", "")

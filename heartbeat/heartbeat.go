@@ -47,7 +47,10 @@ type Beat struct {
 	Lag       int64  `json:"lag"`
 	// Problem says why the bouncer is not enforcing the live set (a
 	// restore or batch that keeps failing); empty while it is.
-	Problem  string    `json:"problem,omitempty"`
+	Problem string `json:"problem,omitempty"`
+	// Refused counts the bans the bouncer refused since it started because
+	// they cover an address it protects (enforcer/policy).
+	Refused  int64     `json:"refused,omitempty"`
 	At       time.Time `json:"at"`
 	Interval string    `json:"interval"`
 }
@@ -91,8 +94,8 @@ func (b *Beat) Validate() error {
 	if strings.Contains(b.Name, "@") {
 		return fmt.Errorf("heartbeat: name %q contains '@'", b.Name)
 	}
-	if b.Decisions < 0 || b.Lag < 0 {
-		return fmt.Errorf("heartbeat: negative decisions %d or lag %d", b.Decisions, b.Lag)
+	if b.Decisions < 0 || b.Lag < 0 || b.Refused < 0 {
+		return fmt.Errorf("heartbeat: negative decisions %d, lag %d or refused %d", b.Decisions, b.Lag, b.Refused)
 	}
 	if iv, err := time.ParseDuration(b.Interval); err != nil || iv <= 0 {
 		return fmt.Errorf("heartbeat: interval %q: want a positive duration", b.Interval)
@@ -127,6 +130,8 @@ type Stats struct {
 	// Problem is why the bouncer does not enforce the live set ("": it
 	// does); control characters become spaces and it is cut to 512 bytes.
 	Problem string
+	// Refused is the number of bans refused so far (policy.RefusedCount).
+	Refused int64
 }
 
 // cleanProblem makes a problem text fit Beat.Validate.
@@ -219,7 +224,7 @@ func (p *Publisher) Beat(ctx context.Context) error {
 	st := p.cfg.Stats()
 	b := Beat{
 		V: Version, Name: p.cfg.Name, Host: p.cfg.Host, Mode: p.cfg.Mode,
-		Decisions: max(st.Decisions, 0), Lag: max(st.Lag, 0), Problem: cleanProblem(st.Problem),
+		Decisions: max(st.Decisions, 0), Lag: max(st.Lag, 0), Problem: cleanProblem(st.Problem), Refused: max(st.Refused, 0),
 		At: p.cfg.Now().UTC().Truncate(time.Millisecond), Interval: p.cfg.Interval.String(),
 	}
 	v, err := json.Marshal(b)

@@ -9,11 +9,11 @@ import (
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 
 func TestDecode(t *testing.T) {
-	b, err := Decode([]byte(`{"v":1,"name":"fw-bouncer","host":"edge-1","mode":"xdp","decisions":12,"lag":3,"at":"2026-11-25T10:00:00Z","interval":"30s"}`))
+	b, err := Decode([]byte(`{"v":1,"name":"fw-bouncer","host":"edge-1","mode":"xdp","decisions":12,"lag":3,"refused":2,"at":"2026-11-25T10:00:00Z","interval":"30s"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Key() != "fw-bouncer@edge-1" || b.Decisions != 12 || b.Lag != 3 || !b.At.Equal(t0) {
+	if b.Key() != "fw-bouncer@edge-1" || b.Decisions != 12 || b.Lag != 3 || b.Refused != 2 || !b.At.Equal(t0) {
 		t.Fatalf("decoded %+v", b)
 	}
 	if b.Stale(t0.Add(90*time.Second)) || !b.Stale(t0.Add(91*time.Second)) {
@@ -25,6 +25,7 @@ func TestDecode(t *testing.T) {
 		`{"v":1,"name":"a@b","host":"h","at":"2026-11-25T10:00:00Z","interval":"30s"}`,
 		`{"v":1,"name":"a","host":"h\n","at":"2026-11-25T10:00:00Z","interval":"30s"}`,
 		`{"v":1,"name":"a","host":"h","decisions":-1,"at":"2026-11-25T10:00:00Z","interval":"30s"}`,
+		`{"v":1,"name":"a","host":"h","refused":-1,"at":"2026-11-25T10:00:00Z","interval":"30s"}`,
 		`{"v":1,"name":"a","host":"h","at":"2026-11-25T10:00:00Z","interval":"0s"}`,
 		`{"v":1,"name":"a","host":"h","interval":"30s"}`,
 		`{"v":1,"name":"a","host":"h","at":"2026-11-25T10:00:00Z","interval":"30s","extra":1}`,

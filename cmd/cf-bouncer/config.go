@@ -9,6 +9,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer/cloudflare"
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/internal/config"
 	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
@@ -41,7 +42,19 @@ type Config struct {
 	// SnapshotTimeout bounds the wait for the feed's snapshot in --once
 	// and --dry-run.
 	SnapshotTimeout time.Duration `yaml:"snapshot_timeout"`
+	// HeartbeatInterval is the time between two heartbeats on the
+	// heartbeat topic ("portcullis bouncers list"); 0 turns them off.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// Policy is the whitelist, the decision filters and the protection of
+	// loopback, host addresses, the brokers and the API server, shared by
+	// every bouncer (keys whitelist, types, origins, scenarios,
+	// protect_host_addresses, host_addresses_refresh).
+	Policy policy.Config `yaml:",inline"`
 }
+
+// supportedTypes are the decision types cf-bouncer enforces: ban (block)
+// and captcha (managed challenge).
+var supportedTypes = []decisionfeed.Type{decisionfeed.TypeBan, decisionfeed.TypeCaptcha}
 
 // DefaultConfig returns the configuration used for what is not set.
 func DefaultConfig() Config {
@@ -58,6 +71,9 @@ func DefaultConfig() Config {
 		SyncRetryMin:    5 * time.Second,
 		SyncRetryMax:    5 * time.Minute,
 		SnapshotTimeout: 2 * time.Minute,
+
+		HeartbeatInterval: 30 * time.Second,
+		Policy:            policy.DefaultConfig(),
 	}
 }
 
@@ -78,8 +94,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("sync_retry_min/sync_retry_max: %s/%s is not 0 < min <= max", c.SyncRetryMin, c.SyncRetryMax)
 	case c.SnapshotTimeout <= 0:
 		return fmt.Errorf("snapshot_timeout: %s is not positive", c.SnapshotTimeout)
+	case c.HeartbeatInterval < 0:
+		return fmt.Errorf("heartbeat_interval: %s is negative", c.HeartbeatInterval)
 	}
-	return nil
+	return c.Policy.Validate(supportedTypes)
 }
 
 // readToken returns the API token from the file, else from the

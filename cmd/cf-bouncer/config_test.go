@@ -76,3 +76,14 @@ func TestReadToken(t *testing.T) {
 		t.Fatalf("none: %v", err)
 	}
 }
+
+// TestShippedConfig: config/cf-bouncer.yaml decodes and validates.
+func TestShippedConfig(t *testing.T) {
+	cfg, _, err := parseArgs([]string{"--config", "../../config/cf-bouncer.yaml"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Policy.Origins) != 2 || len(cfg.Policy.Types) != 1 || cfg.HeartbeatInterval != 30*time.Second {
+		t.Fatalf("policy = %+v", cfg.Policy)
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
+	"github.com/portcullis-ips/portcullis/heartbeat"
 	"github.com/portcullis-ips/portcullis/internal/cli"
 	"github.com/portcullis-ips/portcullis/internal/config"
 )
@@ -39,6 +41,13 @@ Examples:
   cf-bouncer --dry-run --account-id ACCOUNT --zone-id ZONE     # print the plan, write nothing
   cf-bouncer --api-base http://127.0.0.1:8787/client/v4 ...    # another API server
   cf-bouncer cleanup --account-id ACCOUNT --zone-id ZONE       # remove the portcullis rules and lists
+  cf-bouncer --types ban --origins engine,cli --whitelist 198.51.100.0/24 ...  # only engine and CLI bans
+
+Like every bouncer it takes --whitelist (repeatable), --types (ban, captcha),
+--origins and --scenarios, and never bans loopback, the host's addresses, its
+brokers or the API server; refusals are logged once and counted
+(portcullis_cf_bouncer_refused_total). It sends heartbeats for
+"portcullis bouncers list".
 
 --once syncs from the feed's snapshot, prints a summary and exits non-zero on
 failure. "cleanup" deletes the rules (by ref) and lists the bouncer made in
@@ -101,6 +110,8 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *options, error) {
 	topic := fs.String("topic", def.Topic, "decisions topic")
 	group := fs.String("group", def.Group, "per-host consumer group for lag reporting")
 	debounce := fs.Duration("debounce", def.Debounce, "wait this long after a change for more before syncing")
+	heartbeatEvery := fs.Duration("heartbeat-interval", def.HeartbeatInterval, "time between heartbeats on "+heartbeat.Topic+" (0: none)")
+	polFlags := policy.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
@@ -143,6 +154,12 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *options, error) {
 	if set["debounce"] {
 		cfg.Debounce = *debounce
 		cfg.MaxDelay = max(cfg.MaxDelay, cfg.Debounce)
+	}
+	if set["heartbeat-interval"] {
+		cfg.HeartbeatInterval = *heartbeatEvery
+	}
+	if err := polFlags.Apply(&cfg.Policy); err != nil {
+		return nil, nil, err
 	}
 	if set["metrics-listen"] || cfg.MetricsListen == "" {
 		cfg.MetricsListen = o.common.MetricsListen

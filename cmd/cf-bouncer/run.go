@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"iter"
 	"log/slog"
+	"net"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -14,7 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/cloudflare"
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
+	"github.com/portcullis-ips/portcullis/enforcer/runner"
+	"github.com/portcullis-ips/portcullis/heartbeat"
 	"github.com/portcullis-ips/portcullis/internal/cli"
 )
 
@@ -61,21 +69,93 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("decision feed: %w", err)
 	}
+	// The brokers and the API server are what cf-bouncer must keep reaching.
+	pol, err := policy.New(ctx, cfg.Policy, policy.Options{
+		Supported:    supportedTypes,
+		Dependencies: append(slices.Clone(cfg.Brokers), apiHost(cfg.Cloudflare.APIBase)),
+		Logger:       logger.With("part", "policy"),
+	})
+	if err != nil {
+		return err
+	}
 	logger.Info("starting", "account_id", cfg.Cloudflare.AccountID, "zones", strings.Join(cfg.Cloudflare.ZoneIDs, ","),
 		"api_base", cfg.Cloudflare.APIBase, "brokers", strings.Join(cfg.Brokers, ","), "topic", cfg.Topic,
-		"once", o.once, "dry_run", o.dryRun)
-	h := newFeedHandler()
-	if o.once || o.dryRun {
-		return runOnce(ctx, cfg, o.dryRun, client, sub, h, stdout, logger)
-	}
-
+		"once", o.once, "dry_run", o.dryRun, "types", fmt.Sprint(pol.Types()), "whitelist", len(cfg.Policy.Whitelist),
+		"protected_dependencies", strings.Join(pol.Dependencies(), ","))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sub)
 	m := newMetrics(reg, client)
+
+	var (
+		backend enforcer.Enforcer
+		lastMu  sync.Mutex // the last successful sync, printed by --once
+		last    cloudflare.Summary
+		took    time.Duration
+	)
+	switch {
+	case o.dryRun:
+		backend = &planner{client: client, out: stdout}
+	default:
+		opt := cloudflare.EnforcerOptions{
+			Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay, RetryMin: cfg.SyncRetryMin, RetryMax: cfg.SyncRetryMax,
+			OnSync: func(sum cloudflare.Summary, err error, d time.Duration) {
+				m.observe(sum, err)
+				if err != nil {
+					logger.Error("sync", "err", err)
+					return
+				}
+				lastMu.Lock()
+				last, took = sum, d
+				lastMu.Unlock()
+				if !o.once {
+					logSummary(logger, sum, d)
+				}
+			},
+		}
+		backend = cloudflare.NewEnforcer(client, opt)
+	}
+	defer func() { _ = backend.Close() }()
+	rcfg := runner.DefaultConfig()
+	rcfg.Policy = pol
+	rcfg.Coalesce = 0 // the Cloudflare enforcer debounces
+	rcfg.MetricsSubsystem = "cf_bouncer"
+	rcfg.OnApplyError = func(err error) { logger.Error("apply failed; retrying", "err", err) }
+	r, err := runner.New(rcfg, backend, reg)
+	if err != nil {
+		return err
+	}
+	h := &feedHandler{r: r, ready: make(chan struct{}), failed: make(chan error, 1)}
+	if o.once || o.dryRun {
+		if err := runOnce(ctx, cfg, sub, h); err != nil {
+			return err
+		}
+		if o.dryRun {
+			return nil
+		}
+		lastMu.Lock()
+		defer lastMu.Unlock()
+		logSummary(logger, last, took)
+		_, err = fmt.Fprintln(stdout, last)
+		return err
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if err := cli.ServeMetrics(ctx, cfg.MetricsListen, reg, logger); err != nil {
 		return err
+	}
+	var hb *heartbeat.Publisher
+	if cfg.HeartbeatInterval > 0 {
+		hb, err = heartbeat.New(heartbeat.Config{
+			Brokers: cfg.Brokers, Name: "cf-bouncer", Mode: cfg.Cloudflare.Mode, Interval: cfg.HeartbeatInterval,
+			Stats: func() heartbeat.Stats {
+				return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Refused: pol.RefusedCount()}
+			},
+		})
+		if err != nil {
+			return err
+		}
+		defer func() { _ = hb.Close() }()
 	}
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
@@ -84,8 +164,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			errc <- fmt.Errorf("decision feed: %w", err)
 		}
 	})
-	s := &syncer{cfg: cfg, client: client, h: h, m: m, logger: logger}
-	wg.Go(func() { s.loop(ctx) })
+	wg.Go(func() { _ = r.Run(ctx) })
+	if hb != nil {
+		wg.Go(func() { hb.Run(ctx, func(err error) { logger.Warn("heartbeat", "err", err) }) })
+	}
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -97,8 +179,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return runErr
 }
 
-// runOnce waits for the feed's snapshot, then syncs (or plans) once.
-func runOnce(ctx context.Context, cfg *Config, dryRun bool, client *cloudflare.Client, sub *decisionfeed.Subscriber, h *feedHandler, stdout io.Writer, logger *slog.Logger) error {
+// apiHost is the host:port of the API base URL, a dependency never banned.
+func apiHost(base string) string {
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		return base
+	}
+	if u.Port() != "" {
+		return u.Host
+	}
+	return net.JoinHostPort(u.Hostname(), "443")
+}
+
+// runOnce waits until the feed's snapshot went through the runner to the
+// backend (a sync, or a plan printed), then stops the feed.
+func runOnce(ctx context.Context, cfg *Config, sub *decisionfeed.Subscriber, h *feedHandler) error {
 	subCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
@@ -116,6 +211,10 @@ func runOnce(ctx context.Context, cfg *Config, dryRun bool, client *cloudflare.C
 	}
 	select {
 	case <-h.ready:
+		return stop()
+	case err := <-h.failed:
+		// --once reports the first failure rather than wait for a retry.
+		return errors.Join(err, stop())
 	case err := <-done:
 		return fmt.Errorf("decision feed: %w", err)
 	case <-timer.C:
@@ -129,25 +228,6 @@ func runOnce(ctx context.Context, cfg *Config, dryRun bool, client *cloudflare.C
 		}
 		return ctx.Err()
 	}
-	if err := stop(); err != nil {
-		return err
-	}
-	items := h.items()
-	if dryRun {
-		p, err := client.DryRun(ctx, items)
-		if err != nil {
-			return err
-		}
-		return printPlan(stdout, p)
-	}
-	start := time.Now()
-	sum, err := client.Sync(ctx, items)
-	if err != nil {
-		return err
-	}
-	logSummary(logger, sum, time.Since(start))
-	_, err = fmt.Fprintln(stdout, sum)
-	return err
 }
 
 func logSummary(logger *slog.Logger, sum cloudflare.Summary, took time.Duration) {
@@ -211,167 +291,62 @@ func printPlan(w io.Writer, p cloudflare.Plan) error {
 	return err
 }
 
-// feedHandler holds the live decisions the feed delivers.
+// feedHandler passes the feed to the runner, the one decision→enforcer
+// path every bouncer shares, and closes ready once a snapshot went through.
 type feedHandler struct {
-	mu    sync.Mutex
-	live  map[string]decisionfeed.Decision
-	ready chan struct{} // closed at the first snapshot
-	kick  chan struct{} // a change arrived
-}
-
-func newFeedHandler() *feedHandler {
-	return &feedHandler{live: map[string]decisionfeed.Decision{}, ready: make(chan struct{}), kick: make(chan struct{}, 1)}
+	r      *runner.Runner
+	ready  chan struct{} // closed at the first snapshot enforced
+	failed chan error    // a failed snapshot, for --once (buffered, 1)
+	once   sync.Once
 }
 
 // Snapshot implements decisionfeed.Handler.
-func (h *feedHandler) Snapshot(_ context.Context, live iter.Seq[decisionfeed.Decision]) error {
-	h.mu.Lock()
-	h.live = map[string]decisionfeed.Decision{}
-	for d := range live {
-		h.live[d.Target()] = d
+func (h *feedHandler) Snapshot(ctx context.Context, live iter.Seq[decisionfeed.Decision]) error {
+	if err := h.r.Snapshot(ctx, live); err != nil {
+		select {
+		case h.failed <- err:
+		default:
+		}
+		return err
 	}
-	select {
-	case <-h.ready:
-	default:
-		close(h.ready)
-	}
-	h.mu.Unlock()
-	h.poke()
+	h.once.Do(func() { close(h.ready) })
 	return nil
 }
 
 // Changes implements decisionfeed.Handler.
-func (h *feedHandler) Changes(_ context.Context, changes []decisionfeed.Decision) error {
-	h.mu.Lock()
-	for _, d := range changes {
-		if d.Op == decisionfeed.OpDelete {
-			delete(h.live, d.Target())
-			continue
-		}
-		h.live[d.Target()] = d
-	}
-	h.mu.Unlock()
-	h.poke()
-	return nil
+func (h *feedHandler) Changes(ctx context.Context, changes []decisionfeed.Decision) error {
+	return h.r.Changes(ctx, changes)
 }
 
-func (h *feedHandler) poke() {
-	select {
-	case h.kick <- struct{}{}:
-	default:
-	}
-}
-
-// items converts the live decisions: ban to the ban list, captcha to the
-// captcha list; throttle has no Cloudflare list and is skipped.
-func (h *feedHandler) items() []cloudflare.Item {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := make([]cloudflare.Item, 0, len(h.live))
-	for _, d := range h.live {
-		if it, ok := itemFrom(&d); ok {
-			out = append(out, it)
-		}
-	}
-	return out
-}
-
-func itemFrom(d *decisionfeed.Decision) (cloudflare.Item, bool) {
-	var a cloudflare.Action
-	switch d.Type {
-	case decisionfeed.TypeBan:
-		a = cloudflare.Block
-	case decisionfeed.TypeCaptcha:
-		a = cloudflare.Challenge
-	default:
-		return cloudflare.Item{}, false
-	}
-	p, err := d.Prefix()
-	if err != nil {
-		return cloudflare.Item{}, false
-	}
-	reason := d.Scenario
-	if reason == "" {
-		reason = d.Origin
-	}
-	return cloudflare.Item{Prefix: p, Until: d.Until, Scenario: reason, Action: a}, true
-}
-
-// syncer runs the debounced syncs of the daemon.
-type syncer struct {
-	cfg    *Config
+// planner is the backend of --dry-run: a Reconcile prints what a sync
+// would change and writes nothing at Cloudflare.
+type planner struct {
 	client *cloudflare.Client
-	h      *feedHandler
-	m      *metrics
-	logger *slog.Logger
+	out    io.Writer
 }
 
-// loop syncs after changes settle (debounce, at most max_delay after the
-// first), when a decision expires, every resync interval, and again
-// after a failure with backoff. Nothing is synced before the snapshot:
-// a partial set would delete live bans.
-func (s *syncer) loop(ctx context.Context) {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	var first time.Time // first unsynced change
-	retry := time.Duration(0)
-	readyc := s.h.ready // nil once received: a closed channel is always ready
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-readyc:
-			readyc = nil
-			timer.Reset(0)
-			continue
-		case <-s.h.kick:
-			if readyc != nil {
-				continue
-			}
-			now := time.Now()
-			if first.IsZero() {
-				first = now
-			}
-			due := min(s.cfg.Debounce, max(first.Add(s.cfg.MaxDelay).Sub(now), 0))
-			if retry > 0 {
-				continue // a retry is scheduled; it syncs the latest state
-			}
-			timer.Reset(due)
-			continue
-		case <-timer.C:
+// Reconcile implements enforcer.Enforcer: it prints the plan.
+func (p *planner) Reconcile(ctx context.Context, entries []enforcer.Entry) error {
+	items := make([]cloudflare.Item, 0, len(entries))
+	for _, en := range entries {
+		a := cloudflare.Block
+		if en.Remedy == enforcer.RemedyCaptcha {
+			a = cloudflare.Challenge
 		}
-		first = time.Time{}
-		items := s.h.items()
-		start := time.Now()
-		sum, err := s.client.Sync(ctx, items)
-		s.m.observe(sum, err)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			retry = min(max(2*retry, s.cfg.SyncRetryMin), s.cfg.SyncRetryMax)
-			s.logger.Error("sync", "err", err, "retry_in", retry.String())
-			timer.Reset(retry)
-			continue
-		}
-		retry = 0
-		logSummary(s.logger, sum, time.Since(start))
-		timer.Reset(nextDue(items, time.Now(), s.cfg.Cloudflare.ResyncInterval))
+		items = append(items, cloudflare.Item{Prefix: en.Prefix, Until: en.Until, Scenario: en.Reason, Action: a})
 	}
+	plan, err := p.client.DryRun(ctx, items)
+	if err != nil {
+		return err
+	}
+	return printPlan(p.out, plan)
 }
 
-// nextDue is when the next sync is due without changes: just after the
-// earliest expiry, at the latest after resync.
-func nextDue(items []cloudflare.Item, now time.Time, resync time.Duration) time.Duration {
-	due := resync
-	for _, it := range items {
-		if !it.Until.IsZero() && it.Until.After(now) {
-			due = min(due, it.Until.Sub(now)+time.Second)
-		}
-	}
-	return due
-}
+// Apply implements enforcer.Enforcer; a dry run stops at the snapshot.
+func (p *planner) Apply(context.Context, enforcer.Batch) error { return nil }
+
+// Close implements enforcer.Enforcer.
+func (p *planner) Close() error { return nil }
 
 // metrics are the daemon's Prometheus metrics.
 type metrics struct {
@@ -435,4 +410,7 @@ func (m *metrics) observe(sum cloudflare.Summary, err error) {
 	m.lastSuccess.SetToCurrentTime()
 }
 
-var _ decisionfeed.Handler = (*feedHandler)(nil)
+var (
+	_ decisionfeed.Handler = (*feedHandler)(nil)
+	_ enforcer.Enforcer    = (*planner)(nil)
+)

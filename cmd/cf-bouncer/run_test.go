@@ -15,9 +15,12 @@ import (
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
 	"github.com/portcullis-ips/portcullis/enforcer/cloudflare/cffake"
+	"github.com/portcullis-ips/portcullis/heartbeat"
 	"github.com/portcullis-ips/portcullis/internal/bouncertest"
 	"github.com/portcullis-ips/portcullis/internal/syncbuf"
+	"github.com/segmentio/kafka-go"
 )
 
 const (
@@ -135,7 +138,7 @@ func TestOnceFailsWithOneLineError(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"--once", "--config", fastConfig(t), "--brokers", brokers[0], "--topic", topic,
 		"--group", "-", "--account-id", account, "--zone-id", zone, "--api-base", fake.URL, "--log-level", "debug"}, &stdout, &stderr)
-	want := "read lists of account " + account + ": HTTP 403: Authentication error (code 10000) - check the API token: it must be valid and allowed to edit account filter lists and zone WAF"
+	want := "reconcile 1 bans: cloudflare sync of 1 items: read lists of account " + account + ": HTTP 403: Authentication error (code 10000) - check the API token: it must be valid and allowed to edit account filter lists and zone WAF"
 	if err == nil || err.Error() != want {
 		t.Fatalf("err = %v, want %s", err, want)
 	}
@@ -307,5 +310,95 @@ func TestDryRunAccessRulesMode(t *testing.T) {
 	}
 	if fake.Writes() != 0 {
 		t.Fatalf("dry run wrote: %v", fake.Calls())
+	}
+}
+
+// TestOnceAppliesThePolicy: the edge enforces only bans from the engine and
+// the CLI, never the office (--whitelist), loopback or the API server.
+func TestOnceAppliesThePolicy(t *testing.T) {
+	fake := cffake.New(token, account, zone)
+	defer fake.Close()
+	from := func(typ decisionfeed.Type, p, origin string) decisionfeed.Decision {
+		return decisionfeed.NewDecision(decisionfeed.OpAdd, typ, netip.MustParsePrefix(p), time.Hour, origin, time.Now())
+	}
+	brokers, topic, _ := bouncertest.Feed(t,
+		from(decisionfeed.TypeBan, "203.0.113.7/32", "engine"),
+		from(decisionfeed.TypeBan, "203.0.113.8/32", "cli"),
+		from(decisionfeed.TypeBan, "203.0.113.9/32", "blocklist"),
+		from(decisionfeed.TypeCaptcha, "203.0.113.10/32", "engine"),
+		from(decisionfeed.TypeBan, "198.51.100.7/32", "cli"), // the office
+		from(decisionfeed.TypeBan, "127.0.0.0/8", "cli"),     // loopback
+		from(decisionfeed.TypeBan, "2001:db8:1::9/128", "engine"),
+	)
+	t.Setenv("CLOUDFLARE_API_TOKEN", token)
+	var stdout bytes.Buffer
+	var stderr syncbuf.Buffer
+	err := run(context.Background(), []string{"--once", "--config", fastConfig(t), "--brokers", brokers[0], "--topic", topic,
+		"--group", "-", "--account-id", account, "--zone-id", zone, "--api-base", fake.URL,
+		"--types", "ban", "--origins", "engine,cli", "--whitelist", "198.51.100.0/24"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	if got := fake.Items(account, "portcullis_ban"); !slices.Equal(got, []string{"2001:db8:1::/64", "203.0.113.7", "203.0.113.8"}) {
+		t.Fatalf("ban list = %v", got)
+	}
+	if got := fake.Items(account, "portcullis_captcha"); len(got) != 0 {
+		t.Fatalf("captcha list = %v, want empty (only bans enforced)", got)
+	}
+	for _, want := range []string{`reason=whitelist`, `reason=loopback`, `key=ip:198.51.100.7`} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("no refusal log with %q:\n%s", want, stderr.String())
+		}
+	}
+	if _, _, err := parseArgs([]string{"--account-id", account, "--origins", "engine,cscli"}, io.Discard); err == nil ||
+		err.Error() != `config: origins: "cscli" is not an origin (engine, cli, blocklist, crowdsec, console)` {
+		t.Fatalf("unknown origin: %v", err)
+	}
+	if _, _, err := parseArgs([]string{"--account-id", account, "--types", "throttle"}, io.Discard); err == nil ||
+		err.Error() != `config: types: "throttle" is not enforced by this bouncer (it enforces ban, captcha)` {
+		t.Fatalf("unsupported type: %v", err)
+	}
+}
+
+// TestDaemonHeartbeats: cf-bouncer beats like the other bouncers.
+func TestDaemonHeartbeats(t *testing.T) {
+	if feedtest.External() {
+		t.Skip("beats on the shared " + heartbeat.Topic + " topic; embedded broker only")
+	}
+	fake := cffake.New(token, account)
+	defer fake.Close()
+	brokers, topic, _ := bouncertest.Feed(t, decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.7/32"))
+	t.Setenv("CLOUDFLARE_API_TOKEN", token)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(runCtx, []string{"--config", fastConfig(t), "--brokers", brokers[0], "--topic", topic, "--group", "-",
+			"--account-id", account, "--api-base", fake.URL, "--heartbeat-interval", "100ms", "--log-level", "error"}, io.Discard, io.Discard)
+	}()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: heartbeat.Topic, Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer func() { _ = r.Close() }()
+	for {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("no heartbeat with 1 decision: %v", err)
+		}
+		b, err := heartbeat.Decode(m.Value)
+		if err != nil {
+			t.Fatalf("heartbeat %s: %v", m.Value, err)
+		}
+		if b.Name != "cf-bouncer" || b.Mode != "lists" {
+			t.Fatalf("heartbeat %+v", b)
+		}
+		if b.Decisions == 1 {
+			return
+		}
 	}
 }

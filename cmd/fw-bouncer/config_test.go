@@ -125,3 +125,14 @@ func TestHelpListsModesAndExamples(t *testing.T) {
 		}
 	}
 }
+
+// TestShippedConfig: config/fw-bouncer.yaml decodes and validates.
+func TestShippedConfig(t *testing.T) {
+	o, err := parseArgs([]string{"--config", "../../config/fw-bouncer.yaml"}, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.cfg.Policy.Whitelist) != 2 || !o.cfg.Policy.ProtectHostAddresses {
+		t.Fatalf("policy = %+v", o.cfg.Policy)
+	}
+}

@@ -129,7 +129,7 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 		hb, err := heartbeat.New(heartbeat.Config{
 			Brokers: cfg.Brokers, Security: sec, Name: "fw-bouncer", Mode: cfg.Mode, Interval: cfg.HeartbeatInterval,
 			Stats: func() heartbeat.Stats {
-				return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Problem: r.Health()}
+				return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Problem: r.Health(), Refused: pol.RefusedCount()}
 			},
 		})
 		if err != nil {

@@ -62,13 +62,15 @@ func TestDryRunLogsAndTouchesNothing(t *testing.T) {
 	ban := func(p string, dur time.Duration) decisionfeed.Decision {
 		return decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix(p), dur, "cli", now)
 	}
-	if err := pub.Publish(ctx, ban("192.0.2.7/32", time.Hour), ban("198.51.100.0/24", time.Hour)); err != nil {
+	fromList := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix("203.0.113.50/32"), time.Hour, "blocklist", now)
+	loop := ban("127.0.0.1/32", time.Hour)
+	if err := pub.Publish(ctx, ban("192.0.2.7/32", time.Hour), ban("198.51.100.0/24", time.Hour), fromList, loop); err != nil {
 		t.Fatal(err)
 	}
 
 	// The interface does not exist: a dry run that tried to attach would
 	// fail at start.
-	args := "--dry-run --mode xdp --iface portcullis-none --xdp-mode generic --log-level debug --whitelist 198.51.100.9" +
+	args := "--dry-run --mode xdp --iface portcullis-none --xdp-mode generic --log-level debug --whitelist 198.51.100.9 --origins engine,cli" +
 		" --brokers " + strings.Join(brokers, ",") + " --topic " + topic
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "FW_BOUNCER_TEST_MAIN=1", "FW_BOUNCER_TEST_ARGS="+args)
@@ -89,10 +91,18 @@ func TestDryRunLogsAndTouchesNothing(t *testing.T) {
 		close(l.lines)
 	}()
 
-	l.waitFor(t, "refused ban of a protected address", "key=range:198.51.100.0/24", "reason=whitelist")
+	// The brokers, as resolved, are protected like the host's addresses.
+	l.waitFor(t, "fw-bouncer started", `protected_dependencies="`+brokers[0]+"=")
 	l.waitFor(t, "dry run: would reconcile", "bans=1")
+	// The refusals come before, in the feed's order; the blocklist's ban is
+	// outside --origins and only counted.
+	for _, want := range []string{`key=range:198.51.100.0/24 prefix=198.51.100.0/24 reason=whitelist`, `key=ip:127.0.0.1 prefix=127.0.0.1/32 reason=loopback`} {
+		if !strings.Contains(l.all.String(), want) {
+			t.Fatalf("no refusal log with %q:\n%s", want, l.all.String())
+		}
+	}
 	l.waitFor(t, "dry run: would hold", "prefix=192.0.2.7/32", "reason=cli", "origin=cli")
-	l.waitFor(t, "reconciled to the feed's snapshot", "live=2", "bans=1")
+	l.waitFor(t, "reconciled to the feed's snapshot", "live=4", "bans=1")
 
 	del := decisionfeed.NewDecision(decisionfeed.OpDelete, decisionfeed.TypeBan, netip.MustParsePrefix("192.0.2.7/32"), 0, "cli", time.Now())
 	if err := pub.Publish(ctx, ban("2001:db8:7::/64", time.Hour), del); err != nil {

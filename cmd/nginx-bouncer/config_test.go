@@ -140,3 +140,50 @@ func FuzzDecodeConfig(f *testing.F) {
 		_ = c.Validate()
 	})
 }
+
+// TestPolicyConfig: the shared policy keys decode at the top level of the
+// file, and bad entries are one-line errors naming the setting.
+func TestPolicyConfig(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "nginx-bouncer.yaml")
+	src := "brokers: [k1:9092]\nwhitelist: [198.51.100.0/24, 192.0.2.7]\ntypes: [captcha]\norigins: [engine]\nscenarios: [crowdsecurity/*]\n"
+	if err := os.WriteFile(p, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := parseArgs([]string{"--config", p, "--whitelist", "2001:db8::/48"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Policy.Whitelist) != 3 || cfg.Policy.Whitelist[1] != netip.MustParsePrefix("192.0.2.7/32") ||
+		len(cfg.Policy.Types) != 1 || cfg.Policy.Origins[0] != "engine" || cfg.Policy.Scenarios[0] != "crowdsecurity/*" {
+		t.Fatalf("policy = %+v", cfg.Policy)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--types", "throttle"}, `config: types: "throttle" is not enforced by this bouncer (it enforces ban, captcha)`},
+		{[]string{"--origins", "engine,bots"}, `config: origins: "bots" is not an origin (engine, cli, blocklist, crowdsec, console)`},
+		{[]string{"--whitelist", "10.0.0.0/40"}, `--whitelist: "10.0.0.0/40" is not a CIDR range`},
+	} {
+		if _, _, err := parseArgs(tc.args, io.Discard); err == nil || err.Error() != tc.want {
+			t.Errorf("%v: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	if err := os.WriteFile(p, []byte("whitelist:\n  - office\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := parseArgs([]string{"--config", p}, io.Discard); err == nil || err.Error() != p+`: line 2: whitelist: "office" is not an IP address` {
+		t.Errorf("bad whitelist entry: %v", err)
+	}
+}
+
+// TestShippedConfig: config/nginx-bouncer.yaml decodes and validates.
+func TestShippedConfig(t *testing.T) {
+	cfg, _, err := parseArgs([]string{"--config", "../../config/nginx-bouncer.yaml"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Policy.Whitelist) != 1 || len(cfg.Policy.Types) != 2 {
+		t.Fatalf("policy = %+v", cfg.Policy)
+	}
+}

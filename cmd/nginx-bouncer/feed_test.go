@@ -153,3 +153,23 @@ func TestFeedHandlerPolicy(t *testing.T) {
 	}
 	waitEntries(t, set, []string{"203.0.113.2/32 captcha scenario/captcha"})
 }
+
+// TestFeedHandlerProtectsTrustedProxies: a ban on nginx (a trusted proxy
+// on another host) would refuse every request it forwards: it is refused.
+func TestFeedHandlerProtectsTrustedProxies(t *testing.T) {
+	ctx := context.Background()
+	set := prefixset.New()
+	cfg := DefaultConfig()
+	cfg.Brokers = []string{"127.0.0.1:9092"}
+	cfg.TrustedProxies = PrefixList{netip.MustParsePrefix("10.20.0.5/32")}
+	h, _ := startFeed(t, &cfg, set)
+	err := h.Snapshot(ctx, slices.Values([]decisionfeed.Decision{
+		decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "10.20.0.5/32", time.Hour),
+		decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "10.20.0.0/24", time.Hour),
+		decision(decisionfeed.OpAdd, decisionfeed.TypeBan, "10.21.0.5/32", time.Hour),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEntries(t, set, []string{"10.21.0.5/32 ban scenario/ban"})
+}

@@ -47,7 +47,8 @@ It follows the decisions topic and answers, for the client nginx names:
 
 It enforces ban and captcha decisions (--types to narrow, --origins and
 --scenarios to filter) and never bans the whitelist (--whitelist, repeatable),
-loopback, the host's own addresses or its brokers: such bans are refused,
+loopback, the host's own addresses, its brokers or the trusted proxies (nginx
+itself): such bans are refused,
 logged once and counted (portcullis_nginx_bouncer_refused_total).
 
 Examples:
@@ -246,7 +247,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.HeartbeatInterval > 0 {
 		hb, err = heartbeat.New(heartbeat.Config{
 			Brokers: cfg.Brokers, Security: sec, Name: "nginx-bouncer", Mode: "auth_request", Interval: cfg.HeartbeatInterval,
-			Stats: func() heartbeat.Stats { return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag} },
+			Stats: func() heartbeat.Stats {
+				return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Refused: pol.RefusedCount()}
+			},
 		})
 		if err != nil {
 			_ = ln.Close() // nothing served yet
@@ -289,12 +292,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // newRunner builds the policy and the runner that drive backend: the
-// decision→enforcer path every bouncer shares. The brokers are the
-// dependencies nginx-bouncer never bans.
+// decision→enforcer path every bouncer shares. The brokers and the trusted
+// proxies (nginx: a ban on it would refuse every request it forwards) are
+// the dependencies nginx-bouncer never bans.
 func newRunner(ctx context.Context, cfg *Config, backend enforcer.Enforcer, reg prometheus.Registerer, logger *slog.Logger) (*runner.Runner, *policy.Policy, error) {
 	pol, err := policy.New(ctx, cfg.Policy, policy.Options{
 		Supported:    supportedTypes,
 		Dependencies: cfg.Brokers,
+		Peers:        cfg.TrustedProxies,
 		Logger:       logger.With("part", "policy"),
 	})
 	if err != nil {

@@ -95,7 +95,7 @@ portcullis bouncers list -o json | jq -r '.[] | select(.stale) | .host'
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	_, _ = fmt.Fprintln(tw, "NAME\tHOST\tMODE\tDECISIONS\tLAST SEEN\tLAG\tSTATUS")
+	_, _ = fmt.Fprintln(tw, "NAME\tHOST\tMODE\tDECISIONS\tREFUSED\tLAST SEEN\tLAG\tSTATUS")
 	for _, r := range rows {
 		st := "ok"
 		switch {
@@ -108,8 +108,8 @@ portcullis bouncers list -o json | jq -r '.[] | select(.stale) | .host'
 		if mode == "" {
 			mode = "-"
 		}
-		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s ago\t%d\t%s\n", r.Name, r.Host, mode, r.Decisions,
-			now.Sub(r.At).Round(time.Second), r.Lag, st)
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s ago\t%d\t%s\n", r.Name, r.Host, mode, r.Decisions,
+			r.Refused, now.Sub(r.At).Round(time.Second), r.Lag, st)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/internal/cli"
 )
 
@@ -71,6 +73,21 @@ func target(ipFlag, rangeFlag string) (netip.Prefix, error) {
 		return p, nil
 	}
 	return netip.Prefix{}, fmt.Errorf("%w: give --ip or --range", errUsage)
+}
+
+// notLoopback refuses a decision covering loopback, which every bouncer
+// refuses to enforce (enforcer/policy): publishing it would only mislead.
+func notLoopback(p netip.Prefix) error {
+	c, err := enforcer.Canonical(p)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	for _, l := range policy.Loopback {
+		if c.Overlaps(l) {
+			return fmt.Errorf("%w: %s covers loopback (%s), which no bouncer bans", errUsage, c, l)
+		}
+	}
+	return nil
 }
 
 // decisionsPublish implements "decisions add" and "decisions delete".
@@ -171,6 +188,11 @@ portcullis decisions delete --all
 	d.Reason, d.Scenario = reason, scenario
 	if err := d.Validate(decisionfeed.DefaultLimits()); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if op == decisionfeed.OpAdd {
+		if err := notLoopback(p); err != nil {
+			return err
+		}
 	}
 	log, err := common.Logger("decisions")
 	if err != nil {

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +18,8 @@ import (
 
 	"github.com/portcullis-ips/portcullis/crowdsec"
 	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/internal/cli"
 )
 
@@ -38,6 +42,10 @@ decisions:
   GET /v1/decisions/stream?startup=true|false[&scopes=ip,range][&origins=O,...]
       [&scenarios_containing=S,...][&scenarios_not_containing=S,...]
   GET /v1/decisions?ip=IP|range=CIDR|scope=Ip&value=V[&type=ban][&contains=false]
+
+Decisions no Portcullis bouncer would enforce are withheld: those outside
+--types/--origins/--scenarios, and bans covering --whitelist, loopback, this
+host's addresses, the brokers or --listen (portcullis_lapi_refused_total).
 
 Requests must carry one of the API keys in X-Api-Key (else 403). Each key
 is one bouncer: startup=true answers the full live set in "new"; later
@@ -67,8 +75,13 @@ portcullis lapi --listen :8080 --api-key fw-key,nginx-key --state-dir /var/lib/p
 	fs.StringVar(&keys, "api-key", os.Getenv(envLAPIKey), "comma-separated bouncer API keys (env "+envLAPIKey+")")
 	fs.StringVar(&topic, "topic", decisionfeed.TopicDecisions, "decisions topic")
 	fs.StringVar(&stateDir, "state-dir", os.Getenv(envLAPIStateDir), "directory of the state kept across restarts (env "+envLAPIStateDir+"; empty: none)")
+	polFlags := policy.RegisterFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	pc := policy.DefaultConfig()
+	if err := polFlags.Apply(&pc); err != nil {
+		return fmt.Errorf("%w: lapi: %w", errUsage, err)
 	}
 	stateFile := ""
 	if stateDir != "" {
@@ -95,6 +108,17 @@ portcullis lapi --listen :8080 --api-key fw-key,nginx-key --state-dir /var/lib/p
 	if err != nil {
 		return err
 	}
+	// The CrowdSec bouncers reach this process at --listen and it reaches
+	// its brokers: a ban on either would cut the bouncers off.
+	pol, err := policy.New(ctx, pc, policy.Options{
+		Supported:    []decisionfeed.Type{decisionfeed.TypeBan, decisionfeed.TypeCaptcha, decisionfeed.TypeThrottle},
+		Dependencies: append(slices.Clone(k.brokers), listen),
+		Logger:       log.With("part", "policy"),
+	})
+	if err != nil {
+		return fmt.Errorf("lapi: %w", err)
+	}
+	feed := newPolicyFeed(srv, pol)
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
 		Brokers: k.brokers, Security: k.sec, Topic: topic, Logger: log, DLQTopic: "-",
 	})
@@ -102,7 +126,7 @@ portcullis lapi --listen :8080 --api-key fw-key,nginx-key --state-dir /var/lib/p
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(sub, srv)
+	reg.MustRegister(sub, srv, feed.refused)
 	if err := cli.ServeMetrics(ctx, common.MetricsListen, reg, log); err != nil {
 		return err
 	}
@@ -118,7 +142,7 @@ portcullis lapi --listen :8080 --api-key fw-key,nginx-key --state-dir /var/lib/p
 		_ = hs.Shutdown(sctx) // best effort on exit
 	}()
 	subDone := make(chan error, 1)
-	go func() { subDone <- sub.Run(ctx, srv) }()
+	go func() { subDone <- sub.Run(ctx, feed) }()
 	saveDone := make(chan error, 1)
 	go func() {
 		// Decisions handed out are journaled before each answer; the whole
@@ -152,4 +176,72 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// policyFeed withholds from the LAPI what the bouncers must not enforce,
+// with the policy every Portcullis bouncer applies: decisions outside the
+// filters, and bans covering the whitelist, loopback, this host's
+// addresses, the brokers or the --listen address. A withheld add reaches
+// the server as a delete of its key, so a decision served before is
+// withdrawn.
+type policyFeed struct {
+	next    decisionfeed.Handler
+	pol     *policy.Policy
+	refused *prometheus.CounterVec
+}
+
+func newPolicyFeed(next decisionfeed.Handler, pol *policy.Policy) *policyFeed {
+	return &policyFeed{next: next, pol: pol, refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "portcullis", Subsystem: "lapi", Name: "refused_total",
+		Help: "Decisions withheld from the LAPI, by reason (whitelist, loopback, host_address, dependency; type, origin, scenario).",
+	}, []string{"reason"})}
+}
+
+// withheld returns why d is not to be served, or "".
+func (f *policyFeed) withheld(d *decisionfeed.Decision) string {
+	if d.Op != decisionfeed.OpAdd {
+		return ""
+	}
+	if why := f.pol.Filter(d); why != "" {
+		return why
+	}
+	p, err := d.Prefix()
+	if err != nil {
+		return ""
+	}
+	if c, err := enforcer.Canonical(p); err == nil {
+		if why := f.pol.Protected(c); why != "" {
+			f.pol.Refused(d.Key(), c, why)
+			return why
+		}
+	}
+	return ""
+}
+
+// Snapshot implements decisionfeed.Handler.
+func (f *policyFeed) Snapshot(ctx context.Context, live iter.Seq[decisionfeed.Decision]) error {
+	return f.next.Snapshot(ctx, func(yield func(decisionfeed.Decision) bool) {
+		for d := range live {
+			if why := f.withheld(&d); why != "" {
+				f.refused.WithLabelValues(why).Inc()
+				continue
+			}
+			if !yield(d) {
+				return
+			}
+		}
+	})
+}
+
+// Changes implements decisionfeed.Handler.
+func (f *policyFeed) Changes(ctx context.Context, changes []decisionfeed.Decision) error {
+	out := make([]decisionfeed.Decision, len(changes))
+	for i, d := range changes {
+		if why := f.withheld(&d); why != "" {
+			f.refused.WithLabelValues(why).Inc()
+			d.Op, d.Duration = decisionfeed.OpDelete, "0s"
+		}
+		out[i] = d
+	}
+	return f.next.Changes(ctx, out)
 }

@@ -30,8 +30,9 @@ type Config struct {
 	// enforced; an entry ending in "*" matches every scenario it prefixes
 	// ("crowdsecurity/*"). A decision without a scenario matches none.
 	Scenarios []string `yaml:"scenarios"`
-	// ProtectHostAddresses refuses bans covering an address of the host's
-	// interfaces. Loopback is protected regardless.
+	// ProtectHostAddresses refuses bans covering loopback (127.0.0.0/8,
+	// ::1) or an address of the host's interfaces. Turning it off is for
+	// tests that must ban a loopback client.
 	ProtectHostAddresses bool `yaml:"protect_host_addresses"`
 	// HostAddressesRefresh is how often the host's addresses are read again
 	// and the bouncer's dependencies (brokers, upstreams) resolved again;

@@ -10,13 +10,15 @@ import (
 
 // Flags are the policy's command-line flags, the same in every bouncer:
 // --whitelist (repeatable, added to the config's), --types, --origins and
-// --scenarios (comma-separated, replacing the config's).
+// --scenarios (comma-separated, replacing the config's) and
+// --protect-host-addresses.
 type Flags struct {
 	fs        *flag.FlagSet
 	whitelist repeated
 	types     *string
 	origins   *string
 	scenarios *string
+	protect   *bool
 }
 
 // repeated is a flag that may be given several times.
@@ -36,6 +38,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	f.types = fs.String("types", "", "comma-separated decision types to enforce: ban, captcha, throttle (default: every type this bouncer enforces)")
 	f.origins = fs.String("origins", "", "comma-separated origins whose decisions are enforced: "+strings.Join(KnownOrigins, ", ")+" (default: all)")
 	f.scenarios = fs.String("scenarios", "", "comma-separated scenarios whose decisions are enforced; NAME* matches a prefix (default: all)")
+	f.protect = fs.Bool("protect-host-addresses", true, "never ban loopback or the host's own addresses (false only for tests)")
 	return f
 }
 
@@ -62,6 +65,9 @@ func (f *Flags) Apply(cfg *Config) error {
 	}
 	if set["scenarios"] {
 		cfg.Scenarios = splitList(*f.scenarios)
+	}
+	if set["protect-host-addresses"] {
+		cfg.ProtectHostAddresses = *f.protect
 	}
 	return nil
 }

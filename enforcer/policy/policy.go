@@ -5,7 +5,7 @@
 // edge may enforce only bans from the engine and the CLI, nginx only
 // captchas). Protection refuses a ban that covers an address the bouncer
 // must keep reaching or must never cut off: the configured whitelist,
-// loopback, the host's own addresses, and the bouncer's dependencies (its
+// loopback and the host's own addresses, and the bouncer's dependencies (its
 // Kafka brokers and upstreams, as resolved, re-resolved periodically;
 // every address a dependency ever resolved to stays protected, so a ban
 // stays refused while the brokers move). The runner (enforcer/runner)
@@ -46,7 +46,7 @@ const (
 	FilteredScenario = "scenario"
 )
 
-// Loopback are the loopback ranges, never banned by any bouncer.
+// Loopback are the loopback ranges, protected with the host's addresses.
 var Loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
 // Options are what a bouncer tells its policy beyond the configuration.
@@ -58,6 +58,10 @@ type Options struct {
 	// or "host" (brokers, an API upstream). Names are resolved at New and
 	// every HostAddressesRefresh.
 	Dependencies []string
+	// Peers are the address ranges of the clients the bouncer serves and
+	// must go on serving (nginx-bouncer's trusted proxies: a ban on nginx
+	// would refuse every request). They are protected as dependencies.
+	Peers []netip.Prefix
 	// HostAddrs returns the host's own addresses; nil means
 	// InterfaceAddrs.
 	HostAddrs func() ([]netip.Addr, error)
@@ -78,9 +82,11 @@ type Policy struct {
 	prefixes  []string // scenario prefixes, from entries ending in *
 	whitelist *bart.Lite
 	loopback  *bart.Lite
+	peers     *bart.Lite
 	logger    *slog.Logger
 
-	prot atomic.Pointer[protected]
+	prot      atomic.Pointer[protected]
+	refreshMu sync.Mutex // one Refresh at a time
 
 	mu      sync.Mutex
 	deps    map[netip.Addr]string // every address a dependency resolved to, and which
@@ -93,6 +99,10 @@ type protected struct {
 	hosts *bart.Lite
 	deps  *bart.Lite
 	names map[netip.Addr]string
+	// any is the union of every protected prefix (whitelist and loopback
+	// included), so that the common case, a ban of nothing protected, is
+	// one lookup.
+	any *bart.Lite
 }
 
 // maxLogged bounds the decisions remembered as logged; beyond it the memory
@@ -124,6 +134,7 @@ func New(ctx context.Context, cfg Config, opt Options) (*Policy, error) {
 		types:     map[decisionfeed.Type]bool{},
 		whitelist: &bart.Lite{},
 		loopback:  &bart.Lite{},
+		peers:     &bart.Lite{},
 		logger:    opt.Logger,
 		deps:      map[netip.Addr]string{},
 		logged:    map[string]struct{}{},
@@ -157,14 +168,23 @@ func New(ctx context.Context, cfg Config, opt Options) (*Policy, error) {
 	for _, w := range cfg.Whitelist {
 		p.whitelist.Insert(enforcer.MustCanonical(w))
 	}
-	for _, l := range Loopback {
-		p.loopback.Insert(l)
+	for _, pf := range opt.Peers {
+		c, err := enforcer.Canonical(pf)
+		if err != nil {
+			return nil, fmt.Errorf("peers: %w", err)
+		}
+		p.peers.Insert(c)
 	}
-	p.prot.Store(&protected{hosts: &bart.Lite{}, deps: &bart.Lite{}})
+	if cfg.ProtectHostAddresses {
+		for _, l := range Loopback {
+			p.loopback.Insert(l)
+		}
+	}
+	p.prot.Store(p.withUnion(&protected{hosts: &bart.Lite{}, deps: &bart.Lite{}}))
 	if _, err := p.Refresh(ctx); err != nil {
-		var re *resolveError
-		if !errors.As(err, &re) {
-			return nil, err
+		var he *hostError
+		if errors.As(err, &he) {
+			return nil, he
 		}
 		p.logger.Warn("dependency not resolved; retrying at the next refresh", "err", err)
 	}
@@ -228,13 +248,16 @@ func (p *Policy) Protected(prefix netip.Prefix) string {
 
 // protectedBy is Protected with what is protected, for the log.
 func (p *Policy) protectedBy(prefix netip.Prefix) (reason, what string) {
+	pr := p.prot.Load()
+	if !pr.any.OverlapsPrefix(prefix) {
+		return "", ""
+	}
 	if p.whitelist.OverlapsPrefix(prefix) {
 		return RefusedWhitelist, ""
 	}
 	if p.loopback.OverlapsPrefix(prefix) {
 		return RefusedLoopback, ""
 	}
-	pr := p.prot.Load()
 	if pr.deps.OverlapsPrefix(prefix) {
 		for a, name := range pr.names {
 			if prefix.Contains(a) {
@@ -242,6 +265,15 @@ func (p *Policy) protectedBy(prefix netip.Prefix) (reason, what string) {
 			}
 		}
 		return RefusedDependency, ""
+	}
+	if p.peers.OverlapsPrefix(prefix) {
+		for pf := range p.peers.Supernets(prefix) {
+			return RefusedDependency, "peer " + pf.String()
+		}
+		for pf := range p.peers.Subnets(prefix) {
+			return RefusedDependency, "peer " + pf.String()
+		}
+		return RefusedDependency, "peer"
 	}
 	if pr.hosts.OverlapsPrefix(prefix) {
 		return RefusedHostAddress, ""
@@ -285,6 +317,12 @@ type resolveError struct {
 func (e *resolveError) Error() string { return "resolve " + e.dep + ": " + e.err.Error() }
 func (e *resolveError) Unwrap() error { return e.err }
 
+// hostError is a failure to read the host's addresses.
+type hostError struct{ err error }
+
+func (e *hostError) Error() string { return "host addresses: " + e.err.Error() }
+func (e *hostError) Unwrap() error { return e.err }
+
 // resolveTimeout bounds the lookup of one dependency.
 const resolveTimeout = 2 * time.Second
 
@@ -292,13 +330,15 @@ const resolveTimeout = 2 * time.Second
 // and reports whether the protected addresses changed. Dependency
 // addresses only accumulate; a failed read or lookup keeps what was known.
 func (p *Policy) Refresh(ctx context.Context) (changed bool, err error) {
+	p.refreshMu.Lock()
+	defer p.refreshMu.Unlock()
 	old := p.prot.Load()
 	hosts := old.hosts
 	var errs []error
 	if p.cfg.ProtectHostAddresses {
 		addrs, herr := p.opt.HostAddrs()
 		if herr != nil {
-			errs = append(errs, fmt.Errorf("host addresses: %w", herr))
+			errs = append(errs, &hostError{err: herr})
 		} else {
 			hosts = &bart.Lite{}
 			for _, a := range addrs {
@@ -308,16 +348,21 @@ func (p *Policy) Refresh(ctx context.Context) (changed bool, err error) {
 			}
 		}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	grew := false
-	for _, dep := range p.opt.Dependencies {
+	// Lookups run without the lock: Refused, which the runner calls with
+	// its own lock held, must not wait for a slow resolver.
+	resolved := make([][]netip.Addr, len(p.opt.Dependencies))
+	for i, dep := range p.opt.Dependencies {
 		addrs, rerr := p.resolve(ctx, dep)
 		if rerr != nil {
 			errs = append(errs, rerr)
-			continue
 		}
-		for _, a := range addrs {
+		resolved[i] = addrs
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	grew := false
+	for i, dep := range p.opt.Dependencies {
+		for _, a := range resolved[i] {
 			a = a.Unmap().WithZone("")
 			if _, ok := p.deps[a]; !ok && a.IsValid() {
 				p.deps[a] = dep
@@ -335,14 +380,28 @@ func (p *Policy) Refresh(ctx context.Context) (changed bool, err error) {
 		}
 	}
 	changed = grew || !old.hosts.Equal(hosts)
-	p.prot.Store(next)
+	p.prot.Store(p.withUnion(next))
 	return changed, errors.Join(errs...)
+}
+
+// withUnion sets pr.any from pr and the fixed protections, and returns pr.
+func (p *Policy) withUnion(pr *protected) *protected {
+	pr.any = &bart.Lite{}
+	for _, t := range []*bart.Lite{p.whitelist, p.loopback, p.peers, pr.hosts, pr.deps} {
+		for pf := range t.All() {
+			pr.any.Insert(pf)
+		}
+	}
+	return pr
 }
 
 func (p *Policy) resolve(ctx context.Context, dep string) ([]netip.Addr, error) {
 	host := dep
 	if h, _, err := net.SplitHostPort(dep); err == nil {
 		host = h
+	}
+	if host == "" {
+		return nil, nil // a wildcard listen address: the host's own addresses
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
 		return []netip.Addr{a}, nil

@@ -181,6 +181,9 @@ func TestDependenciesStayProtected(t *testing.T) {
 	if p.Protected(old) != RefusedDependency || p.Protected(moved) != "" {
 		t.Fatal("initial resolution not protected")
 	}
+	if p.Protected(netip.MustParsePrefix("127.0.0.2/32")) != "" {
+		t.Fatal("loopback protected although protect_host_addresses is false")
+	}
 	if changed, err := p.Refresh(context.Background()); changed || err != nil {
 		t.Fatalf("Refresh with nothing new = %v, %v", changed, err)
 	}
@@ -270,7 +273,8 @@ func TestFlags(t *testing.T) {
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	f := RegisterFlags(fs)
-	err := fs.Parse([]string{"--whitelist", "198.51.100.0/24,2001:db8::1", "--whitelist", "::ffff:10.0.0.1", "--types", "ban, captcha", "--scenarios", "crowdsecurity/*"})
+	err := fs.Parse([]string{"--whitelist", "198.51.100.0/24,2001:db8::1", "--whitelist", "::ffff:10.0.0.1", "--types", "ban, captcha", "--scenarios", "crowdsecurity/*",
+		"--protect-host-addresses=false"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +284,7 @@ func TestFlags(t *testing.T) {
 	want := Prefixes{netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("198.51.100.0/24"),
 		netip.MustParsePrefix("2001:db8::1/128"), netip.MustParsePrefix("10.0.0.1/32")}
 	if !slices.Equal(cfg.Whitelist, want) || !slices.Equal(cfg.Types, banAndCaptcha) ||
-		!slices.Equal(cfg.Origins, []string{"blocklist"}) || !slices.Equal(cfg.Scenarios, []string{"crowdsecurity/*"}) {
+		!slices.Equal(cfg.Origins, []string{"blocklist"}) || !slices.Equal(cfg.Scenarios, []string{"crowdsecurity/*"}) || cfg.ProtectHostAddresses {
 		t.Fatalf("after flags: %+v", cfg)
 	}
 	fs = flag.NewFlagSet("t", flag.ContinueOnError)
@@ -308,5 +312,35 @@ func TestYAML(t *testing.T) {
 	err := config.Decode("nginx.yaml", []byte("types: [ban]\nwhitelist:\n  - 192.0.2.0/24\n  - office\n"), &c)
 	if err == nil || err.Error() != `nginx.yaml: line 4: whitelist: "office" is not an IP address` {
 		t.Fatalf("bad entry: %v", err)
+	}
+}
+
+// TestPeersAreDependencies: nginx-bouncer's trusted proxies are never
+// banned, a proxy range protects every address in it, and the log says so.
+func TestPeersAreDependencies(t *testing.T) {
+	var logs bytes.Buffer
+	cfg := DefaultConfig()
+	cfg.ProtectHostAddresses = false
+	p := newPolicy(t, cfg, Options{
+		Peers:  []netip.Prefix{netip.MustParsePrefix("10.0.0.0/29"), netip.MustParsePrefix("2001:db8:7::5/128")},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	for in, want := range map[string]string{
+		"10.0.0.3/32":       RefusedDependency,
+		"10.0.0.0/24":       RefusedDependency,
+		"10.0.0.8/32":       "",
+		"2001:db8:7::/48":   RefusedDependency,
+		"2001:db8:7::6/128": "",
+	} {
+		if got := p.Protected(netip.MustParsePrefix(in)); got != want {
+			t.Errorf("Protected(%s) = %q, want %q", in, got, want)
+		}
+	}
+	p.Refused("range:10.0.0.0/24", netip.MustParsePrefix("10.0.0.0/24"), RefusedDependency)
+	if !strings.Contains(logs.String(), `protects="peer 10.0.0.0/29"`) {
+		t.Errorf("log does not name the peer:\n%s", logs.String())
+	}
+	if _, err := New(context.Background(), cfg, Options{Peers: []netip.Prefix{{}}}); err == nil {
+		t.Error("an invalid peer was accepted")
 	}
 }

@@ -35,8 +35,8 @@ import (
 // Config tunes a Runner. Start from DefaultConfig.
 type Config struct {
 	// Policy filters the decisions and protects addresses; Run refreshes
-	// it every Policy.RefreshInterval. Nil means bans only and loopback
-	// protected, nothing else.
+	// it every Policy.RefreshInterval. Nil means policy.DefaultConfig:
+	// bans only, loopback and the host's addresses protected.
 	Policy *policy.Policy
 	// Coalesce is how long a burst of changes is collected before it is
 	// applied as one batch.
@@ -124,7 +124,7 @@ type Runner struct {
 
 	mu      sync.Mutex
 	active  map[netip.Prefix]enforcer.Entry
-	refused map[netip.Prefix]refusal // bans refused, enforced if unprotected later
+	refused map[netip.Prefix]enforcer.Entry // bans refused, enforced if unprotected later
 	counts  map[labelKey]int
 	pending map[netip.Prefix]change
 	order   []netip.Prefix // pending prefixes in arrival order
@@ -150,12 +150,6 @@ type metrics struct {
 	healthy  prometheus.Gauge
 }
 
-// refusal is a ban refused by the policy and the decision key it came from.
-type refusal struct {
-	key   string
-	entry enforcer.Entry
-}
-
 // New returns a Runner for backend. Its metrics are registered on reg
 // (nil: not registered).
 func New(cfg Config, backend enforcer.Enforcer, reg prometheus.Registerer) (*Runner, error) {
@@ -171,7 +165,7 @@ func New(cfg Config, backend enforcer.Enforcer, reg prometheus.Registerer) (*Run
 		now:     cfg.Now,
 		pol:     cfg.Policy,
 		active:  make(map[netip.Prefix]enforcer.Entry),
-		refused: make(map[netip.Prefix]refusal),
+		refused: make(map[netip.Prefix]enforcer.Entry),
 		counts:  make(map[labelKey]int),
 		pending: make(map[netip.Prefix]change),
 		strs:    make(map[string]string),
@@ -181,7 +175,7 @@ func New(cfg Config, backend enforcer.Enforcer, reg prometheus.Registerer) (*Run
 		r.now = time.Now
 	}
 	if r.pol == nil {
-		pol, err := policy.New(context.Background(), policy.Config{}, policy.Options{})
+		pol, err := policy.New(context.Background(), policy.DefaultConfig(), policy.Options{})
 		if err != nil {
 			return nil, fmt.Errorf("runner: default policy: %w", err)
 		}
@@ -309,21 +303,21 @@ func (r *Runner) refreshPolicy(ctx context.Context) error {
 				continue // already on its way out
 			}
 			r.queueLocked(p, change{entry: enforcer.Entry{Prefix: p}})
-			r.refused[p] = refusal{key: p.String(), entry: e}
+			r.refused[p] = e
 			r.m.refused.WithLabelValues(why).Inc()
 			r.pol.Refused(p.String(), p, why)
 			n++
 		}
 	}
-	for p, rf := range r.refused {
+	for p, e := range r.refused {
 		if r.pol.Protected(p) != "" {
 			continue
 		}
 		delete(r.refused, p)
-		if _, ok := r.pending[p]; ok || !rf.entry.Until.After(now) {
+		if _, ok := r.pending[p]; ok || !e.Until.After(now) {
 			continue
 		}
-		r.queueLocked(p, change{add: true, entry: rf.entry})
+		r.queueLocked(p, change{add: true, entry: e})
 		n++
 	}
 	r.mu.Unlock()
@@ -372,7 +366,7 @@ func (r *Runner) convertLocked(d *decisionfeed.Decision, now time.Time) (p netip
 		r.m.refused.WithLabelValues(why).Inc()
 		r.pol.Refused(d.Key(), p, why)
 		e.Reason, e.Origin = r.intern(e.Reason), r.intern(e.Origin)
-		r.refused[p] = refusal{key: d.Key(), entry: e}
+		r.refused[p] = e
 		return p, change{entry: e}, true
 	}
 	e.Reason, e.Origin = r.intern(e.Reason), r.intern(e.Origin)

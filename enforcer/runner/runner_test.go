@@ -597,3 +597,57 @@ func TestFiltersDecideWhatReachesTheBackend(t *testing.T) {
 		}
 	}
 }
+
+// TestBrokerBanRefusedAsBrokersMove is the fleet lockout: a ban on the
+// broker's address is refused, and when the broker name comes to resolve
+// to an address already banned, that ban is withdrawn; the old address
+// stays protected.
+func TestBrokerBanRefusedAsBrokersMove(t *testing.T) {
+	clk := &clock{t: t0}
+	f := newRecorder()
+	cfg := testConfig(clk)
+	var mu sync.Mutex
+	answer := "192.0.2.10"
+	pc := policy.DefaultConfig()
+	pc.ProtectHostAddresses = false
+	pol, err := policy.New(context.Background(), pc, policy.Options{
+		Dependencies: []string{"kafka-1.example:9092"},
+		Resolve: func(context.Context, string) ([]netip.Addr, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return []netip.Addr{netip.MustParseAddr(answer)}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Policy = pol
+	reg := prometheus.NewRegistry()
+	r := startRunner(t, cfg, f, reg)
+	if err := r.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{ban("192.0.2.10"), ban("192.0.2.11"), ban("192.0.2.12")})); err != nil {
+		t.Fatal(err)
+	}
+	if _, state := f.snapshot(); !slices.Equal(state, []string{"192.0.2.11/32", "192.0.2.12/32"}) {
+		t.Fatalf("state = %v, want the broker's address refused", state)
+	}
+	mu.Lock()
+	answer = "192.0.2.11"
+	mu.Unlock()
+	if err := r.refreshPolicy(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.waitCalls(t, 2)
+	if _, state := f.snapshot(); !slices.Equal(state, []string{"192.0.2.12/32"}) {
+		t.Fatalf("state = %v, want the broker's new address withdrawn and the old one still refused", state)
+	}
+	// A later add for the old address is refused too.
+	_ = r.Changes(context.Background(), []decisionfeed.Decision{ban("192.0.2.0/24")})
+	time.Sleep(3 * cfg.Coalesce)
+	settle(r)
+	if _, state := f.snapshot(); !slices.Equal(state, []string{"192.0.2.12/32"}) {
+		t.Fatalf("state = %v, want a range covering the brokers refused", state)
+	}
+	if got := testutil.ToFloat64(r.m.refused.WithLabelValues(policy.RefusedDependency)); got != 3 {
+		t.Fatalf("refused{dependency} = %v, want 3", got)
+	}
+}

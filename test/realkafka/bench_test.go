@@ -3,6 +3,7 @@ package realkafka
 import (
 	"context"
 	"fmt"
+	"iter"
 	"net/netip"
 	"slices"
 	"testing"
@@ -19,7 +20,7 @@ type arrivals struct {
 	ids   chan string
 }
 
-func (a *arrivals) Snapshot(context.Context, []decisionfeed.Decision) error {
+func (a *arrivals) Snapshot(context.Context, iter.Seq[decisionfeed.Decision]) error {
 	close(a.ready)
 	return nil
 }

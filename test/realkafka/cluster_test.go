@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +40,8 @@ func newFollower() *follower {
 	return &follower{live: map[string]bool{}, arrived: map[string]time.Time{}}
 }
 
-func (f *follower) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
+func (f *follower) Snapshot(_ context.Context, seq iter.Seq[decisionfeed.Decision]) error {
+	live := slices.Collect(seq)
 	now := time.Now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
