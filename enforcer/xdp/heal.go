@@ -187,11 +187,11 @@ func (e *Enforcer) countLive(at time.Time) (int, error) {
 	if e.closed {
 		return 0, ErrClosed
 	}
-	clk, err := readClock()
+	clk, err := e.readClock()
 	if err != nil {
 		return 0, err
 	}
-	limit := clk.toBoot(at)
+	limit := clk.toJiffies(at)
 	m := &e.objs.XdpMaps
 	total := 0
 	for _, c := range []func() (int, error){
