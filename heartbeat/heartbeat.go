@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -162,6 +163,8 @@ type Config struct {
 	Stats func() Stats
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
+	// Security is the TLS and SASL the publisher connects with (nil: plaintext).
+	Security *kafkaconn.Security
 }
 
 // Publisher sends a bouncer's heartbeats.
@@ -194,7 +197,7 @@ func New(cfg Config) (*Publisher, error) {
 	if err := probe.Validate(); err != nil {
 		return nil, err
 	}
-	tr := &kafka.Transport{}
+	tr := cfg.Security.Transport(&kafka.Transport{})
 	return &Publisher{
 		cfg: cfg,
 		tr:  tr,

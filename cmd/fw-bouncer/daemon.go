@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/enforcer/runner"
 	"github.com/portcullis-ips/portcullis/heartbeat"
 	"github.com/portcullis-ips/portcullis/internal/cli"
@@ -45,11 +47,16 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 		}
 	}()
 
+	sec, err := cli.ConnectKafka(ctx, cfg.Kafka, cfg.Brokers, log)
+	if err != nil {
+		return err
+	}
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
-		Brokers: cfg.Brokers,
-		Topic:   cfg.Topic,
-		Group:   cfg.Group,
-		Logger:  log.With("part", "feed"),
+		Brokers:  cfg.Brokers,
+		Security: sec,
+		Topic:    cfg.Topic,
+		Group:    cfg.Group,
+		Logger:   log.With("part", "feed"),
 	})
 	if err != nil {
 		return fmt.Errorf("decision feed: %w", err)
@@ -57,18 +64,19 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sub)
 
-	rcfg := runner.DefaultConfig()
-	rcfg.Whitelist = cfg.whitelist()
-	if !cfg.ProtectHostAddresses {
-		rcfg.HostAddrs = nil
+	pol, err := policy.New(ctx, cfg.Policy, policy.Options{
+		Supported:    supportedTypes,
+		Dependencies: cfg.Brokers,
+		Logger:       log.With("part", "policy"),
+	})
+	if err != nil {
+		return err
 	}
-	rcfg.HostAddrsRefresh = cfg.HostAddressesRefresh
+	rcfg := runner.DefaultConfig()
+	rcfg.Policy = pol
 	rcfg.Coalesce = cfg.Coalesce
 	rcfg.SweepInterval = cfg.SweepInterval
 	rcfg.MetricsSubsystem = "fw_bouncer"
-	rcfg.OnRefused = func(key, reason string) {
-		log.Warn("refused ban of a protected address", "key", key, "reason", reason)
-	}
 	rcfg.OnApplyError = func(err error) {
 		log.Error("backend apply failed; retrying", "err", err)
 	}
@@ -93,7 +101,8 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 		return err
 	}
 	log.Info("fw-bouncer started", "mode", cfg.Mode, "dry_run", cfg.DryRun, "brokers", cfg.Brokers,
-		"topic", cfg.Topic, "group", cfg.Group, "whitelist", len(rcfg.Whitelist))
+		"topic", cfg.Topic, "group", cfg.Group, "whitelist", len(cfg.Policy.Whitelist),
+		"types", fmt.Sprint(pol.Types()), "protected_dependencies", strings.Join(pol.Dependencies(), ","))
 
 	// The runner and the heartbeats stop when the feed does, whatever the
 	// reason; the feed stops when the runner stands down after a cleanup.
@@ -113,7 +122,7 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	hbDone := make(chan struct{})
 	if cfg.HeartbeatInterval > 0 {
 		hb, err := heartbeat.New(heartbeat.Config{
-			Brokers: cfg.Brokers, Name: "fw-bouncer", Mode: cfg.Mode, Interval: cfg.HeartbeatInterval,
+			Brokers: cfg.Brokers, Security: sec, Name: "fw-bouncer", Mode: cfg.Mode, Interval: cfg.HeartbeatInterval,
 			Stats: func() heartbeat.Stats {
 				return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Problem: r.Health()}
 			},

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/enforcer/xdp"
 	"github.com/portcullis-ips/portcullis/heartbeat"
 	"github.com/portcullis-ips/portcullis/internal/cli"
@@ -33,9 +34,13 @@ DESCRIPTION
     applies each add and delete as it arrives, coalescing bursts for a few
     milliseconds. Only decisions of type ban are enforced.
 
-    It refuses to ban the whitelist (--whitelist, config "whitelist") and
-    every address of the host's own interfaces, and any range that overlaps
-    them; refusals are logged and counted.
+    It refuses to ban the whitelist (--whitelist, config "whitelist"),
+    loopback, every address of the host's own interfaces and the addresses
+    its brokers resolve to (re-resolved every host_addresses_refresh), and
+    any range that overlaps them; refusals are logged once per decision and
+    counted (portcullis_fw_bouncer_refused_total). --types, --origins and
+    --scenarios (config "types", "origins", "scenarios") choose the
+    decisions enforced, as in every bouncer.
 
     On SIGTERM or SIGINT it stops and leaves the bans in force: the XDP
     program and its maps are pinned under bpffs, netfilter sets stay
@@ -91,6 +96,8 @@ CONFIGURATION
     group: portcullis-fw-bouncer-web-1
     metrics_listen: 127.0.0.1:9101
     whitelist: [198.51.100.0/24, 192.0.2.10]
+    origins: [engine, cli]       # only these origins' bans (default: all)
+    scenarios: [crowdsecurity/*] # only these scenarios (default: all)
     protect_host_addresses: true
     coalesce: 5ms
     sweep_interval: 1m
@@ -214,12 +221,12 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	o := &options{}
 	o.common.Register(fs)
 	mode := fs.String("mode", "xdp", "backend: "+modeNames())
-	var ifaces, whitelist stringList
+	var ifaces stringList
 	fs.Var(&ifaces, "iface", "interface to enforce on (repeatable, or comma-separated)")
 	xdpMode := fs.String("xdp-mode", "auto", "XDP attach mode: native, generic or auto (native, falling back to generic with a warning)")
 	dryRun := fs.Bool("dry-run", false, "log what would be applied; touch nothing")
 	volatilePins := fs.Bool("xdp-allow-volatile-pins", false, "run even when the XDP pins are on a bpffs that ends with the process (ip netns exec); bans then stop with it")
-	fs.Var(&whitelist, "whitelist", "addresses or CIDR ranges never to ban (repeatable, or comma-separated), added to the config's")
+	polFlags := policy.RegisterFlags(fs)
 	topic := fs.String("topic", "", "decisions topic (default "+DefaultConfig().Topic+")")
 	heartbeatEvery := fs.Duration("heartbeat-interval", DefaultConfig().HeartbeatInterval, "time between heartbeats on "+heartbeat.Topic+" (0: none)")
 	if err := fs.Parse(args); err != nil {
@@ -243,9 +250,14 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	if set["mode"] {
 		cfg.Mode = *mode
 	}
-	if set["brokers"] || len(cfg.Brokers) == 0 {
-		cfg.Brokers = o.common.BrokerList()
+	// flag > environment > file > default, for the brokers and the
+	// "kafka:" section alike.
+	cfg.Brokers = o.common.ResolveBrokers(cfg.Brokers)
+	kc, err := o.common.ResolveKafka(cfg.Kafka)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Kafka = kc
 	if set["metrics-listen"] {
 		cfg.MetricsListen = o.common.MetricsListen
 	}
@@ -264,14 +276,8 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	if set["xdp-allow-volatile-pins"] {
 		cfg.XDP.AllowVolatilePins = *volatilePins
 	}
-	if len(whitelist) > 0 {
-		ps, err := config.ParsePrefixes(strings.Join(whitelist, ","))
-		if err != nil {
-			return nil, fmt.Errorf("--whitelist: %w", err)
-		}
-		for _, p := range ps {
-			cfg.Whitelist = append(cfg.Whitelist, hostPrefix(p))
-		}
+	if err := polFlags.Apply(&cfg.Policy); err != nil {
+		return nil, err
 	}
 	b, err := lookupBackend(cfg.Mode)
 	if err != nil {

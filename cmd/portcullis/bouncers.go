@@ -61,7 +61,11 @@ portcullis bouncers list -o json | jq -r '.[] | select(.stale) | .host'
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	msgs, err := readTopic(ctx, common.BrokerList(), topic)
+	k, err := connectKafka(ctx, &common, "bouncers")
+	if err != nil {
+		return err
+	}
+	msgs, err := readTopic(ctx, k, topic)
 	if err != nil && !errors.Is(err, kafka.UnknownTopicOrPartition) {
 		return fmt.Errorf("bouncers list: %w", err)
 	}

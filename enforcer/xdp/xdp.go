@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -20,9 +19,6 @@ import (
 	"github.com/portcullis-ips/portcullis/bpf"
 	"github.com/portcullis-ips/portcullis/enforcer"
 )
-
-// ErrClosed is returned by methods called after Close.
-var ErrClosed = errors.New("xdp enforcer closed")
 
 // Interface checks.
 var (
@@ -214,7 +210,7 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return ErrClosed
+		return fmt.Errorf("apply: %w", enforcer.ErrClosed)
 	}
 	clk, err := e.readClock()
 	if err != nil {
@@ -222,7 +218,7 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 	}
 	var w writes
 	for i, p := range b.Delete {
-		np, err := normalize(p)
+		np, err := enforcer.Canonical(p)
 		if err != nil {
 			return fmt.Errorf("apply: delete %d: %w", i, err)
 		}
@@ -262,7 +258,7 @@ func (e *Enforcer) planAdds(entries []enforcer.Entry, clk clock, w *writes) erro
 	)
 	for i := range entries {
 		en := &entries[i]
-		p, err := normalize(en.Prefix)
+		p, err := enforcer.Canonical(en.Prefix)
 		if err != nil {
 			return fmt.Errorf("add %d: %w", i, err)
 		}
@@ -284,17 +280,4 @@ func (e *Enforcer) planAdds(entries []enforcer.Entry, clk clock, w *writes) erro
 	}
 	w.finish()
 	return nil
-}
-
-// normalize returns p masked, with IPv4-mapped IPv6 prefixes turned into
-// IPv4 ones, or an error for an invalid prefix.
-func normalize(p netip.Prefix) (netip.Prefix, error) {
-	if !p.IsValid() {
-		return netip.Prefix{}, fmt.Errorf("invalid prefix %q", p)
-	}
-	a := p.Addr()
-	if a.Is4In6() && p.Bits() >= 96 {
-		return netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked(), nil
-	}
-	return p.Masked(), nil
 }
