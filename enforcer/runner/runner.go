@@ -255,6 +255,12 @@ func (r *Runner) register(reg prometheus.Registerer) error {
 				"Packets dropped by the backend, by reason (scenario or origin).", []string{"reason"}, nil),
 			bytes: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "dropped_bytes_total"),
 				"Bytes dropped by the backend, by reason (scenario or origin).", []string{"reason"}, nil),
+			srcPackets: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "source_dropped_packets_total"),
+				"Packets dropped by the backend, by the origin and scenario of the ban (backends that count per ban source).",
+				[]string{"origin", "scenario"}, nil),
+			srcBytes: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "source_dropped_bytes_total"),
+				"Bytes dropped by the backend, by the origin and scenario of the ban (backends that count per ban source).",
+				[]string{"origin", "scenario"}, nil),
 		})
 	}
 	for _, c := range cs {
@@ -270,12 +276,17 @@ type dropCollector struct {
 	cr             enforcer.CounterReader
 	errors         *prometheus.CounterVec
 	packets, bytes *prometheus.Desc
+	// srcPackets and srcBytes split the drops by origin and scenario, for
+	// backends that count per ban source.
+	srcPackets, srcBytes *prometheus.Desc
 }
 
 // Describe implements prometheus.Collector.
 func (d *dropCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- d.packets
 	ch <- d.bytes
+	ch <- d.srcPackets
+	ch <- d.srcBytes
 }
 
 // Collect implements prometheus.Collector.
@@ -288,6 +299,10 @@ func (d *dropCollector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range c.ByReason {
 		ch <- prometheus.MustNewConstMetric(d.packets, prometheus.CounterValue, float64(n.Packets), reason)
 		ch <- prometheus.MustNewConstMetric(d.bytes, prometheus.CounterValue, float64(n.Bytes), reason)
+	}
+	for src, n := range c.BySource {
+		ch <- prometheus.MustNewConstMetric(d.srcPackets, prometheus.CounterValue, float64(n.Packets), src.Origin, src.Scenario)
+		ch <- prometheus.MustNewConstMetric(d.srcBytes, prometheus.CounterValue, float64(n.Bytes), src.Origin, src.Scenario)
 	}
 }
 

@@ -533,7 +533,7 @@ func (e *Enforcer) Counters() (enforcer.Counters, error) {
 	if e.closed {
 		return enforcer.Counters{}, fmt.Errorf("counters: %w", enforcer.ErrClosed)
 	}
-	out := enforcer.Counters{ByReason: make(map[string]enforcer.Count)}
+	out := enforcer.Counters{ByReason: make(map[string]enforcer.Count), BySource: make(map[enforcer.Source]enforcer.Count)}
 	var perCPU []bpf.XdpDropCount
 	for id := range e.reasons.len() {
 		if err := e.objs.PortcullisDrop.Lookup(id, &perCPU); err != nil {
@@ -544,17 +544,28 @@ func (e *Enforcer) Counters() (enforcer.Counters, error) {
 			c.Packets += v.Packets
 			c.Bytes += v.Bytes
 		}
-		name := e.reasons.name(id).reason
+		rn := e.reasons.name(id)
+		name := rn.reason
 		if id == 0 {
 			if c.Packets == 0 {
 				continue
 			}
 			name = OverflowReason
+			rn = reasonName{reason: OverflowReason, origin: OverflowReason}
 		}
 		sum := out.ByReason[name]
 		sum.Packets += c.Packets
 		sum.Bytes += c.Bytes
 		out.ByReason[name] = sum
+		// The reason is the scenario, or the origin for a ban without one.
+		src := enforcer.Source{Origin: rn.origin, Scenario: rn.reason}
+		if src.Scenario == src.Origin && id != 0 {
+			src.Scenario = ""
+		}
+		ss := out.BySource[src]
+		ss.Packets += c.Packets
+		ss.Bytes += c.Bytes
+		out.BySource[src] = ss
 	}
 	return out, nil
 }
