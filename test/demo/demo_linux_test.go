@@ -97,6 +97,10 @@ func TestDemo(t *testing.T) {
 	if n := res.Blocks[Attackers[2]].Requests; n != 1 {
 		t.Errorf("CVE-2021-41773 probe: %d requests answered, want 1", n)
 	}
+	// The IPv6 attacker is detected and dropped by XDP like the others.
+	if n := res.Blocks[Attackers[3]].Requests; n != 1 {
+		t.Errorf("bad user agent over IPv6: %d requests answered, want 1", n)
+	}
 	if res.BystanderFailed != 0 || res.BystanderOK < 10 {
 		t.Errorf("bystander: %d answered 200, %d not; want all of at least 10 answered", res.BystanderOK, res.BystanderFailed)
 	}
