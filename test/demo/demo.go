@@ -60,9 +60,9 @@ var Attackers = []string{"198.51.100.10", "198.51.100.11", "198.51.100.12", "200
 // Expected maps each attacker address to its step and the scenario that
 // step must fire.
 var Expected = map[string]struct{ Step, Scenario string }{
-	"198.51.100.10": {StepBadUA, "crowdsecurity/http-bad-user-agent"},
-	"198.51.100.11": {StepWordPress, "crowdsecurity/http-bf-wordpress_bf"},
-	"198.51.100.12": {StepCVE, "crowdsecurity/http-cve-2021-41773"},
+	"198.51.100.10":  {StepBadUA, "crowdsecurity/http-bad-user-agent"},
+	"198.51.100.11":  {StepWordPress, "crowdsecurity/http-bf-wordpress_bf"},
+	"198.51.100.12":  {StepCVE, "crowdsecurity/http-cve-2021-41773"},
 	"2001:db8:a::10": {StepBadUA6, "crowdsecurity/http-bad-user-agent"},
 }
 
