@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/prefixset"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // BenchmarkCheck1M measures the whole /check handler (client address from
@@ -59,14 +58,14 @@ func BenchmarkCheck1M(b *testing.B) {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			i := 0
-			cpu0 := threadCPU(b)
+			cpu0 := testenv.ThreadCPU(b)
 			for b.Loop() {
 				hdr[0] = values[i&4095]
 				clear(w.h)
 				f.h.ServeHTTP(w, r)
 				i++
 			}
-			b.ReportMetric(float64(threadCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(testenv.ThreadCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 			if w.status != bc.status {
 				b.Fatalf("status %d, want %d", w.status, bc.status)
 			}
@@ -82,16 +81,3 @@ type statusWriter struct {
 func (s *statusWriter) Header() http.Header         { return s.h }
 func (s *statusWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (s *statusWriter) WriteHeader(code int)        { s.status = code }
-
-// threadCPU returns the CPU time the calling OS thread has used. Benchmarks
-// lock their goroutine to its thread and report CPU nanoseconds per
-// operation beside the wall-clock figure, which on a shared, oversubscribed
-// machine measures the scheduler more than the code.
-func threadCPU(b *testing.B) time.Duration {
-	b.Helper()
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
-		b.Fatalf("getrusage: %v", err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}

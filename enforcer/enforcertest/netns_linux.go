@@ -10,27 +10,14 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netns"
 
 	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
-
-// RequireRoot skips the test unless it runs as root, and fails it instead
-// under CI=true, where the privileged tests must run.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root: privileged kernel test under CI=true")
-	}
-	t.Skip("needs root: creates network namespaces, firewall state or BPF programs")
-}
 
 var nsSeq atomic.Uint64
 
@@ -40,7 +27,7 @@ var nsSeq atomic.Uint64
 // namespace is made on a locked thread that is restored before unlocking.
 func NetNS(t testing.TB) (path, name string) {
 	t.Helper()
-	RequireRoot(t)
+	testenv.RequireRoot(t)
 	name = fmt.Sprintf("portcullis-test-%d-%d", os.Getpid(), nsSeq.Add(1))
 	errc := make(chan error, 1)
 	go func() {
@@ -240,18 +227,6 @@ func Bans(n int, until time.Time) []enforcer.Entry {
 		out[i] = enforcer.Entry{Prefix: netip.PrefixFrom(a, 32), Until: until, Reason: "bench"}
 	}
 	return out
-}
-
-// CPUTime returns the user plus system CPU time the process has used: on
-// a busy machine a better measure of a load's cost than wall time, since
-// the kernel does a netlink request's work in the sender's syscall.
-func CPUTime(t testing.TB) time.Duration {
-	t.Helper()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		t.Fatalf("getrusage: %v", err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // Link is a veth pair between two test namespaces: the enforcing side

@@ -10,27 +10,15 @@ import (
 	"time"
 
 	"github.com/portcullis-ips/portcullis/internal/syncbuf"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
-
-// requireRoot skips without root, or fails under CI=true where a missing
-// privilege is a broken setup.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root: network namespaces, XDP and nginx (CI=true)")
-	}
-	t.Skip("needs root: network namespaces, XDP and nginx")
-}
 
 // TestDemo runs the demo of `make demo` with the binaries built from this
 // tree and asserts what it must show: each attacker address fired its
 // scenario and was then dropped, the bystander got 200 every time, and
 // nothing (namespace, pin, temporary directory) was left behind.
 func TestDemo(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	for _, c := range []string{"ip", "nsenter", "nginx"} {
 		if _, err := exec.LookPath(c); err != nil {
 			if os.Getenv("CI") == "true" {

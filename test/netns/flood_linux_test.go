@@ -17,6 +17,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/xdp"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 	"github.com/portcullis-ips/portcullis/test/netns"
 	"github.com/portcullis-ips/portcullis/test/netns/flood"
 )
@@ -236,7 +237,7 @@ func envInt(tb testing.TB, name string, def int) int {
 // PORTCULLIS_FLOOD_PACKETS sets the packets per flood (default 1,000,000),
 // PORTCULLIS_FLOOD_ROUNDS the rounds (default 5).
 func BenchmarkFloodDrop(b *testing.B) {
-	netns.RequireRoot(b)
+	testenv.RequireRoot(b)
 	packets := envInt(b, "PORTCULLIS_FLOOD_PACKETS", 1_000_000)
 	rounds := envInt(b, "PORTCULLIS_FLOOD_ROUNDS", 5)
 	for _, n := range []int{100_000, 1_000_000} {

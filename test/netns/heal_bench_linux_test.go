@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis-ips/portcullis/test/netns"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // procCPU returns a process's CPU time so far, its own and that of its
@@ -37,7 +37,7 @@ func procCPU(tb testing.TB, pid int) time.Duration {
 // test every 250 ms; xdp: link events, a link check every 250 ms and the
 // live-entry count).
 func BenchmarkWatchCPU(b *testing.B) {
-	netns.RequireRoot(b)
+	testenv.RequireRoot(b)
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
 			e := newEnv(b, m)

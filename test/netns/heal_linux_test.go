@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 	"github.com/portcullis-ips/portcullis/test/netns"
 )
 
@@ -111,8 +112,8 @@ var wipes = map[string][]wipe{
 // packets), the restore to be logged and counted, and the bouncer to stand
 // down rather than fight a deliberate `fw-bouncer cleanup`.
 func TestFWBouncerHeals(t *testing.T) {
-	netns.RequireRoot(t)
-	netns.RequireTool(t, "nft", "iptables", "ipset", "bpftool")
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "nft", "iptables", "ipset", "bpftool")
 	for _, m := range modes {
 		ws := wipes[m.name]
 		if len(ws) == 0 {

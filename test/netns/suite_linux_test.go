@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 	"github.com/portcullis-ips/portcullis/test/netns"
 )
 
@@ -18,7 +19,7 @@ import (
 // the assertions are on real packets. The steps share one topology and
 // topic per mode and run in order.
 func TestFWBouncer(t *testing.T) {
-	netns.RequireRoot(t)
+	testenv.RequireRoot(t)
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			testMode(t, m)
