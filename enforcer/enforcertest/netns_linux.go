@@ -7,68 +7,25 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/internal/testenv"
+	tnetns "github.com/portcullis-ips/portcullis/test/netns"
 )
 
-var nsSeq atomic.Uint64
-
-// NetNS creates a named network namespace for the test, with loopback up,
-// and returns its path (/run/netns/NAME) and name. It is deleted when the
-// test ends. The calling goroutine's namespace is not changed: the
-// namespace is made on a locked thread that is restored before unlocking.
+// NetNS creates a named network namespace for the test with the one
+// harness of test/netns (loopback up, removed when the test ends, stale
+// ones of dead test processes removed first) and returns its path
+// (/run/netns/NAME) and name. The calling goroutine's namespace is not
+// changed.
 func NetNS(t testing.TB) (path, name string) {
 	t.Helper()
 	testenv.RequireRoot(t)
-	name = fmt.Sprintf("portcullis-test-%d-%d", os.Getpid(), nsSeq.Add(1))
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("get current netns: %w", err)
-			runtime.UnlockOSThread()
-			return
-		}
-		defer func() { _ = origin.Close() }()
-		ns, err := netns.NewNamed(name)
-		if err != nil {
-			// NewNamed may have switched before failing: restore.
-			if serr := netns.Set(origin); serr != nil {
-				errc <- fmt.Errorf("create netns %s: %w (and restore failed, thread left locked: %w)", name, err, serr)
-				return
-			}
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("create netns %s: %w", name, err)
-			return
-		}
-		_ = ns.Close()
-		if err := netns.Set(origin); err != nil {
-			// Leave the thread locked: it dies with the goroutine.
-			errc <- fmt.Errorf("restore netns: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-	})
-	Run(t, name, "ip", "link", "set", "lo", "up")
-	return "/run/netns/" + name, name
+	n := tnetns.New(t, "enf")
+	return "/run/netns/" + n.Name, n.Name
 }
 
 // Run runs a command inside the named namespace and returns its output,
