@@ -79,3 +79,22 @@ if [[ $want == test ]]; then
 	pip_install kafka kafka-python==3.0.12
 	pip_install aiosmtpd aiosmtpd==1.4.6
 fi
+
+# Debian's crowdsec 1.4.6 is the oracle of the hub-format scenario tests
+# (test/crowdsecdiff). Its maintainer scripts register with CrowdSec's online
+# API and start a service, so the package is unpacked, not installed: the
+# binary, the offline hub (parsers) and the grok patterns land under
+# $crowdsec_root and nothing runs.
+crowdsec_root=/opt/portcullis/crowdsec
+if [[ $want == test && ! -x $crowdsec_root/usr/bin/crowdsec ]]; then
+	((EUID == 0)) || die "crowdsec missing under $crowdsec_root; run as root to unpack it"
+	echo "deps.sh: unpacking Debian's crowdsec into $crowdsec_root" >&2
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	(cd "$tmp" && apt-get -o DPkg::Lock::Timeout=300 download crowdsec >/dev/null 2>&1) ||
+		{ apt-get -o DPkg::Lock::Timeout=300 update -qq && (cd "$tmp" && apt-get download crowdsec >/dev/null); } ||
+		die "apt-get download crowdsec failed"
+	mkdir -p "$crowdsec_root"
+	dpkg-deb -x "$tmp"/crowdsec_*.deb "$crowdsec_root"
+	"$crowdsec_root/usr/bin/crowdsec" -version >/dev/null 2>&1 || die "unpacked crowdsec does not run"
+fi

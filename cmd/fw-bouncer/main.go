@@ -225,8 +225,8 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	fs.Var(&ifaces, "iface", "interface to enforce on (repeatable, or comma-separated)")
 	xdpMode := fs.String("xdp-mode", "auto", "XDP attach mode: native, generic or auto (native, falling back to generic with a warning)")
 	dryRun := fs.Bool("dry-run", false, "log what would be applied; touch nothing")
-	volatilePins := fs.Bool("xdp-allow-volatile-pins", false, "run even when the XDP pins are on a bpffs that ends with the process (ip netns exec); bans then stop with it")
 	polFlags := policy.RegisterFlags(fs)
+	volatilePins := fs.Bool("xdp-allow-volatile-pins", false, "run even when the XDP pins are on a bpffs that ends with the process (ip netns exec); bans then stop with it")
 	topic := fs.String("topic", "", "decisions topic (default "+DefaultConfig().Topic+")")
 	heartbeatEvery := fs.Duration("heartbeat-interval", DefaultConfig().HeartbeatInterval, "time between heartbeats on "+heartbeat.Topic+" (0: none)")
 	if err := fs.Parse(args); err != nil {

@@ -38,6 +38,7 @@ var commands = []command{
 	{"metrics", "show engine counters per parser and scenario, and topic and consumer-lag health", runMetrics},
 	{"notify", "send the engine's alerts to webhooks, Slack and email", runNotify},
 	{"replay", "run detection over log files offline and print the alerts", runReplay},
+	{"scenarios", "list the loaded scenarios, or inspect one: file, thresholds, remedy, duration", runScenarios},
 }
 
 // errUsage marks an error in the command line; main exits with status 2.
