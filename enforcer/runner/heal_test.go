@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -178,5 +179,42 @@ func TestDeliberateWipeStandsDown(t *testing.T) {
 	}
 	if got := r.Active(); len(got) != 1 || got[0].Prefix != netip.MustParsePrefix("192.0.2.7/32") {
 		t.Errorf("Active() = %v", got)
+	}
+}
+
+func TestFailingRestoreIsUnhealthy(t *testing.T) {
+	clk := &clock{t: t0}
+	h := newHealRecorder()
+	h.restoreFail.Store(1 << 30)
+	r, err := New(testConfig(clk), h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if err := r.Snapshot(ctx, []decisionfeed.Decision{ban("192.0.2.7")}); err != nil {
+		t.Fatal(err)
+	}
+	h.drifts <- "set_removed"
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(r.m.errors.WithLabelValues("restore")) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("restore not retried 3 times within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := r.Health(); !strings.Contains(got, "restore after set_removed failed") {
+		t.Errorf("Health() = %q while restores fail", got)
+	}
+	if g := testutil.ToFloat64(r.m.healthy); g != 0 {
+		t.Errorf("healthy gauge = %v while restores fail, want 0", g)
+	}
+	h.restoreFail.Store(0)
+	waitRestored(t, h)
+	settle(r)
+	if got := r.Health(); got != "" {
+		t.Errorf("Health() = %q after the restore succeeded", got)
 	}
 }
