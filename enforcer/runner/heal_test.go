@@ -89,7 +89,12 @@ func TestDriftRestoresLiveSet(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
 
 	if err := r.Snapshot(ctx, []decisionfeed.Decision{ban("192.0.2.7"), ban("2001:db8:2::/64")}); err != nil {
 		t.Fatal(err)
@@ -193,7 +198,12 @@ func TestFailingRestoreIsUnhealthy(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
 	if err := r.Snapshot(ctx, []decisionfeed.Decision{ban("192.0.2.7")}); err != nil {
 		t.Fatal(err)
 	}
@@ -216,5 +226,43 @@ func TestFailingRestoreIsUnhealthy(t *testing.T) {
 	settle(r)
 	if got := r.Health(); got != "" {
 		t.Errorf("Health() = %q after the restore succeeded", got)
+	}
+}
+
+func TestDriftBeforeSnapshotRestoresWithIt(t *testing.T) {
+	clk := &clock{t: t0}
+	h := newHealRecorder()
+	cfg := testConfig(clk)
+	cfg.Backend = "fake"
+	r, err := New(cfg, h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	// A wipe before the feed's snapshot: nothing to restore yet, the
+	// snapshot itself is loaded with Restore.
+	h.drifts <- "table_removed"
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case got := <-h.restored:
+		t.Fatalf("restored %v before any snapshot", got)
+	default:
+	}
+	if err := r.Snapshot(ctx, []decisionfeed.Decision{ban("192.0.2.7")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitRestored(t, h); !slices.Equal(got, []string{"192.0.2.7/32"}) {
+		t.Errorf("snapshot restored %v", got)
+	}
+	if n := testutil.ToFloat64(r.m.restores.WithLabelValues("fake", "table_removed")); n != 1 {
+		t.Errorf("restores_total = %v, want 1", n)
 	}
 }

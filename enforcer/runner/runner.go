@@ -424,7 +424,7 @@ func (r *Runner) Snapshot(ctx context.Context, live []decisionfeed.Decision) err
 	}
 
 	start := time.Now()
-	if err := r.backend.Reconcile(ctx, entries); err != nil {
+	if err := r.reconcileOrRestore(ctx, entries); err != nil {
 		r.m.errors.WithLabelValues("reconcile").Inc()
 		return fmt.Errorf("reconcile %d bans: %w", len(entries), err)
 	}
