@@ -75,6 +75,10 @@ type Counters struct {
 	// BySource splits the drops by the origin and scenario of the ban that
 	// matched, for backends that count per ban source (nil otherwise).
 	BySource map[Source]Count
+	// ByPrefix holds, for backends that count per ban but do not know its
+	// source, the packets and bytes dropped by each ban that dropped any;
+	// the runner attributes them to the ban's source.
+	ByPrefix map[netip.Prefix]Count
 }
 
 // Source is where a ban came from: its origin (engine, cli, blocklist,

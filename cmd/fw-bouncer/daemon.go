@@ -125,7 +125,7 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 			Brokers: cfg.Brokers, Security: sec, Name: "fw-bouncer", Mode: cfg.Mode, Interval: cfg.HeartbeatInterval,
 			Stats: func() heartbeat.Stats {
 				return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Problem: r.Health(),
-					Origins: originStats(r, be)}
+					Origins: originStats(r)}
 			},
 		})
 		if err != nil {
@@ -182,7 +182,7 @@ func (h *feedHandler) Changes(ctx context.Context, changes []decisionfeed.Decisi
 
 // originStats gathers the bans in force per origin and, where the backend
 // counts per ban source, the packets and bytes dropped per origin.
-func originStats(r *runner.Runner, be enforcer.Enforcer) []heartbeat.OriginStat {
+func originStats(r *runner.Runner) []heartbeat.OriginStat {
 	by := map[string]*heartbeat.OriginStat{}
 	get := func(o string) *heartbeat.OriginStat {
 		if by[o] == nil {
@@ -193,13 +193,11 @@ func originStats(r *runner.Runner, be enforcer.Enforcer) []heartbeat.OriginStat 
 	for o, n := range r.ActiveByOrigin() {
 		get(o).Active = n
 	}
-	if cr, ok := be.(enforcer.CounterReader); ok {
-		if c, err := cr.Counters(); err == nil {
-			for src, n := range c.BySource {
-				s := get(src.Origin)
-				s.Packets += n.Packets
-				s.Bytes += n.Bytes
-			}
+	if drops, err := r.DropsBySource(); err == nil {
+		for src, n := range drops {
+			s := get(src.Origin)
+			s.Packets += n.Packets
+			s.Bytes += n.Bytes
 		}
 	}
 	out := make([]heartbeat.OriginStat, 0, len(by))

@@ -266,3 +266,34 @@ func TestDriftBeforeSnapshotRestoresWithIt(t *testing.T) {
 		t.Errorf("restores_total = %v, want 1", n)
 	}
 }
+
+func TestDropsBySourceFromPerBanCounters(t *testing.T) {
+	clk := &clock{t: t0}
+	f := newRecorder()
+	r := startRunner(t, testConfig(clk), f, nil)
+	cli := ban("192.0.2.2")
+	cli.Origin, cli.Scenario = "cli", ""
+	if err := r.Snapshot(context.Background(), []decisionfeed.Decision{ban("192.0.2.1"), cli}); err != nil {
+		t.Fatal(err)
+	}
+	p1, p2 := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.2/32")
+	read := func(by map[netip.Prefix]enforcer.Count) map[enforcer.Source]enforcer.Count {
+		f.mu.Lock()
+		f.drops = enforcer.Counters{ByPrefix: by}
+		f.mu.Unlock()
+		got, err := r.DropsBySource()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	engine := enforcer.Source{Origin: "engine", Scenario: "crowdsecurity/ssh-bf"}
+	cliSrc := enforcer.Source{Origin: "cli"}
+	read(map[netip.Prefix]enforcer.Count{p1: {Packets: 5, Bytes: 300}, p2: {Packets: 1, Bytes: 60}})
+	// The first ban's element was made anew (a restore): its counter
+	// restarted, the total goes on from 5.
+	got := read(map[netip.Prefix]enforcer.Count{p1: {Packets: 2, Bytes: 120}, p2: {Packets: 4, Bytes: 240}})
+	if got[engine] != (enforcer.Count{Packets: 7, Bytes: 420}) || got[cliSrc] != (enforcer.Count{Packets: 4, Bytes: 240}) {
+		t.Errorf("DropsBySource = %v", got)
+	}
+}

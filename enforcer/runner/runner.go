@@ -133,6 +133,8 @@ type Runner struct {
 
 	heal *healer // nil when the backend cannot heal
 
+	drops sourceDrops // see DropsBySource
+
 	wake chan struct{}
 	m    metrics
 }
@@ -249,6 +251,7 @@ func (r *Runner) register(reg prometheus.Registerer) error {
 	ns, sub := "portcullis", r.cfg.MetricsSubsystem
 	if cr, ok := r.backend.(enforcer.CounterReader); ok {
 		cs = append(cs, &dropCollector{
+			r:      r,
 			cr:     cr,
 			errors: r.m.errors,
 			packets: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "dropped_packets_total"),
@@ -273,6 +276,7 @@ func (r *Runner) register(reg prometheus.Registerer) error {
 
 // dropCollector reads the backend's drop counters at scrape time.
 type dropCollector struct {
+	r              *Runner
 	cr             enforcer.CounterReader
 	errors         *prometheus.CounterVec
 	packets, bytes *prometheus.Desc
@@ -300,7 +304,7 @@ func (d *dropCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d.packets, prometheus.CounterValue, float64(n.Packets), reason)
 		ch <- prometheus.MustNewConstMetric(d.bytes, prometheus.CounterValue, float64(n.Bytes), reason)
 	}
-	for src, n := range c.BySource {
+	for src, n := range d.r.bySource(c) {
 		ch <- prometheus.MustNewConstMetric(d.srcPackets, prometheus.CounterValue, float64(n.Packets), src.Origin, src.Scenario)
 		ch <- prometheus.MustNewConstMetric(d.srcBytes, prometheus.CounterValue, float64(n.Bytes), src.Origin, src.Scenario)
 	}

@@ -98,7 +98,11 @@ func (f *recorder) Reconcile(_ context.Context, es []enforcer.Entry) error {
 
 func (f *recorder) Close() error { return nil }
 
-func (f *recorder) Counters() (enforcer.Counters, error) { return f.drops, nil }
+func (f *recorder) Counters() (enforcer.Counters, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.drops, nil
+}
 
 func (f *recorder) snapshot() ([]call, []string) {
 	f.mu.Lock()

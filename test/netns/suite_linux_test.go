@@ -72,8 +72,9 @@ func testMode(t *testing.T, m modeSpec) {
 		if got := metricSum(mt, "portcullis_fw_bouncer_dropped_packets_total"); got < 6 {
 			t.Errorf("dropped_packets_total summed over reasons = %v, want at least the 6 probes", got)
 		}
-		// XDP also splits its drops by the origin and scenario of the ban.
-		if m.name == "xdp" {
+		// XDP and nftables also split their drops by the origin and
+		// scenario of the ban.
+		if m.name == "xdp" || m.name == "nftables" {
 			series := `portcullis_fw_bouncer_source_dropped_packets_total{origin="e2e",scenario="e2e/test"}`
 			if got, _ := metricValue(mt, series); got < 6 {
 				t.Errorf("%s = %v, want at least the 6 probes", series, got)
