@@ -46,9 +46,13 @@ generate:
 	$(GO) generate ./...
 
 ## generate-check: fail when the committed bpf/ output differs from a fresh
-## generate; skipped (with a message) where clang is not installed
+## generate; skipped (with a message) where clang is not installed, except
+## under CI=true, where a missing clang fails it
 generate-check:
 	@if ! command -v clang >/dev/null 2>&1; then \
+		if [ "$$CI" = true ]; then \
+			echo "generate-check: clang not found (CI=true: failing; scripts/deps.sh installs it)"; exit 1; \
+		fi; \
 		echo "generate-check: clang not found, skipped (scripts/deps.sh installs it)"; \
 	else \
 		$(GO) generate ./... && \

@@ -7,4 +7,4 @@
 // target is generated (bpfel covers amd64 and arm64 hosts).
 package bpf
 
-//go:generate go tool bpf2go -tags linux -target bpfel -type ban -type lpm_key4 -type lpm_key6 -type config -type drop_count -type reason_name Xdp xdp.c -- -I/usr/include/x86_64-linux-gnu -Wall -Werror
+//go:generate go tool bpf2go -tags linux -target bpfel -type ban -type lpm_key4 -type lpm_key6 -type config -type drop_count -type reason_name -type clock_sample Xdp xdp.c -- -I/usr/include/x86_64-linux-gnu -Wall -Werror

@@ -25,6 +25,12 @@ type XdpBan struct {
 	Pad     uint32
 }
 
+type XdpClockSample struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	MonoNs  uint64
+}
+
 type XdpConfig struct {
 	_        structs.HostLayout
 	RangesV4 uint32
@@ -59,14 +65,17 @@ type XdpReasonName struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	XdpMapPortcullisCfg  = "portcullis_cfg"
-	XdpMapPortcullisDrop = "portcullis_drop"
-	XdpMapPortcullisIp4  = "portcullis_ip4"
-	XdpMapPortcullisIp6  = "portcullis_ip6"
-	XdpMapPortcullisNet4 = "portcullis_net4"
-	XdpMapPortcullisNet6 = "portcullis_net6"
-	XdpMapPortcullisRsn  = "portcullis_rsn"
-	XdpProgPortcullisXdp = "portcullis_xdp"
+	XdpMapPortcullisCfg    = "portcullis_cfg"
+	XdpMapPortcullisClk    = "portcullis_clk"
+	XdpMapPortcullisDrop   = "portcullis_drop"
+	XdpMapPortcullisIp4    = "portcullis_ip4"
+	XdpMapPortcullisIp6    = "portcullis_ip6"
+	XdpMapPortcullisNet4   = "portcullis_net4"
+	XdpMapPortcullisNet6   = "portcullis_net6"
+	XdpMapPortcullisRsn    = "portcullis_rsn"
+	XdpProgPortcullisClock = "portcullis_clock"
+	XdpProgPortcullisXdp   = "portcullis_xdp"
+	XdpVarCountDrops       = "count_drops"
 )
 
 // LoadXdp returns the embedded CollectionSpec for Xdp.
@@ -111,7 +120,8 @@ type XdpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpProgramSpecs struct {
-	PortcullisXdp *ebpf.ProgramSpec `ebpf:"portcullis_xdp"`
+	PortcullisClock *ebpf.ProgramSpec `ebpf:"portcullis_clock"`
+	PortcullisXdp   *ebpf.ProgramSpec `ebpf:"portcullis_xdp"`
 }
 
 // XdpMapSpecs contains maps before they are loaded into the kernel.
@@ -119,6 +129,7 @@ type XdpProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpMapSpecs struct {
 	PortcullisCfg  *ebpf.MapSpec `ebpf:"portcullis_cfg"`
+	PortcullisClk  *ebpf.MapSpec `ebpf:"portcullis_clk"`
 	PortcullisDrop *ebpf.MapSpec `ebpf:"portcullis_drop"`
 	PortcullisIp4  *ebpf.MapSpec `ebpf:"portcullis_ip4"`
 	PortcullisIp6  *ebpf.MapSpec `ebpf:"portcullis_ip6"`
@@ -131,6 +142,7 @@ type XdpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpVariableSpecs struct {
+	CountDrops *ebpf.VariableSpec `ebpf:"count_drops"`
 }
 
 // XdpObjects contains all objects after they have been loaded into the kernel.
@@ -154,6 +166,7 @@ func (o *XdpObjects) Close() error {
 // It can be passed to LoadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpMaps struct {
 	PortcullisCfg  *ebpf.Map `ebpf:"portcullis_cfg"`
+	PortcullisClk  *ebpf.Map `ebpf:"portcullis_clk"`
 	PortcullisDrop *ebpf.Map `ebpf:"portcullis_drop"`
 	PortcullisIp4  *ebpf.Map `ebpf:"portcullis_ip4"`
 	PortcullisIp6  *ebpf.Map `ebpf:"portcullis_ip6"`
@@ -165,6 +178,7 @@ type XdpMaps struct {
 func (m *XdpMaps) Close() error {
 	return _XdpClose(
 		m.PortcullisCfg,
+		m.PortcullisClk,
 		m.PortcullisDrop,
 		m.PortcullisIp4,
 		m.PortcullisIp6,
@@ -178,17 +192,20 @@ func (m *XdpMaps) Close() error {
 //
 // It can be passed to LoadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpVariables struct {
+	CountDrops *ebpf.Variable `ebpf:"count_drops"`
 }
 
 // XdpPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpPrograms struct {
-	PortcullisXdp *ebpf.Program `ebpf:"portcullis_xdp"`
+	PortcullisClock *ebpf.Program `ebpf:"portcullis_clock"`
+	PortcullisXdp   *ebpf.Program `ebpf:"portcullis_xdp"`
 }
 
 func (p *XdpPrograms) Close() error {
 	return _XdpClose(
+		p.PortcullisClock,
 		p.PortcullisXdp,
 	)
 }

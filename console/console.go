@@ -168,8 +168,6 @@ func (s *Server) routes() {
 
 const cookieName = "portcullis_session"
 
-type ctxKey struct{}
-
 // authed lets logged-in users through; others go to the login page (GET)
 // or get 401.
 func (s *Server) authed(next func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {

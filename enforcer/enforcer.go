@@ -72,6 +72,19 @@ type Enforcer interface {
 type Counters struct {
 	// ByReason maps a reason to the packets and bytes dropped for it.
 	ByReason map[string]Count
+	// BySource splits the drops by the origin and scenario of the ban that
+	// matched, for backends that count per ban source (nil otherwise).
+	BySource map[Source]Count
+	// ByPrefix holds, for backends that count per ban but do not know its
+	// source, the packets and bytes dropped by each ban that dropped any;
+	// the runner attributes them to the ban's source.
+	ByPrefix map[netip.Prefix]Count
+}
+
+// Source is where a ban came from: its origin (engine, cli, blocklist,
+// crowdsec, …) and scenario (empty when it had none).
+type Source struct {
+	Origin, Scenario string
 }
 
 // Count is a packet and byte count.

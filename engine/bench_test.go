@@ -14,10 +14,10 @@ import (
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/engine"
 	"github.com/portcullis-ips/portcullis/engine/event"
-	"github.com/portcullis-ips/portcullis/engine/internal/cputime"
 	"github.com/portcullis-ips/portcullis/engine/parse"
 	"github.com/portcullis-ips/portcullis/engine/profile"
 	"github.com/portcullis-ips/portcullis/engine/scenario"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 	"github.com/portcullis-ips/portcullis/test/corpus"
 )
 
@@ -70,7 +70,7 @@ func benchFeed(b *testing.B, data []byte, typ string, m corpus.Manifest, wantAle
 	var ms0, ms1 runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms0)
-	cpu0 := cputime.Used()
+	cpu0 := testenv.ProcessCPU(b).Nanoseconds()
 	b.ResetTimer()
 	for b.Loop() {
 		sink := &countSink{}
@@ -86,7 +86,7 @@ func benchFeed(b *testing.B, data []byte, typ string, m corpus.Manifest, wantAle
 		}
 	}
 	b.StopTimer()
-	cpu := cputime.Used() - cpu0
+	cpu := testenv.ProcessCPU(b).Nanoseconds() - cpu0
 	runtime.ReadMemStats(&ms1)
 	b.ReportMetric(float64(lines)/b.Elapsed().Seconds(), "lines/s")
 	b.ReportMetric(float64(lines)/(float64(cpu)/1e9), "lines/cpu-s")
@@ -124,12 +124,12 @@ func BenchmarkDetect(b *testing.B) {
 		Status: 200, Bytes: 5123, Referer: "https://www.google.com/",
 		UserAgent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"}
 	b.ReportAllocs()
-	cpu0 := cputime.Used()
+	cpu0 := testenv.ProcessCPU(b).Nanoseconds()
 	for b.Loop() {
 		ev.Time = ev.Time.Add(time.Second) // one request a second: no overflow
 		eng.Event(&ev)
 	}
-	b.ReportMetric(float64(cputime.Used()-cpu0)/float64(b.N), "cpu-ns/event")
+	b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/event")
 }
 
 // BenchmarkMemory100kIPs feeds 100k distinct sources (three non-static
@@ -160,7 +160,7 @@ func BenchmarkMemory100kIPs(b *testing.B) {
 		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "heap-B/ip")
 		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/(1<<20), "heap-MiB")
 		b.ReportMetric(float64(st.Scenarios.Buckets), "buckets")
-		b.ReportMetric(float64(cputime.MaxRSS())/(1<<20), "maxrss-MiB")
+		b.ReportMetric(float64(testenv.MaxRSS(b))/(1<<20), "maxrss-MiB")
 		runtime.KeepAlive(eng)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,7 +30,7 @@ const Version = 1
 const StaleAfter = 3
 
 // maxBeatBytes bounds a heartbeat message.
-const maxBeatBytes = 4096
+const maxBeatBytes = 16384
 
 // maxField bounds every text field of a beat.
 const maxField = 253
@@ -50,9 +51,13 @@ type Beat struct {
 	Problem string `json:"problem,omitempty"`
 	// Refused counts the bans the bouncer refused since it started because
 	// they cover an address it protects (enforcer/policy).
-	Refused  int64     `json:"refused,omitempty"`
-	At       time.Time `json:"at"`
-	Interval string    `json:"interval"`
+	Refused int64 `json:"refused,omitempty"`
+	// Origins are the bans in force and the packets dropped per origin of
+	// the bans (drops where the backend counts per ban source), at most
+	// MaxOrigins of them, the most active first.
+	Origins  []OriginStat `json:"origins,omitempty"`
+	At       time.Time    `json:"at"`
+	Interval string       `json:"interval"`
 }
 
 // Key returns the message key: "name@host".
@@ -91,6 +96,17 @@ func (b *Beat) Validate() error {
 	if strings.IndexFunc(b.Problem, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
 		return errors.New("heartbeat: problem has control characters")
 	}
+	if len(b.Origins) > MaxOrigins {
+		return fmt.Errorf("heartbeat: %d origins, above %d", len(b.Origins), MaxOrigins)
+	}
+	for _, o := range b.Origins {
+		if len(o.Origin) > maxField || strings.IndexFunc(o.Origin, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+			return fmt.Errorf("heartbeat: origin %q too long or has control characters", o.Origin)
+		}
+		if o.Active < 0 {
+			return fmt.Errorf("heartbeat: origin %q: negative active count", o.Origin)
+		}
+	}
 	if strings.Contains(b.Name, "@") {
 		return fmt.Errorf("heartbeat: name %q contains '@'", b.Name)
 	}
@@ -123,6 +139,17 @@ func Decode(b []byte) (Beat, error) {
 	return beat, beat.Validate()
 }
 
+// MaxOrigins bounds Beat.Origins, so a beat stays small.
+const MaxOrigins = 16
+
+// OriginStat is one origin's share of a bouncer's bans and drops.
+type OriginStat struct {
+	Origin  string `json:"origin"`
+	Active  int    `json:"active"`
+	Packets uint64 `json:"packets,omitempty"`
+	Bytes   uint64 `json:"bytes,omitempty"`
+}
+
 // Stats is what a bouncer reports in each beat.
 type Stats struct {
 	Decisions int
@@ -132,6 +159,33 @@ type Stats struct {
 	Problem string
 	// Refused is the number of bans refused so far (policy.RefusedCount).
 	Refused int64
+	// Origins are the bans and drops per origin; the beat keeps the
+	// MaxOrigins with the most bans.
+	Origins []OriginStat
+}
+
+// topOrigins sorts by bans (then name) and keeps MaxOrigins, with texts cut
+// to fit Beat.Validate.
+func topOrigins(os []OriginStat) []OriginStat {
+	out := make([]OriginStat, 0, len(os))
+	for _, o := range os {
+		o.Origin = cleanProblem(o.Origin)
+		if len(o.Origin) > maxField {
+			o.Origin = strings.ToValidUTF8(o.Origin[:maxField], "")
+		}
+		o.Active = max(o.Active, 0)
+		out = append(out, o)
+	}
+	slices.SortFunc(out, func(a, b OriginStat) int {
+		if a.Active != b.Active {
+			return b.Active - a.Active
+		}
+		return strings.Compare(a.Origin, b.Origin)
+	})
+	if len(out) > MaxOrigins {
+		out = out[:MaxOrigins]
+	}
+	return out
 }
 
 // cleanProblem makes a problem text fit Beat.Validate.
@@ -225,7 +279,8 @@ func (p *Publisher) Beat(ctx context.Context) error {
 	b := Beat{
 		V: Version, Name: p.cfg.Name, Host: p.cfg.Host, Mode: p.cfg.Mode,
 		Decisions: max(st.Decisions, 0), Lag: max(st.Lag, 0), Problem: cleanProblem(st.Problem), Refused: max(st.Refused, 0),
-		At: p.cfg.Now().UTC().Truncate(time.Millisecond), Interval: p.cfg.Interval.String(),
+		Origins: topOrigins(st.Origins),
+		At:      p.cfg.Now().UTC().Truncate(time.Millisecond), Interval: p.cfg.Interval.String(),
 	}
 	v, err := json.Marshal(b)
 	if err != nil {

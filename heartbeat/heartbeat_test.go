@@ -1,6 +1,8 @@
 package heartbeat
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -66,4 +68,34 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("accepted %q as %+v", b, beat)
 		}
 	})
+}
+
+func TestOriginsAndProblem(t *testing.T) {
+	var os []OriginStat
+	for i := range MaxOrigins + 4 {
+		os = append(os, OriginStat{Origin: fmt.Sprintf("list-%02d", i), Active: i})
+	}
+	os = append(os, OriginStat{Origin: "bad\norigin", Active: -3})
+	top := topOrigins(os)
+	if len(top) != MaxOrigins || top[0].Origin != fmt.Sprintf("list-%02d", MaxOrigins+3) {
+		t.Fatalf("topOrigins kept %d, first %+v; want %d, the most active first", len(top), top[0], MaxOrigins)
+	}
+	b := Beat{V: Version, Name: "fw-bouncer", Host: "h", At: time.Now(), Interval: "10s",
+		Problem: cleanProblem("restore failed:\nno such table" + strings.Repeat("x", 1000)), Origins: top}
+	if err := b.Validate(); err != nil {
+		t.Fatalf("cleaned beat: %v", err)
+	}
+	for name, mut := range map[string]func(*Beat){
+		"problem with newline": func(b *Beat) { b.Problem = "a\nb" },
+		"problem too long":     func(b *Beat) { b.Problem = strings.Repeat("x", maxProblem+1) },
+		"too many origins":     func(b *Beat) { b.Origins = append(slices.Clone(top), OriginStat{Origin: "x"}) },
+		"negative active":      func(b *Beat) { b.Origins = []OriginStat{{Origin: "x", Active: -1}} },
+		"origin control char":  func(b *Beat) { b.Origins = []OriginStat{{Origin: "a\tb"}} },
+	} {
+		bad := b
+		mut(&bad)
+		if bad.Validate() == nil {
+			t.Errorf("%s: Validate accepted it", name)
+		}
+	}
 }

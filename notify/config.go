@@ -221,7 +221,7 @@ func (d *Destination) validate() error {
 		return errors.New("name: empty")
 	}
 	if len(d.Name) > 64 || strings.ContainsFunc(d.Name, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+		return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '-' && r != '_' && r != '.'
 	}) {
 		return fmt.Errorf("name: %q: want at most 64 of A-Z a-z 0-9 . _ - (it names a consumer group)", d.Name)
 	}

@@ -129,7 +129,8 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 		hb, err := heartbeat.New(heartbeat.Config{
 			Brokers: cfg.Brokers, Security: sec, Name: "fw-bouncer", Mode: cfg.Mode, Interval: cfg.HeartbeatInterval,
 			Stats: func() heartbeat.Stats {
-				return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Problem: r.Health(), Refused: pol.RefusedCount()}
+				return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Problem: r.Health(),
+					Refused: pol.RefusedCount(), Origins: originStats(r)}
 			},
 		})
 		if err != nil {
@@ -183,4 +184,31 @@ func (h *feedHandler) Snapshot(ctx context.Context, live iter.Seq[decisionfeed.D
 func (h *feedHandler) Changes(ctx context.Context, changes []decisionfeed.Decision) error {
 	h.log.Debug("changes", "n", len(changes))
 	return h.r.Changes(ctx, changes)
+}
+
+// originStats gathers the bans in force per origin and, where the backend
+// counts per ban source, the packets and bytes dropped per origin.
+func originStats(r *runner.Runner) []heartbeat.OriginStat {
+	by := map[string]*heartbeat.OriginStat{}
+	get := func(o string) *heartbeat.OriginStat {
+		if by[o] == nil {
+			by[o] = &heartbeat.OriginStat{Origin: o}
+		}
+		return by[o]
+	}
+	for o, n := range r.ActiveByOrigin() {
+		get(o).Active = n
+	}
+	if drops, err := r.DropsBySource(); err == nil {
+		for src, n := range drops {
+			s := get(src.Origin)
+			s.Packets += n.Packets
+			s.Bytes += n.Bytes
+		}
+	}
+	out := make([]heartbeat.OriginStat, 0, len(by))
+	for _, s := range by {
+		out = append(out, *s)
+	}
+	return out
 }

@@ -105,6 +105,8 @@ CONFIGURATION
       interfaces: [eth0]
       mode: auto            # native, generic or auto
       pin_path: /sys/fs/bpf/portcullis
+      allow_volatile_pins: false  # true: run even if the pins end with the process
+      no_drop_counters: false     # true: no per-reason drop counters (a few ns per drop)
     nftables:
       table: portcullis
       priority: -200

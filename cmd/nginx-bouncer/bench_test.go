@@ -18,6 +18,7 @@ import (
 	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/enforcer/prefixset"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // BenchmarkCheck1M measures the whole /check handler (client address from
@@ -63,14 +64,14 @@ func BenchmarkCheck1M(b *testing.B) {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			i := 0
-			cpu0 := threadCPU(b)
+			cpu0 := testenv.ThreadCPU(b)
 			for b.Loop() {
 				hdr[0] = values[i&4095]
 				clear(w.h)
 				f.h.ServeHTTP(w, r)
 				i++
 			}
-			b.ReportMetric(float64(threadCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(testenv.ThreadCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 			if w.status != bc.status {
 				b.Fatalf("status %d, want %d", w.status, bc.status)
 			}

@@ -95,7 +95,7 @@ portcullis bouncers list -o json | jq -r '.[] | select(.stale) | .host'
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	_, _ = fmt.Fprintln(tw, "NAME\tHOST\tMODE\tDECISIONS\tREFUSED\tLAST SEEN\tLAG\tSTATUS")
+	_, _ = fmt.Fprintln(tw, "NAME\tHOST\tMODE\tDECISIONS\tREFUSED\tLAST SEEN\tLAG\tBY ORIGIN (bans/dropped packets)\tSTATUS")
 	for _, r := range rows {
 		st := "ok"
 		switch {
@@ -108,8 +108,8 @@ portcullis bouncers list -o json | jq -r '.[] | select(.stale) | .host'
 		if mode == "" {
 			mode = "-"
 		}
-		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s ago\t%d\t%s\n", r.Name, r.Host, mode, r.Decisions,
-			r.Refused, now.Sub(r.At).Round(time.Second), r.Lag, st)
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s ago\t%d\t%s\t%s\n", r.Name, r.Host, mode, r.Decisions,
+			r.Refused, now.Sub(r.At).Round(time.Second), r.Lag, originsText(r.Origins), st)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)
@@ -121,4 +121,16 @@ portcullis bouncers list -o json | jq -r '.[] | select(.stale) | .host'
 		_, _ = fmt.Fprintf(stdout, "(%d messages on %s were not heartbeats and were skipped)\n", bad, topic)
 	}
 	return nil
+}
+
+// originsText shows a beat's origins as "engine 12/340 cli 1/0", or "-".
+func originsText(os []heartbeat.OriginStat) string {
+	if len(os) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(os))
+	for i, o := range os {
+		parts[i] = fmt.Sprintf("%s %d/%d", o.Origin, o.Active, o.Packets)
+	}
+	return strings.Join(parts, " ")
 }

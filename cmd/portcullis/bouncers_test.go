@@ -19,11 +19,15 @@ func TestBouncersList(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	now := time.Now()
+	var extra heartbeat.Stats // origins and problem of the next beat
 	beat := func(name, host, mode string, decisions int, lag, refused int64, at time.Time) {
 		t.Helper()
+		st := extra
+		st.Decisions, st.Lag, st.Refused = decisions, lag, refused
+		extra = heartbeat.Stats{}
 		p, err := heartbeat.New(heartbeat.Config{
 			Brokers: brokers, Topic: topic, Name: name, Host: host, Mode: mode, Interval: 10 * time.Second,
-			Stats: func() heartbeat.Stats { return heartbeat.Stats{Decisions: decisions, Lag: lag, Refused: refused} },
+			Stats: func() heartbeat.Stats { return st },
 			Now:   func() time.Time { return at },
 		})
 		if err != nil {
@@ -36,11 +40,13 @@ func TestBouncersList(t *testing.T) {
 	}
 	common := []string{"--brokers", strings.Join(brokers, ","), "--topic", topic}
 	out, err := portcullis(t, append([]string{"bouncers", "list"}, common...)...)
-	if err != nil || out != "NAME  HOST  MODE  DECISIONS  REFUSED  LAST SEEN  LAG  STATUS\n(no bouncer heartbeats on "+topic+")\n" {
+	if err != nil || out != "NAME  HOST  MODE  DECISIONS  REFUSED  LAST SEEN  LAG  BY ORIGIN (bans/dropped packets)  STATUS\n(no bouncer heartbeats on "+topic+")\n" {
 		t.Fatalf("no heartbeats yet: %v\n%q", err, out)
 	}
 	beat("fw-bouncer", "edge-1", "xdp", 10, 0, 0, now.Add(-time.Hour))
+	extra = heartbeat.Stats{Problem: "restore after table_removed failed:\nno such table"}
 	beat("nginx-bouncer", "web-1", "auth_request", 7, 2, 0, now.Add(-5*time.Second))
+	extra = heartbeat.Stats{Origins: []heartbeat.OriginStat{{Origin: "cli", Active: 2}, {Origin: "engine", Active: 10, Packets: 340, Bytes: 20400}}}
 	beat("fw-bouncer", "edge-1", "xdp", 12, 1, 3, now.Add(-20*time.Second)) // newer beat of the same bouncer
 	beat("fw-bouncer", "edge-2", "nftables", 12, 0, 0, now.Add(-31*time.Second))
 
@@ -67,9 +73,10 @@ func TestBouncersList(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	// The beat was 20 s before the test's clock; the command reads its own
 	// clock a moment later, so allow the age to have rounded up by a second or two.
-	edge1 := regexp.MustCompile(`^fw-bouncer +edge-1 +xdp +12 +3 +2[012]s ago +1 +ok$`)
+	edge1 := regexp.MustCompile(`^fw-bouncer +edge-1 +xdp +12 +3 +2[012]s ago +1 +engine 10/340 cli 2/0 +ok$`)
 	if len(lines) != 4 || !edge1.MatchString(lines[1]) ||
-		!strings.HasSuffix(lines[2], "stale") || !strings.HasSuffix(lines[3], " 2    ok") {
+		!strings.HasSuffix(lines[2], "stale") ||
+		!strings.HasSuffix(lines[3], " 2    -                                 unhealthy: restore after table_removed failed: no such table") {
 		t.Fatalf("bouncers list:\n%s", out)
 	}
 }

@@ -51,7 +51,7 @@ func (f *scenarioFlags) register(fs *flag.FlagSet) {
 // load reads the scenarios and the profiles' configuration.
 func (f *scenarioFlags) load(stderr io.Writer) ([]*scenario.Scenario, profile.Config, error) {
 	opt := scenario.LoadOptions{DataDir: f.dataDir, SkipBad: f.skipBad, OnSkip: func(err error) {
-		fmt.Fprintf(stderr, "portcullis: skipped: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "portcullis: skipped: %v\n", err)
 	}}
 	var scs []*scenario.Scenario
 	var err error
@@ -186,9 +186,9 @@ func runScenarios(_ context.Context, args []string, stdout io.Writer) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tTYPE\tTHRESHOLD\tREMEDY\tDURATION\tFILE")
+	_, _ = fmt.Fprintln(tw, "NAME\tTYPE\tTHRESHOLD\tREMEDY\tDURATION\tFILE")
 	for _, v := range views {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Type, v.Threshold, v.Remedy, orDash(v.Duration), v.File)
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Type, v.Threshold, v.Remedy, orDash(v.Duration), v.File)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write scenarios: %w", err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // This file holds the scenarios the kernel backends (nftables, iptables)
@@ -240,13 +241,13 @@ func BenchLoad(b *testing.B, n int, open func(path string) (enforcer.Enforcer, f
 		}
 		runtime.GC()
 		before := KernelMemory(b)
-		cpuBefore := CPUTime(b)
+		cpuBefore := testenv.ProcessCPU(b)
 		b.StartTimer()
 		if err := e.Reconcile(context.Background(), bans); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		cpu += CPUTime(b) - cpuBefore
+		cpu += testenv.ProcessCPU(b) - cpuBefore
 		mem += KernelMemory(b) - before
 		if measure != nil {
 			measure(ns)
@@ -288,11 +289,11 @@ func BenchReconcileUnchanged(b *testing.B, e enforcer.Enforcer, n int) {
 	if err := e.Reconcile(context.Background(), bans); err != nil {
 		b.Fatal(err)
 	}
-	cpu := CPUTime(b)
+	cpu := testenv.ProcessCPU(b)
 	for b.Loop() {
 		if err := e.Reconcile(context.Background(), bans); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric((CPUTime(b)-cpu).Seconds()/float64(b.N), "cpu-s")
+	b.ReportMetric((testenv.ProcessCPU(b)-cpu).Seconds()/float64(b.N), "cpu-s")
 }

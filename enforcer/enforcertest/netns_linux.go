@@ -7,81 +7,25 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
+	tnetns "github.com/portcullis-ips/portcullis/test/netns"
 )
 
-// RequireRoot skips the test unless it runs as root, and fails it instead
-// under CI=true, where the privileged tests must run.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root: privileged kernel test under CI=true")
-	}
-	t.Skip("needs root: creates network namespaces, firewall state or BPF programs")
-}
-
-var nsSeq atomic.Uint64
-
-// NetNS creates a named network namespace for the test, with loopback up,
-// and returns its path (/run/netns/NAME) and name. It is deleted when the
-// test ends. The calling goroutine's namespace is not changed: the
-// namespace is made on a locked thread that is restored before unlocking.
+// NetNS creates a named network namespace for the test with the one
+// harness of test/netns (loopback up, removed when the test ends, stale
+// ones of dead test processes removed first) and returns its path
+// (/run/netns/NAME) and name. The calling goroutine's namespace is not
+// changed.
 func NetNS(t testing.TB) (path, name string) {
 	t.Helper()
-	RequireRoot(t)
-	name = fmt.Sprintf("portcullis-test-%d-%d", os.Getpid(), nsSeq.Add(1))
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("get current netns: %w", err)
-			runtime.UnlockOSThread()
-			return
-		}
-		defer func() { _ = origin.Close() }()
-		ns, err := netns.NewNamed(name)
-		if err != nil {
-			// NewNamed may have switched before failing: restore.
-			if serr := netns.Set(origin); serr != nil {
-				errc <- fmt.Errorf("create netns %s: %w (and restore failed, thread left locked: %w)", name, err, serr)
-				return
-			}
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("create netns %s: %w", name, err)
-			return
-		}
-		_ = ns.Close()
-		if err := netns.Set(origin); err != nil {
-			// Leave the thread locked: it dies with the goroutine.
-			errc <- fmt.Errorf("restore netns: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-	})
-	Run(t, name, "ip", "link", "set", "lo", "up")
-	return "/run/netns/" + name, name
+	testenv.RequireRoot(t)
+	n := tnetns.New(t, "enf")
+	return "/run/netns/" + n.Name, n.Name
 }
 
 // Run runs a command inside the named namespace and returns its output,
@@ -240,18 +184,6 @@ func Bans(n int, until time.Time) []enforcer.Entry {
 		out[i] = enforcer.Entry{Prefix: netip.PrefixFrom(a, 32), Until: until, Reason: "bench"}
 	}
 	return out
-}
-
-// CPUTime returns the user plus system CPU time the process has used: on
-// a busy machine a better measure of a load's cost than wall time, since
-// the kernel does a netlink request's work in the sender's syscall.
-func CPUTime(t testing.TB) time.Duration {
-	t.Helper()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		t.Fatalf("getrusage: %v", err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // Link is a veth pair between two test namespaces: the enforcing side

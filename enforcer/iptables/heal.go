@@ -31,7 +31,7 @@ func (e *Enforcer) Restore(ctx context.Context, entries []enforcer.Entry) error 
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		return errors.New("iptables enforcer: restore after close")
+		return fmt.Errorf("iptables restore: %w", enforcer.ErrClosed)
 	}
 	e.synced = false
 	for _, f := range e.fams {

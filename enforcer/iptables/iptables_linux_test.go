@@ -5,6 +5,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 func newInNS(t testing.TB, mod func(*Config)) (*Enforcer, Config, string) {
@@ -28,7 +29,7 @@ func newInNS(t testing.TB, mod func(*Config)) (*Enforcer, Config, string) {
 }
 
 func TestConformance(t *testing.T) {
-	enforcertest.RequireRoot(t)
+	testenv.RequireRoot(t)
 	for _, flavor := range []string{"legacy", "nft"} {
 		t.Run(flavor, func(t *testing.T) {
 			enforcertest.TestEnforcer(t, func(t *testing.T) enforcer.Enforcer {

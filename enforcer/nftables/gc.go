@@ -47,6 +47,10 @@ func (e *Enforcer) setGC(sets []*nft.Set) error {
 	return nil
 }
 
+// nftaSetExpr is NFTA_SET_EXPR (linux/netfilter/nf_tables.h), which
+// x/sys/unix lacks.
+const nftaSetExpr = 0x11
+
 // gcMessages builds the batch updating the gc interval of sets.
 func gcMessages(table string, sets []*nft.Set, gcMillis uint32) ([]netlink.Message, error) {
 	be32 := func(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
@@ -62,7 +66,7 @@ func gcMessages(table string, sets []*nft.Set, gcMillis uint32) ([]netlink.Messa
 		if s.Interval {
 			flags |= unix.NFT_SET_INTERVAL
 		}
-		attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
+		list := []netlink.Attribute{
 			{Type: unix.NFTA_SET_TABLE, Data: append([]byte(table), 0)},
 			{Type: unix.NFTA_SET_NAME, Data: append([]byte(s.Name), 0)},
 			{Type: unix.NFTA_SET_FLAGS, Data: be32(flags)},
@@ -71,7 +75,21 @@ func gcMessages(table string, sets []*nft.Set, gcMillis uint32) ([]netlink.Messa
 			// The kernel requires a transaction-local id on every NEWSET.
 			{Type: unix.NFTA_SET_ID, Data: be32(uint32(i + 1))},
 			{Type: unix.NFTA_SET_GC_INTERVAL, Data: be32(gcMillis)},
-		})
+		}
+		if s.Counter {
+			// An update must name the set's expressions as created (a
+			// per-element counter, NFTA_SET_EXPR), or the kernel takes it
+			// for another set of the same name.
+			counter, err := netlink.MarshalAttributes([]netlink.Attribute{
+				{Type: unix.NFTA_EXPR_NAME, Data: []byte("counter\x00")},
+				{Type: unix.NLA_F_NESTED | unix.NFTA_EXPR_DATA, Data: []byte{}},
+			})
+			if err != nil {
+				return nil, fmt.Errorf("encode gc update of set %s: %w", s.Name, err)
+			}
+			list = append(list, netlink.Attribute{Type: unix.NLA_F_NESTED | nftaSetExpr, Data: counter})
+		}
+		attrs, err := netlink.MarshalAttributes(list)
 		if err != nil {
 			return nil, fmt.Errorf("encode gc update of set %s: %w", s.Name, err)
 		}

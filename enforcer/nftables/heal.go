@@ -31,7 +31,7 @@ func (e *Enforcer) Restore(ctx context.Context, entries []enforcer.Entry) error 
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return errors.New("nftables enforcer: restore after close")
+		return fmt.Errorf("nftables restore: %w", enforcer.ErrClosed)
 	}
 	e.synced = false
 	if err := e.install(); err != nil {

@@ -213,6 +213,9 @@ func (e *Enforcer) newSet(kind, gen int) *nft.Set {
 		KeyType:    key,
 		HasTimeout: true,
 		Interval:   isRange(kind),
+		// Every element counts its own drops, for the drops per ban
+		// source (Counters).
+		Counter: true,
 	}
 }
 
@@ -952,8 +955,15 @@ func intervalsOf(elems []nft.SetElement, now time.Time) ([]enforcer.Entry, error
 	return out, nil
 }
 
+// perBanCountersLimit bounds the bans for which Counters reads the
+// per-element counters back: reading a set dumps every element, which
+// takes seconds for a million.
+const perBanCountersLimit = 100_000
+
 // Counters reports the packets and bytes dropped through each set, keyed
-// "addr4", "range4", "addr6" and "range6".
+// "addr4", "range4", "addr6" and "range6", and, while the sets hold at
+// most perBanCountersLimit bans, those dropped by each ban (ByPrefix; a
+// range as the kernel holds it, the first prefix of its piece).
 func (e *Enforcer) Counters() (enforcer.Counters, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -973,6 +983,38 @@ func (e *Enforcer) Counters() (enforcer.Counters, error) {
 			if x, ok := c.Obj.(*expr.Counter); ok {
 				out.ByReason[name] = enforcer.Count{Packets: x.Packets, Bytes: x.Bytes}
 			}
+		}
+	}
+	n := 0
+	for k := range numKinds {
+		n += len(e.addrs[k]) + len(e.pieces[k])
+	}
+	if n > perBanCountersLimit {
+		return out, nil
+	}
+	out.ByPrefix = map[netip.Prefix]enforcer.Count{}
+	for k := range numKinds {
+		elems, err := e.conn.GetSetElements(e.sets[k])
+		if err != nil {
+			return enforcer.Counters{}, fmt.Errorf("read counters of set %s: %w", e.sets[k].Name, err)
+		}
+		starts := make(map[netip.Addr]piece, len(e.pieces[k]))
+		for pc := range e.pieces[k] {
+			starts[pc.lo] = pc
+		}
+		for _, el := range elems {
+			if el.IntervalEnd || el.Counter == nil || el.Counter.Packets == 0 {
+				continue
+			}
+			a, ok := netip.AddrFromSlice(el.Key)
+			if !ok {
+				continue
+			}
+			p := netip.PrefixFrom(a, a.BitLen())
+			if pc, ok := starts[a]; ok && isRange(k) {
+				p = prefixesOf(pc.lo, pc.hi)[0]
+			}
+			out.ByPrefix[p] = enforcer.Count{Packets: el.Counter.Packets, Bytes: el.Counter.Bytes}
 		}
 	}
 	return out, nil

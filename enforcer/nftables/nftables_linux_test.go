@@ -9,6 +9,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 func newInNS(t testing.TB, mod func(*Config)) (*Enforcer, Config, string) {
@@ -32,7 +33,7 @@ func newInNS(t testing.TB, mod func(*Config)) (*Enforcer, Config, string) {
 }
 
 func TestConformance(t *testing.T) {
-	enforcertest.RequireRoot(t)
+	testenv.RequireRoot(t)
 	enforcertest.TestEnforcer(t, func(t *testing.T) enforcer.Enforcer {
 		e, _, _ := newInNS(t, nil)
 		return e
@@ -40,7 +41,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestConformanceSmallChunks(t *testing.T) {
-	enforcertest.RequireRoot(t)
+	testenv.RequireRoot(t)
 	enforcertest.TestEnforcer(t, func(t *testing.T) enforcer.Enforcer {
 		e, _, _ := newInNS(t, func(c *Config) { c.ChunkSize = 7 })
 		return e

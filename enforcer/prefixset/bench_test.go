@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // millionBans returns one million ban entries: 900k IPv4 addresses, 50k
@@ -74,12 +73,12 @@ func BenchmarkLookup1M(b *testing.B) {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			i := 0
-			cpu0 := threadCPU(b)
+			cpu0 := testenv.ThreadCPU(b)
 			for b.Loop() {
 				s.Lookup(bc.ips[i&4095], now)
 				i++
 			}
-			b.ReportMetric(float64(threadCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(testenv.ThreadCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
 }
@@ -110,17 +109,4 @@ func BenchmarkReconcile1M(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// threadCPU returns the CPU time the calling OS thread has used. Benchmarks
-// lock their goroutine to its thread and report CPU nanoseconds per
-// operation beside the wall-clock figure, which on a shared, oversubscribed
-// machine measures the scheduler more than the code.
-func threadCPU(b *testing.B) time.Duration {
-	b.Helper()
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
-		b.Fatalf("getrusage: %v", err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

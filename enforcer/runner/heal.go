@@ -29,6 +29,20 @@ const (
 // restore that failed and must be retried (its cause stays pending); err
 // is ErrStoodDown, which ends Run.
 func (r *Runner) restorePending(ctx context.Context) (failed bool, err error) {
+	r.mu.Lock()
+	synced, pending := r.synced, r.heal.cause != ""
+	r.mu.Unlock()
+	if !pending {
+		return false, nil
+	}
+	if r.cfg.Deliberate != nil && r.cfg.Deliberate() {
+		return false, ErrStoodDown
+	}
+	if !synced {
+		// Before the feed's first snapshot the runner knows no live set
+		// to restore: the snapshot restores instead (reconcileOrRestore).
+		return false, nil
+	}
 	cause := r.takeCause()
 	if cause == "" {
 		return false, nil
@@ -192,4 +206,35 @@ func (r *Runner) Health() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.problem
+}
+
+// reconcileOrRestore hands a snapshot to the backend: as a Restore when
+// a drift is pending (the state is damaged, a plain Reconcile may fail on
+// a missing table), counted under its cause, or as a Reconcile. Called
+// with backendMu held.
+func (r *Runner) reconcileOrRestore(ctx context.Context, entries []enforcer.Entry) error {
+	if r.heal == nil {
+		return r.backend.Reconcile(ctx, entries)
+	}
+	cause := r.takeCause()
+	if cause == "" {
+		return r.backend.Reconcile(ctx, entries)
+	}
+	if r.cfg.Deliberate != nil && r.cfg.Deliberate() {
+		r.drift(cause) // Run stands down at its next look
+		return ErrStoodDown
+	}
+	start := time.Now()
+	err := r.heal.h.Restore(ctx, entries)
+	if err != nil {
+		r.drift(cause)
+		r.setHealth(fmt.Sprintf("restore after %s failed: %v", cause, err))
+	} else {
+		r.m.restores.WithLabelValues(r.cfg.Backend, cause).Inc()
+		r.setHealth("")
+	}
+	if r.cfg.OnRestore != nil {
+		r.cfg.OnRestore(cause, len(entries), time.Since(start), err)
+	}
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -88,7 +89,12 @@ func TestDriftRestoresLiveSet(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
 
 	if err := r.Snapshot(ctx, slices.Values([]decisionfeed.Decision{ban("192.0.2.7"), ban("2001:db8:2::/64")})); err != nil {
 		t.Fatal(err)
@@ -178,5 +184,116 @@ func TestDeliberateWipeStandsDown(t *testing.T) {
 	}
 	if got := r.Active(); len(got) != 1 || got[0].Prefix != netip.MustParsePrefix("192.0.2.7/32") {
 		t.Errorf("Active() = %v", got)
+	}
+}
+
+func TestFailingRestoreIsUnhealthy(t *testing.T) {
+	clk := &clock{t: t0}
+	h := newHealRecorder()
+	h.restoreFail.Store(1 << 30)
+	r, err := New(testConfig(clk), h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	if err := r.Snapshot(ctx, []decisionfeed.Decision{ban("192.0.2.7")}); err != nil {
+		t.Fatal(err)
+	}
+	h.drifts <- "set_removed"
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(r.m.errors.WithLabelValues("restore")) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("restore not retried 3 times within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := r.Health(); !strings.Contains(got, "restore after set_removed failed") {
+		t.Errorf("Health() = %q while restores fail", got)
+	}
+	if g := testutil.ToFloat64(r.m.healthy); g != 0 {
+		t.Errorf("healthy gauge = %v while restores fail, want 0", g)
+	}
+	h.restoreFail.Store(0)
+	waitRestored(t, h)
+	settle(r)
+	if got := r.Health(); got != "" {
+		t.Errorf("Health() = %q after the restore succeeded", got)
+	}
+}
+
+func TestDriftBeforeSnapshotRestoresWithIt(t *testing.T) {
+	clk := &clock{t: t0}
+	h := newHealRecorder()
+	cfg := testConfig(clk)
+	cfg.Backend = "fake"
+	r, err := New(cfg, h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	// A wipe before the feed's snapshot: nothing to restore yet, the
+	// snapshot itself is loaded with Restore.
+	h.drifts <- "table_removed"
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case got := <-h.restored:
+		t.Fatalf("restored %v before any snapshot", got)
+	default:
+	}
+	if err := r.Snapshot(ctx, []decisionfeed.Decision{ban("192.0.2.7")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitRestored(t, h); !slices.Equal(got, []string{"192.0.2.7/32"}) {
+		t.Errorf("snapshot restored %v", got)
+	}
+	if n := testutil.ToFloat64(r.m.restores.WithLabelValues("fake", "table_removed")); n != 1 {
+		t.Errorf("restores_total = %v, want 1", n)
+	}
+}
+
+func TestDropsBySourceFromPerBanCounters(t *testing.T) {
+	clk := &clock{t: t0}
+	f := newRecorder()
+	r := startRunner(t, testConfig(clk), f, nil)
+	cli := ban("192.0.2.2")
+	cli.Origin, cli.Scenario = "cli", ""
+	if err := r.Snapshot(context.Background(), []decisionfeed.Decision{ban("192.0.2.1"), cli}); err != nil {
+		t.Fatal(err)
+	}
+	p1, p2 := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.2/32")
+	read := func(by map[netip.Prefix]enforcer.Count) map[enforcer.Source]enforcer.Count {
+		f.mu.Lock()
+		f.drops = enforcer.Counters{ByPrefix: by}
+		f.mu.Unlock()
+		got, err := r.DropsBySource()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	engine := enforcer.Source{Origin: "engine", Scenario: "crowdsecurity/ssh-bf"}
+	cliSrc := enforcer.Source{Origin: "cli"}
+	read(map[netip.Prefix]enforcer.Count{p1: {Packets: 5, Bytes: 300}, p2: {Packets: 1, Bytes: 60}})
+	// The first ban's element was made anew (a restore): its counter
+	// restarted, the total goes on from 5.
+	got := read(map[netip.Prefix]enforcer.Count{p1: {Packets: 2, Bytes: 120}, p2: {Packets: 4, Bytes: 240}})
+	if got[engine] != (enforcer.Count{Packets: 7, Bytes: 420}) || got[cliSrc] != (enforcer.Count{Packets: 4, Bytes: 240}) {
+		t.Errorf("DropsBySource = %v", got)
 	}
 }

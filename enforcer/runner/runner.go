@@ -134,6 +134,8 @@ type Runner struct {
 
 	heal *healer // nil when the backend cannot heal
 
+	drops sourceDrops // see DropsBySource
+
 	wake chan struct{}
 	m    metrics
 }
@@ -244,12 +246,19 @@ func (r *Runner) register(reg prometheus.Registerer) error {
 	ns, sub := "portcullis", r.cfg.MetricsSubsystem
 	if cr, ok := r.backend.(enforcer.CounterReader); ok {
 		cs = append(cs, &dropCollector{
+			r:      r,
 			cr:     cr,
 			errors: r.m.errors,
 			packets: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "dropped_packets_total"),
 				"Packets dropped by the backend, by reason (scenario or origin).", []string{"reason"}, nil),
 			bytes: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "dropped_bytes_total"),
 				"Bytes dropped by the backend, by reason (scenario or origin).", []string{"reason"}, nil),
+			srcPackets: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "source_dropped_packets_total"),
+				"Packets dropped by the backend, by the origin and scenario of the ban (backends that count per ban source).",
+				[]string{"origin", "scenario"}, nil),
+			srcBytes: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "source_dropped_bytes_total"),
+				"Bytes dropped by the backend, by the origin and scenario of the ban (backends that count per ban source).",
+				[]string{"origin", "scenario"}, nil),
 		})
 	}
 	for _, c := range cs {
@@ -262,15 +271,21 @@ func (r *Runner) register(reg prometheus.Registerer) error {
 
 // dropCollector reads the backend's drop counters at scrape time.
 type dropCollector struct {
+	r              *Runner
 	cr             enforcer.CounterReader
 	errors         *prometheus.CounterVec
 	packets, bytes *prometheus.Desc
+	// srcPackets and srcBytes split the drops by origin and scenario, for
+	// backends that count per ban source.
+	srcPackets, srcBytes *prometheus.Desc
 }
 
 // Describe implements prometheus.Collector.
 func (d *dropCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- d.packets
 	ch <- d.bytes
+	ch <- d.srcPackets
+	ch <- d.srcBytes
 }
 
 // Collect implements prometheus.Collector.
@@ -283,6 +298,10 @@ func (d *dropCollector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range c.ByReason {
 		ch <- prometheus.MustNewConstMetric(d.packets, prometheus.CounterValue, float64(n.Packets), reason)
 		ch <- prometheus.MustNewConstMetric(d.bytes, prometheus.CounterValue, float64(n.Bytes), reason)
+	}
+	for src, n := range d.r.bySource(c) {
+		ch <- prometheus.MustNewConstMetric(d.srcPackets, prometheus.CounterValue, float64(n.Packets), src.Origin, src.Scenario)
+		ch <- prometheus.MustNewConstMetric(d.srcBytes, prometheus.CounterValue, float64(n.Bytes), src.Origin, src.Scenario)
 	}
 }
 
@@ -404,7 +423,7 @@ func (r *Runner) Snapshot(ctx context.Context, live iter.Seq[decisionfeed.Decisi
 	}
 
 	start := time.Now()
-	if err := r.backend.Reconcile(ctx, entries); err != nil {
+	if err := r.reconcileOrRestore(ctx, entries); err != nil {
 		r.m.errors.WithLabelValues("reconcile").Inc()
 		return fmt.Errorf("reconcile %d bans: %w", len(entries), err)
 	}

@@ -98,7 +98,11 @@ func (f *recorder) Reconcile(_ context.Context, es []enforcer.Entry) error {
 
 func (f *recorder) Close() error { return nil }
 
-func (f *recorder) Counters() (enforcer.Counters, error) { return f.drops, nil }
+func (f *recorder) Counters() (enforcer.Counters, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.drops, nil
+}
 
 func (f *recorder) snapshot() ([]call, []string) {
 	f.mu.Lock()
@@ -433,7 +437,10 @@ func TestHostAddressRefreshWithdrawsBan(t *testing.T) {
 func TestMetricsExposition(t *testing.T) {
 	clk := &clock{t: t0}
 	f := newRecorder()
-	f.drops = enforcer.Counters{ByReason: map[string]enforcer.Count{"crowdsecurity/ssh-bf": {Packets: 7, Bytes: 420}}}
+	f.drops = enforcer.Counters{
+		ByReason: map[string]enforcer.Count{"crowdsecurity/ssh-bf": {Packets: 7, Bytes: 420}},
+		BySource: map[enforcer.Source]enforcer.Count{{Origin: "engine", Scenario: "crowdsecurity/ssh-bf"}: {Packets: 7, Bytes: 420}},
+	}
 	cfg := testConfig(clk)
 	reg := prometheus.NewRegistry()
 	r := startRunner(t, cfg, f, reg)
@@ -450,12 +457,28 @@ portcullis_fw_bouncer_dropped_bytes_total{reason="crowdsecurity/ssh-bf"} 420
 # HELP portcullis_fw_bouncer_dropped_packets_total Packets dropped by the backend, by reason (scenario or origin).
 # TYPE portcullis_fw_bouncer_dropped_packets_total counter
 portcullis_fw_bouncer_dropped_packets_total{reason="crowdsecurity/ssh-bf"} 7
+# HELP portcullis_fw_bouncer_source_dropped_packets_total Packets dropped by the backend, by the origin and scenario of the ban (backends that count per ban source).
+# TYPE portcullis_fw_bouncer_source_dropped_packets_total counter
+portcullis_fw_bouncer_source_dropped_packets_total{origin="engine",scenario="crowdsecurity/ssh-bf"} 7
 `
 	err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"portcullis_fw_bouncer_active_bans", "portcullis_fw_bouncer_dropped_bytes_total",
-		"portcullis_fw_bouncer_dropped_packets_total")
+		"portcullis_fw_bouncer_dropped_packets_total", "portcullis_fw_bouncer_source_dropped_packets_total")
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestActiveByOrigin(t *testing.T) {
+	clk := &clock{t: t0}
+	r := startRunner(t, testConfig(clk), newRecorder(), nil)
+	cli := ban("192.0.2.2")
+	cli.Origin = "cli"
+	if err := r.Snapshot(context.Background(), []decisionfeed.Decision{ban("192.0.2.1"), ban("192.0.2.3"), cli}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.ActiveByOrigin(); got["engine"] != 2 || got["cli"] != 1 || len(got) != 2 {
+		t.Errorf("ActiveByOrigin() = %v, want engine 2, cli 1", got)
 	}
 }
 

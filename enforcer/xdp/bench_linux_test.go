@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
+	"github.com/cilium/ebpf/asm"
 
 	"github.com/portcullis-ips/portcullis/bpf"
 	"github.com/portcullis-ips/portcullis/enforcer"
-	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // benchAddr4 and benchAddr6 return the i-th banned address of a family.
@@ -86,7 +86,7 @@ func benchPacket(b *testing.B, e *Enforcer, pkt []byte, want uint32) {
 // same packet each time), for exact hits and misses at several map sizes,
 // and range lookups with and without ranges present.
 func BenchmarkProgram(b *testing.B) {
-	enforcertest.RequireRoot(b)
+	testenv.RequireRoot(b)
 	for _, n := range []int{1_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("exact=%d", n), func(b *testing.B) {
 			e := openUnpinned(b, benchConfig(b))
@@ -153,18 +153,6 @@ func procStatus(b *testing.B, field string) float64 {
 	return 0
 }
 
-// cpuTime returns the user plus system CPU time the process has used. On a
-// shared machine it measures the work of a load better than wall time,
-// which grows with everybody else's load.
-func cpuTime(b *testing.B) time.Duration {
-	b.Helper()
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func memlockMB(b *testing.B, m *ebpf.Map) float64 {
 	b.Helper()
 	info, err := m.Info()
@@ -184,7 +172,7 @@ func memlockMB(b *testing.B, m *ebpf.Map) float64 {
 // syscall per ban; then a Reconcile that finds everything in place. Run
 // with -benchtime=1x.
 func BenchmarkLoadMillion(b *testing.B) {
-	enforcertest.RequireRoot(b)
+	testenv.RequireRoot(b)
 	const n = 1_000_000
 	until := time.Now().Add(time.Hour)
 	keys := make([][4]byte, n)
@@ -225,13 +213,13 @@ func BenchmarkLoadMillion(b *testing.B) {
 				e := openUnpinned(b, l.cfg)
 				runtime.GC()
 				rssBefore := procStatus(b, "VmRSS")
-				cpuBefore := cpuTime(b)
+				cpuBefore := testenv.ProcessCPU(b)
 				start := time.Now()
 				if err := l.load(e); err != nil {
 					b.Fatal(err)
 				}
 				total += time.Since(start)
-				cpu += cpuTime(b) - cpuBefore
+				cpu += testenv.ProcessCPU(b) - cpuBefore
 				b.ReportMetric(procStatus(b, "VmRSS")-rssBefore, "rss-growth-MB")
 				b.ReportMetric(memlockMB(b, e.objs.PortcullisIp4), "map-memlock-MB")
 				closeOK(b, e)
@@ -246,13 +234,49 @@ func BenchmarkLoadMillion(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ResetTimer()
-		cpuBefore := cpuTime(b)
+		cpuBefore := testenv.ProcessCPU(b)
 		for range b.N {
 			if err := e.Reconcile(context.Background(), entries); err != nil {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric((cpuTime(b)-cpuBefore).Seconds()/float64(b.N), "cpu-s/load")
+		b.ReportMetric((testenv.ProcessCPU(b)-cpuBefore).Seconds()/float64(b.N), "cpu-s/load")
 		b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/load")
 	})
+}
+
+// BenchmarkDropVsPass puts side by side, in one run at a million bans, the
+// return-only floor of BPF_PROG_TEST_RUN on this kernel (a program that
+// only returns XDP_PASS), a pass (IPv4 miss), a drop (IPv4 hit, counted
+// per reason) and a drop with the counters compiled out
+// (Config.NoDropCounters).
+func BenchmarkDropVsPass(b *testing.B) {
+	testenv.RequireRoot(b)
+	floor, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.XDP,
+		License:      "MIT",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = floor.Close() }()
+	counted := openUnpinned(b, benchConfig(b))
+	fill(b, counted, 1_000_000, 0)
+	cfg := benchConfig(b)
+	cfg.NoDropCounters = true
+	uncounted := openUnpinned(b, cfg)
+	fill(b, uncounted, 1_000_000, 0)
+	hit := frame{src: benchAddr4(500_000)}.bytes()
+	miss := frame{src: netip.MustParseAddr("192.0.2.1")}.bytes()
+	b.Run("floor", func(b *testing.B) {
+		ret, d, err := floor.Benchmark(miss, b.N, nil)
+		if err != nil || ret != xdpPass {
+			b.Fatalf("floor: %d, %v", ret, err)
+		}
+		b.ReportMetric(float64(d.Nanoseconds()), "ns/pkt")
+	})
+	b.Run("pass", func(b *testing.B) { benchPacket(b, counted, miss, xdpPass) })
+	b.Run("drop", func(b *testing.B) { benchPacket(b, counted, hit, xdpDrop) })
+	b.Run("drop-uncounted", func(b *testing.B) { benchPacket(b, uncounted, hit, xdpDrop) })
 }

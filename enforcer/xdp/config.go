@@ -59,6 +59,10 @@ type Config struct {
 	// mount namespace, as `ip netns exec` makes): the program then
 	// detaches when the process ends. By default New refuses.
 	AllowVolatilePins bool `yaml:"allow_volatile_pins"`
+	// NoDropCounters leaves out the per-reason drop counters (packets and
+	// bytes per scenario and origin), saving their cost on the drop path
+	// (bench/fwbouncer.md); Counters then reports nothing.
+	NoDropCounters bool `yaml:"no_drop_counters"`
 }
 
 // Limits on map sizes, so that a typo cannot ask the kernel for gigabytes.

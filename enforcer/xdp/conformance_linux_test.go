@@ -5,13 +5,14 @@ import (
 
 	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // TestConformance runs the shared backend suite on an enforcer attached to
 // a veth in a namespace of its own with pinned, preallocated maps, as the
 // daemon runs it.
 func TestConformance(t *testing.T) {
-	enforcertest.RequireRoot(t)
+	testenv.RequireRoot(t)
 	enforcertest.TestEnforcer(t, func(t *testing.T) enforcer.Enforcer {
 		ns := newTestNS(t, "pcf0", "pcf1")
 		cfg := testConfig(t)

@@ -36,7 +36,7 @@ func (e *Enforcer) Restore(ctx context.Context, entries []enforcer.Entry) error 
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		return enforcer.ErrClosed
+		return fmt.Errorf("xdp restore: %w", enforcer.ErrClosed)
 	}
 	for i, name := range e.cfg.Interfaces {
 		if cause, err := e.linkCause(name); err != nil {
@@ -185,13 +185,13 @@ func (e *Enforcer) countLive(at time.Time) (int, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return 0, enforcer.ErrClosed
+		return 0, fmt.Errorf("xdp count: %w", enforcer.ErrClosed)
 	}
-	clk, err := readClock()
+	clk, err := e.readClock()
 	if err != nil {
 		return 0, err
 	}
-	limit := clk.toBoot(at)
+	limit := clk.toJiffies(at)
 	m := &e.objs.XdpMaps
 	total := 0
 	for _, c := range []func() (int, error){

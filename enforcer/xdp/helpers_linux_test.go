@@ -15,7 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // XDP verdicts (uapi bpf.h).
@@ -53,7 +53,7 @@ func testConfig(t testing.TB) Config {
 // openUnpinned loads the program with fresh, unpinned maps, attached nowhere.
 func openUnpinned(t testing.TB, cfg Config) *Enforcer {
 	t.Helper()
-	enforcertest.RequireRoot(t)
+	testenv.RequireRoot(t)
 	e, err := open(cfg, "")
 	if err != nil {
 		t.Fatalf("open: %v", err)

@@ -24,11 +24,11 @@ var ErrMapFull = errors.New("ban map full")
 const (
 	// batchSize bounds the elements of one batch syscall.
 	batchSize = 1 << 14
-	// expiryTolerance is how far a stored expiry may be from the wanted one
-	// before Reconcile rewrites it. Converting wall time to boot time twice
-	// gives results a few microseconds apart; rewriting a million entries
-	// for that would make every reconcile a full reload.
-	expiryTolerance = 10 * time.Millisecond
+	// expiryTolerance is how many jiffies a stored expiry may be from the
+	// wanted one before Reconcile rewrites it. Converting wall time to
+	// jiffies twice gives results a tick or two apart; rewriting a million
+	// entries for that would make every reconcile a full reload.
+	expiryTolerance = 3
 )
 
 // tableWrites is what is to be written to one ban map, in order: dels
@@ -341,7 +341,7 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 	if e.closed {
 		return fmt.Errorf("reconcile: %w", enforcer.ErrClosed)
 	}
-	clk, err := readClock()
+	clk, err := e.readClock()
 	if err != nil {
 		return err
 	}
@@ -423,7 +423,7 @@ func (e *Enforcer) GC(ctx context.Context) (int, error) {
 	if e.closed {
 		return 0, fmt.Errorf("gc: %w", enforcer.ErrClosed)
 	}
-	clk, err := readClock()
+	clk, err := e.readClock()
 	if err != nil {
 		return 0, err
 	}
@@ -477,7 +477,7 @@ func (e *Enforcer) List(ctx context.Context) ([]enforcer.Entry, error) {
 	if e.closed {
 		return nil, fmt.Errorf("list: %w", enforcer.ErrClosed)
 	}
-	clk, err := readClock()
+	clk, err := e.readClock()
 	if err != nil {
 		return nil, err
 	}
@@ -533,7 +533,7 @@ func (e *Enforcer) Counters() (enforcer.Counters, error) {
 	if e.closed {
 		return enforcer.Counters{}, fmt.Errorf("counters: %w", enforcer.ErrClosed)
 	}
-	out := enforcer.Counters{ByReason: make(map[string]enforcer.Count)}
+	out := enforcer.Counters{ByReason: make(map[string]enforcer.Count), BySource: make(map[enforcer.Source]enforcer.Count)}
 	var perCPU []bpf.XdpDropCount
 	for id := range e.reasons.len() {
 		if err := e.objs.PortcullisDrop.Lookup(id, &perCPU); err != nil {
@@ -544,54 +544,124 @@ func (e *Enforcer) Counters() (enforcer.Counters, error) {
 			c.Packets += v.Packets
 			c.Bytes += v.Bytes
 		}
-		name := e.reasons.name(id).reason
+		rn := e.reasons.name(id)
+		name := rn.reason
 		if id == 0 {
 			if c.Packets == 0 {
 				continue
 			}
 			name = OverflowReason
+			rn = reasonName{reason: OverflowReason, origin: OverflowReason}
 		}
 		sum := out.ByReason[name]
 		sum.Packets += c.Packets
 		sum.Bytes += c.Bytes
 		out.ByReason[name] = sum
+		// The reason is the scenario, or the origin for a ban without one.
+		src := enforcer.Source{Origin: rn.origin, Scenario: rn.reason}
+		if src.Scenario == src.Origin && id != 0 {
+			src.Scenario = ""
+		}
+		ss := out.BySource[src]
+		ss.Packets += c.Packets
+		ss.Bytes += c.Bytes
+		out.BySource[src] = ss
 	}
 	return out, nil
 }
 
-// clock pairs a wall-clock reading with a CLOCK_BOOTTIME one, to convert
-// absolute expiries between the two.
+// clock pairs a wall-clock reading with the kernel's jiffies counter, which
+// the program compares expiries with, to convert absolute expiries between
+// the two.
 type clock struct {
-	wall time.Time
-	boot int64
+	wall    time.Time
+	jiffies uint64
+	tick    time.Duration // 1/HZ
 }
 
-func readClock() (clock, error) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return clock{}, fmt.Errorf("read boot clock: %w", err)
+// readClock samples jiffies through the portcullis_clock program (user
+// space has no other way to read them) and the wall clock right after.
+func (e *Enforcer) readClock() (clock, error) {
+	s, err := e.sampleClock()
+	if err != nil {
+		return clock{}, err
 	}
-	return clock{wall: time.Now(), boot: ts.Nano()}, nil
+	return clock{wall: time.Now(), jiffies: s.Jiffies, tick: e.tick}, nil
 }
 
-// toBoot converts a wall-clock time after c.wall to boot-clock nanoseconds,
-// saturating far in the future.
-func (c clock) toBoot(t time.Time) uint64 {
+// clockFrame is the smallest packet BPF_PROG_TEST_RUN accepts for XDP.
+var clockFrame = make([]byte, 14)
+
+func (e *Enforcer) sampleClock() (bpf.XdpClockSample, error) {
+	var s bpf.XdpClockSample
+	if _, err := e.objs.PortcullisClock.Run(&ebpf.RunOptions{Data: clockFrame}); err != nil {
+		return s, fmt.Errorf("read jiffies: run portcullis_clock: %w", err)
+	}
+	if err := e.objs.PortcullisClk.Lookup(uint32(0), &s); err != nil {
+		return s, fmt.Errorf("read jiffies: %w", err)
+	}
+	return s, nil
+}
+
+// kernelHZ are the tick rates Linux can be built with.
+var kernelHZ = []int64{100, 250, 300, 1000}
+
+// measureTick counts the jiffies that pass in 100 ms of CLOCK_MONOTONIC,
+// both sampled together in the kernel, and returns the tick of the nearest
+// HZ the kernel can have. A tick or so of jitter (a busy or virtual
+// machine) is 4% of the count at HZ=250, well apart from the next HZ.
+func (e *Enforcer) measureTick() (time.Duration, error) {
+	a, err := e.sampleClock()
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(100 * time.Millisecond)
+	b, err := e.sampleClock()
+	if err != nil {
+		return 0, err
+	}
+	if b.MonoNs <= a.MonoNs || b.Jiffies <= a.Jiffies {
+		return 0, errors.New("read jiffies: clock did not advance in 100ms")
+	}
+	hz := float64(b.Jiffies-a.Jiffies) * 1e9 / float64(b.MonoNs-a.MonoNs)
+	best := kernelHZ[0]
+	for _, h := range kernelHZ {
+		if math.Abs(float64(h)-hz) < math.Abs(float64(best)-hz) {
+			best = h
+		}
+	}
+	return time.Second / time.Duration(best), nil
+}
+
+// toJiffies converts a wall-clock expiry to the jiffies value the program
+// compares with, rounded so that the ban never ends early: the current
+// jiffy began up to one tick before c.wall, and the counter may step just
+// after it, hence two ticks of margin. A ban so ends between its time and
+// three ticks later (12 ms at HZ=250). Jiffies stop while the host is
+// suspended, as CLOCK_MONOTONIC does: a ban then lasts longer by the time
+// suspended.
+func (c clock) toJiffies(t time.Time) uint64 {
 	d := t.Sub(c.wall)
-	if d > time.Duration(math.MaxInt64-c.boot) {
-		return math.MaxInt64
+	if d < 0 {
+		return c.jiffies
 	}
-	return uint64(c.boot + int64(d))
+	n := uint64(d / c.tick)
+	if n > math.MaxUint64/2 {
+		return math.MaxUint64
+	}
+	return c.jiffies + n + 2
 }
 
-// toWall converts boot-clock nanoseconds to wall-clock time.
-func (c clock) toWall(ns uint64) time.Time {
-	if ns > math.MaxInt64 {
-		ns = math.MaxInt64
+// toWall converts an expiry in jiffies to wall-clock time, undoing the
+// margin toJiffies adds; it is within a tick or two of the time converted.
+func (c clock) toWall(j uint64) time.Time {
+	if j > math.MaxInt64 {
+		return c.wall.Add(math.MaxInt64)
 	}
-	return c.wall.Add(time.Duration(int64(ns) - c.boot))
+	d := int64(j) - int64(c.jiffies) - 2
+	return c.wall.Add(time.Duration(d) * c.tick)
 }
 
-// live reports whether a ban expiring at ns is in force, as the program
-// decides it.
-func (c clock) live(ns uint64) bool { return ns > uint64(c.boot) }
+// live reports whether a ban expiring at jiffies j is in force, as the
+// program decides it.
+func (c clock) live(j uint64) bool { return j > c.jiffies }

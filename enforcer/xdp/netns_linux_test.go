@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/portcullis-ips/portcullis/enforcer"
-	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // xdpState reads the XDP attachment of an interface: program id and mode.
@@ -87,7 +87,7 @@ func waitDropped(t *testing.T, e *Enforcer, reason string, want uint64) {
 }
 
 func TestAttachPinRestart(t *testing.T) {
-	enforcertest.RequireRoot(t)
+	testenv.RequireRoot(t)
 	for _, mode := range []Mode{ModeGeneric, ModeNative} {
 		t.Run(string(mode), func(t *testing.T) {
 			ns := newTestNS(t, "pcx0", "pcx1")
@@ -211,7 +211,7 @@ func TestAttachPinRestart(t *testing.T) {
 // older build would have left it, and checks that New swaps the program in
 // that same link.
 func TestUpgradeReplacesProgram(t *testing.T) {
-	enforcertest.RequireRoot(t)
+	testenv.RequireRoot(t)
 	ns := newTestNS(t, "pcu0", "pcu1")
 	cfg := testConfig(t)
 	cfg.Interfaces = []string{"pcu0"}
@@ -282,7 +282,7 @@ func TestUpgradeReplacesProgram(t *testing.T) {
 }
 
 func TestUnlistedInterfaceDetachedAndCleanup(t *testing.T) {
-	enforcertest.RequireRoot(t)
+	testenv.RequireRoot(t)
 	ns := newTestNS(t, "pcc0", "pcc1")
 	cfg := testConfig(t)
 	cfg.Interfaces = []string{"pcc0", "pcc1"}
@@ -349,7 +349,7 @@ func TestUnlistedInterfaceDetachedAndCleanup(t *testing.T) {
 // TestModeChangeReattaches forces generic, then native: the generic link
 // must give way to a native one.
 func TestModeChangeReattaches(t *testing.T) {
-	enforcertest.RequireRoot(t)
+	testenv.RequireRoot(t)
 	ns := newTestNS(t, "pcm0", "pcm1")
 	cfg := testConfig(t)
 	cfg.Interfaces = []string{"pcm0"}
@@ -382,7 +382,7 @@ func TestModeChangeReattaches(t *testing.T) {
 // TestIncompatiblePins shows that changed map sizes are refused with advice,
 // rather than silently dropping the pinned bans.
 func TestIncompatiblePins(t *testing.T) {
-	enforcertest.RequireRoot(t)
+	testenv.RequireRoot(t)
 	cfg := testConfig(t)
 	if err := os.MkdirAll(cfg.PinPath, 0o700); err != nil {
 		t.Fatal(err)

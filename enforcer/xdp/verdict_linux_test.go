@@ -24,11 +24,11 @@ func ban(p string, d time.Duration, reason string) enforcer.Entry {
 // as the kernel would find it after its time ran out.
 func putExpired(t *testing.T, e *Enforcer, p string) {
 	t.Helper()
-	clk, err := readClock()
+	clk, err := e.readClock()
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := bpf.XdpBan{Expires: uint64(clk.boot - int64(time.Second)), Reason: 0}
+	v := bpf.XdpBan{Expires: clk.jiffies - uint64(time.Second/clk.tick), Reason: 0}
 	pfx := netip.MustParsePrefix(p)
 	var w writes
 	w.add(pfx, v)
@@ -116,7 +116,7 @@ func testVerdicts(t *testing.T, e *Enforcer) {
 func TestRangeTrieSkipped(t *testing.T) {
 	e := openUnpinned(t, testConfig(t))
 	ctx := context.Background()
-	until := uint64(time.Now().Add(time.Hour).UnixNano()) // far ahead of boot time
+	until := uint64(1) << 62 // jiffies far ahead
 	k := lpmKey4(netip.MustParsePrefix("198.51.100.0/24"))
 	if err := e.objs.PortcullisNet4.Update(&k, &bpf.XdpBan{Expires: until}, ebpf.UpdateAny); err != nil {
 		t.Fatal(err)
@@ -216,8 +216,9 @@ func TestApplyIdempotentAndReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := listed(t, e)
-	if d := got["192.0.2.1/32"].Until.Sub(later.Until); d > time.Millisecond || d < -time.Millisecond {
-		t.Fatalf("refreshed expiry off by %s", d)
+	// Expiries are kept in jiffies: within the documented tolerance.
+	if d := got["192.0.2.1/32"].Until.Sub(later.Until); d > 3*e.tick || d < -2*e.tick {
+		t.Fatalf("refreshed expiry off by %s (tick %s)", d, e.tick)
 	}
 
 	snapshot := []enforcer.Entry{
@@ -407,4 +408,34 @@ func TestBatchOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertList(t, e, []string{"192.0.2.1/32 renamed", "192.0.2.3/32 expired-then-added"})
+}
+
+// TestExpiryInKernel shows that the program alone ends a ban on time, to
+// the jiffies tolerance: never before its expiry, at most three ticks (and
+// the test's own polling) after it.
+func TestExpiryInKernel(t *testing.T) {
+	e := openUnpinned(t, testConfig(t))
+	t.Logf("kernel tick %s (HZ %d)", e.tick, time.Second/e.tick)
+	until := time.Now().Add(300 * time.Millisecond)
+	if err := e.Apply(context.Background(), enforcer.Batch{Add: []enforcer.Entry{
+		{Prefix: netip.MustParsePrefix("192.0.2.1/32"), Until: until, Reason: "r", Origin: "test"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	pkt := frame{src: netip.MustParseAddr("192.0.2.1")}.bytes()
+	for run(t, e, pkt) == xdpDrop {
+		if time.Since(until) > time.Second {
+			t.Fatal("still dropped a second after the ban's expiry")
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	passed := time.Now()
+	if passed.Before(until) {
+		t.Fatalf("ban ended %s before its expiry", until.Sub(passed))
+	}
+	late := passed.Sub(until)
+	t.Logf("ban ended %s after its expiry", late)
+	if late > 3*e.tick+20*time.Millisecond {
+		t.Errorf("ban ended %s after its expiry, want within 3 ticks (%s) plus polling", late, 3*e.tick)
+	}
 }

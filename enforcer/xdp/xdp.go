@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -40,6 +42,20 @@ type Enforcer struct {
 	progID uint32
 	// volatile is why the pins will not outlive the process ("": they do).
 	volatile string
+	// tick is the kernel's jiffy (1/HZ).
+	tick time.Duration
+}
+
+// The kernel's HZ is measured once per process: it cannot change.
+var (
+	tickOnce sync.Once
+	tickVal  time.Duration
+	tickErr  error
+)
+
+func processTick(e *Enforcer) (time.Duration, error) {
+	tickOnce.Do(func() { tickVal, tickErr = e.measureTick() })
+	return tickVal, tickErr
 }
 
 // New validates cfg, mounts bpffs if needed, loads the program with its maps
@@ -112,8 +128,19 @@ func open(cfg Config, pinPath string) (*Enforcer, error) {
 		if !cfg.Prealloc && (name == bpf.XdpMapPortcullisIp4 || name == bpf.XdpMapPortcullisIp6) {
 			ms.Flags |= unix.BPF_F_NO_PREALLOC
 		}
-		if pinPath != "" {
+		// The clock sample and the program's constants (.rodata) belong
+		// to one load and are not pinned.
+		if pinPath != "" && slices.Contains(pinnedMaps, name) {
 			ms.Pinning = ebpf.PinByName
+		}
+	}
+	if cfg.NoDropCounters {
+		v, ok := spec.Variables[bpf.XdpVarCountDrops]
+		if !ok {
+			return nil, errors.New("load xdp spec: no count_drops variable")
+		}
+		if err := v.Set(uint32(0)); err != nil {
+			return nil, fmt.Errorf("load xdp spec: set count_drops: %w", err)
 		}
 	}
 	e := &Enforcer{cfg: cfg}
@@ -137,6 +164,9 @@ func open(cfg Config, pinPath string) (*Enforcer, error) {
 		return nil, errors.Join(errors.New("xdp program info: kernel reports no program id"), e.objs.Close())
 	}
 	e.progID = uint32(id)
+	if e.tick, err = processTick(e); err != nil {
+		return nil, errors.Join(err, e.objs.Close())
+	}
 	return e, nil
 }
 
@@ -182,7 +212,7 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 	if e.closed {
 		return fmt.Errorf("apply: %w", enforcer.ErrClosed)
 	}
-	clk, err := readClock()
+	clk, err := e.readClock()
 	if err != nil {
 		return err
 	}
@@ -246,7 +276,7 @@ func (e *Enforcer) planAdds(entries []enforcer.Entry, clk clock, w *writes) erro
 			}
 			last, lastID, known = reasonName{en.Reason, en.Origin}, id, true
 		}
-		w.add(p, bpf.XdpBan{Expires: clk.toBoot(en.Until), Reason: lastID})
+		w.add(p, bpf.XdpBan{Expires: clk.toJiffies(en.Until), Reason: lastID})
 	}
 	w.finish()
 	return nil

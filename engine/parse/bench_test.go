@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/portcullis-ips/portcullis/engine/acquire"
-	"github.com/portcullis-ips/portcullis/engine/internal/cputime"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 var benchLines = []struct{ name, typ, line string }{
@@ -27,13 +27,13 @@ func BenchmarkParse(b *testing.B) {
 			l := acquire.Line{Text: bl.line, Type: bl.typ, Source: "bench"}
 			b.ReportAllocs()
 			b.SetBytes(int64(len(bl.line)))
-			cpu0 := cputime.Used()
+			cpu0 := testenv.ProcessCPU(b).Nanoseconds()
 			for b.Loop() {
 				if _, err := p.Line(l); err != nil && !errors.Is(err, ErrNoEvent) {
 					b.Fatal(err)
 				}
 			}
-			cpu := cputime.Used() - cpu0
+			cpu := testenv.ProcessCPU(b).Nanoseconds() - cpu0
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
 			b.ReportMetric(float64(b.N)/(float64(cpu)/1e9), "lines/cpu-s")
 		})

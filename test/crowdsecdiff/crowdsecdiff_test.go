@@ -348,7 +348,7 @@ func (l *lapi) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	switch {
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/watchers/login"):
-		fmt.Fprint(w, `{"code":200,"expire":"2099-01-01T00:00:00Z","token":"diff.diff.diff"}`)
+		_, _ = fmt.Fprint(w, `{"code":200,"expire":"2099-01-01T00:00:00Z","token":"diff.diff.diff"}`)
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/alerts"):
 		var alerts []struct {
 			Scenario *string `json:"scenario"`
@@ -377,7 +377,7 @@ func (l *lapi) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.mu.Unlock()
 		_ = json.NewEncoder(w).Encode(ids)
 	default:
-		fmt.Fprint(w, `{}`)
+		_, _ = fmt.Fprint(w, `{}`)
 	}
 }
 

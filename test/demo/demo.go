@@ -42,6 +42,7 @@ import (
 // Topology addresses (RFC 5737 documentation ranges).
 const (
 	ServerAttackerSide  = "198.51.100.1"
+	ServerAttackerSide6 = "2001:db8:a::1"
 	ServerBystanderSide = "192.0.2.1"
 	Bystander           = "192.0.2.20"
 	brokerAddr          = "127.0.0.1:9092"
@@ -52,15 +53,17 @@ const (
 // setpriv(1) syntax; the demo runs fw-bouncer with exactly these.
 const FWBouncerCaps = "+net_admin,+bpf,+sys_admin"
 
-// Attackers are the attacker's three source addresses, one per attack step.
-var Attackers = []string{"198.51.100.10", "198.51.100.11", "198.51.100.12"}
+// Attackers are the attacker's source addresses, one per attack step: three
+// IPv4 ones and an IPv6 one.
+var Attackers = []string{"198.51.100.10", "198.51.100.11", "198.51.100.12", "2001:db8:a::10"}
 
 // Expected maps each attacker address to its step and the scenario that
 // step must fire.
 var Expected = map[string]struct{ Step, Scenario string }{
-	"198.51.100.10": {StepBadUA, "crowdsecurity/http-bad-user-agent"},
-	"198.51.100.11": {StepWordPress, "crowdsecurity/http-bf-wordpress_bf"},
-	"198.51.100.12": {StepCVE, "crowdsecurity/http-cve-2021-41773"},
+	"198.51.100.10":  {StepBadUA, "crowdsecurity/http-bad-user-agent"},
+	"198.51.100.11":  {StepWordPress, "crowdsecurity/http-bf-wordpress_bf"},
+	"198.51.100.12":  {StepCVE, "crowdsecurity/http-cve-2021-41773"},
+	"2001:db8:a::10": {StepBadUA6, "crowdsecurity/http-bad-user-agent"},
 }
 
 // Config is where the demo finds its programs and where it reports.
@@ -231,6 +234,7 @@ func (r *run) setup(ctx context.Context) error {
 		{"-n", srv, "link", "add", "eth-atk", "type", "veth", "peer", "name", "eth0", "netns", atk},
 		{"-n", srv, "link", "add", "eth-bys", "type", "veth", "peer", "name", "eth0", "netns", bys},
 		{"-n", srv, "addr", "add", ServerAttackerSide + "/24", "dev", "eth-atk"},
+		{"-n", srv, "addr", "add", ServerAttackerSide6 + "/64", "dev", "eth-atk", "nodad"},
 		{"-n", srv, "addr", "add", ServerBystanderSide + "/24", "dev", "eth-bys"},
 		{"-n", bys, "addr", "add", Bystander + "/24", "dev", "eth0"},
 		{"-n", srv, "link", "set", "eth-atk", "up"},
@@ -239,6 +243,10 @@ func (r *run) setup(ctx context.Context) error {
 		{"-n", bys, "link", "set", "eth0", "up"},
 	}
 	for _, a := range Attackers {
+		if strings.Contains(a, ":") {
+			cmds = append(cmds, []string{"-n", atk, "addr", "add", a + "/64", "dev", "eth0", "nodad"})
+			continue
+		}
 		cmds = append(cmds, []string{"-n", atk, "addr", "add", a + "/24", "dev", "eth0"})
 	}
 	for _, c := range cmds {
@@ -246,7 +254,7 @@ func (r *run) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	r.say("server   %s: eth-atk %s/24, eth-bys %s/24", srv, ServerAttackerSide, ServerBystanderSide)
+	r.say("server   %s: eth-atk %s/24 %s/64, eth-bys %s/24", srv, ServerAttackerSide, ServerAttackerSide6, ServerBystanderSide)
 	r.say("attacker %s: eth0 %s (one address per attack step)", atk, strings.Join(Attackers, ", "))
 	r.say("bystander %s: eth0 %s", bys, Bystander)
 
@@ -338,6 +346,7 @@ http {
     types { text/html html; text/css css; image/png png; }
     server {
         listen 80;
+        listen [::]:80;
         root %[1]s/www;
         # A WordPress login that never succeeds: the form again, 200.
         location = /wp-login.php { return 200 "<form method=post>login</form>\n"; }
@@ -346,6 +355,7 @@ http {
     # for the engine.
     server {
         listen 81;
+        listen [::]:81;
         access_log off;
         return 204;
     }
@@ -662,7 +672,7 @@ func (r *run) play(ctx context.Context) error {
 				r.say("DROPPED   %-15s first unanswered TCP connect (started %s): %s", ev.Src, ev.At.Format("15:04:05.000"), latencyLine(b))
 			}
 		}
-	}, "--target", ServerAttackerSide, "--src", strings.Join(Attackers, ","))
+	}, "--target", ServerAttackerSide, "--target6", ServerAttackerSide6, "--src", strings.Join(Attackers, ","))
 	if err != nil {
 		return err
 	}

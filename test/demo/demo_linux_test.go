@@ -10,27 +10,15 @@ import (
 	"time"
 
 	"github.com/portcullis-ips/portcullis/internal/syncbuf"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
-
-// requireRoot skips without root, or fails under CI=true where a missing
-// privilege is a broken setup.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root: network namespaces, XDP and nginx (CI=true)")
-	}
-	t.Skip("needs root: network namespaces, XDP and nginx")
-}
 
 // TestDemo runs the demo of `make demo` with the binaries built from this
 // tree and asserts what it must show: each attacker address fired its
 // scenario and was then dropped, the bystander got 200 every time, and
 // nothing (namespace, pin, temporary directory) was left behind.
 func TestDemo(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	for _, c := range []string{"ip", "nsenter", "nginx"} {
 		if _, err := exec.LookPath(c); err != nil {
 			if os.Getenv("CI") == "true" {
@@ -96,6 +84,10 @@ func TestDemo(t *testing.T) {
 	}
 	if n := res.Blocks[Attackers[2]].Requests; n != 1 {
 		t.Errorf("CVE-2021-41773 probe: %d requests answered, want 1", n)
+	}
+	// The IPv6 attacker is detected and dropped by XDP like the others.
+	if n := res.Blocks[Attackers[3]].Requests; n != 1 {
+		t.Errorf("bad user agent over IPv6: %d requests answered, want 1", n)
 	}
 	if res.BystanderFailed != 0 || res.BystanderOK < 10 {
 		t.Errorf("bystander: %d answered 200, %d not; want all of at least 10 answered", res.BystanderOK, res.BystanderFailed)

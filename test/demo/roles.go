@@ -226,6 +226,8 @@ const (
 	StepBadUA     = "bad-user-agent"
 	StepWordPress = "wordpress-bf"
 	StepCVE       = "cve-2021-41773"
+	// StepBadUA6 is the bad user agent again, from an IPv6 address.
+	StepBadUA6 = "bad-user-agent-v6"
 )
 
 // attack runs the three attack steps one after another, each from its own
@@ -235,17 +237,19 @@ const (
 func attack(ctx context.Context, args []string, em *emitter) error {
 	fs := flag.NewFlagSet("attacker", flag.ContinueOnError)
 	target := fs.String("target", "", "server address")
-	srcList := fs.String("src", "", "three source addresses: bad user agent, WordPress, CVE probe")
+	srcList := fs.String("src", "", "three source addresses: bad user agent, WordPress, CVE probe; a fourth, IPv6, sends the bad user agent again to --target6")
+	target6 := fs.String("target6", "", "the server's IPv6 address, for the fourth source")
 	probePort := fs.Int("probe-port", 81, "TCP port the probes connect to")
 	wait := fs.Duration("wait", 15*time.Second, "how long a step waits for its source to be blocked")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("attacker: %w", err)
 	}
 	srcs := strings.Split(*srcList, ",")
-	if *target == "" || len(srcs) != 3 {
-		return errors.New("attacker: need --target and three --src addresses")
+	if *target == "" || len(srcs) < 3 || len(srcs) > 4 || (len(srcs) == 4 && *target6 == "") {
+		return errors.New("attacker: need --target and three --src addresses (a fourth, IPv6, with --target6)")
 	}
-	p := &prober{em: em, target: net.JoinHostPort(*target, strconv.Itoa(*probePort)), blocked: map[string]chan struct{}{}}
+	p := &prober{em: em, target: net.JoinHostPort(*target, strconv.Itoa(*probePort)),
+		target6: net.JoinHostPort(*target6, strconv.Itoa(*probePort)), blocked: map[string]chan struct{}{}}
 	var wg sync.WaitGroup
 	pctx, stopProbes := context.WithCancel(ctx)
 	for _, s := range srcs {
@@ -275,6 +279,15 @@ func attack(ctx context.Context, args []string, em *emitter) error {
 		{srcs[2], StepCVE, func(c *http.Client) {
 			do(ctx, em, c, srcs[2], StepCVE, http.MethodGet, base+"/cgi-bin/.%2e/.%2e/.%2e/.%2e/etc/passwd", "curl/7.88.1", nil)
 		}},
+	}
+	if len(srcs) == 4 {
+		base6 := "http://" + net.JoinHostPort(*target6, "80")
+		steps = append(steps, struct {
+			src, what string
+			run       func(c *http.Client)
+		}{srcs[3], StepBadUA6, func(c *http.Client) {
+			do(ctx, em, c, srcs[3], StepBadUA6, http.MethodGet, base6+"/?id=1", "sqlmap/1.7.2#stable (https://sqlmap.org)", nil)
+		}})
 	}
 	for _, st := range steps {
 		st.run(clientFrom(st.src))
@@ -328,18 +341,23 @@ func do(ctx context.Context, em *emitter, c *http.Client, src, what, method, url
 // prober connects to target from each source address in a loop and
 // reports every change of outcome with the start time of the attempt.
 type prober struct {
-	em      *emitter
-	target  string
-	blocked map[string]chan struct{}
+	em              *emitter
+	target, target6 string // host:port per family
+	blocked         map[string]chan struct{}
 }
 
 func (p *prober) run(ctx context.Context, src string) {
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 100 * time.Millisecond}
+	ip := net.ParseIP(src)
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 100 * time.Millisecond}
+	target := p.target
+	if ip.To4() == nil {
+		target = p.target6
+	}
 	state := 0 // 0 unknown, 1 ok, 2 failing
 	closed := false
 	for ctx.Err() == nil {
 		start := time.Now()
-		c, err := d.DialContext(ctx, "tcp", p.target)
+		c, err := d.DialContext(ctx, "tcp", target)
 		if ctx.Err() != nil {
 			return
 		}

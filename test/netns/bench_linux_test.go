@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis-ips/portcullis/test/netns"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // stream sends numbered UDP datagrams from one attacker address to a sink
@@ -161,7 +161,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // CLI and the Go publisher (no process start). One call runs every trial
 // (PORTCULLIS_BAN_TRIALS, default 100: 50 of each): use -benchtime=1x.
 func BenchmarkBanToDrop(b *testing.B) {
-	netns.RequireRoot(b)
+	testenv.RequireRoot(b)
 	trials := envInt(b, "PORTCULLIS_BAN_TRIALS", 100)
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {

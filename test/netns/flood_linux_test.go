@@ -17,6 +17,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/xdp"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 	"github.com/portcullis-ips/portcullis/test/netns"
 	"github.com/portcullis-ips/portcullis/test/netns/flood"
 )
@@ -73,10 +74,15 @@ func writeLines(tb testing.TB, name string, head string, bans []netip.Addr, line
 }
 
 // nftFilter loads the set with one `nft -f` transaction; hook is the
-// chain's hook line.
-func nftFilter(name, family, hook string) filter {
+// chain's hook line. counted gives every element a counter of its own, as
+// fw-bouncer's sets have for the drops per ban source.
+func nftFilter(name, family, hook string, counted bool) filter {
 	return filter{name: name, install: func(tb testing.TB, top *netns.Topology, bans []netip.Addr) {
-		head := fmt.Sprintf("table %s portcullis_bench {\n set s4 { type ipv4_addr; size %d; elements = {\n", family, len(bans)+1024)
+		flags := ""
+		if counted {
+			flags = " counter;"
+		}
+		head := fmt.Sprintf("table %s portcullis_bench {\n set s4 { type ipv4_addr; size %d;%s elements = {\n", family, len(bans)+1024, flags)
 		tail := fmt.Sprintf(" }\n }\n chain c { %s; policy accept; ip saddr @s4 drop; }\n}\n", hook)
 		first := true
 		p := writeLines(tb, "bench.nft", head, bans, func(a netip.Addr) string {
@@ -90,10 +96,12 @@ func nftFilter(name, family, hook string) filter {
 	}}
 }
 
-var filters = []filter{
-	{name: "none", install: func(testing.TB, *netns.Topology, []netip.Addr) {}},
-	{name: "xdp", install: func(tb testing.TB, top *netns.Topology, bans []netip.Addr) {
+// xdpFilter loads the bans with the XDP backend; uncounted compiles the
+// per-reason drop counters out (xdp.Config.NoDropCounters).
+func xdpFilter(name string, uncounted bool) filter {
+	return filter{name: name, install: func(tb testing.TB, top *netns.Topology, bans []netip.Addr) {
 		cfg := xdp.DefaultConfig()
+		cfg.NoDropCounters = uncounted
 		cfg.Interfaces = []string{netns.IfaceVictimA}
 		cfg.PinPath = fmt.Sprintf("/sys/fs/bpf/portcullis-bench-%d-%s", os.Getpid(), top.Victim.Name)
 		tb.Cleanup(func() { _ = xdp.Cleanup(cfg.PinPath) })
@@ -114,11 +122,18 @@ var filters = []filter{
 		if err := e.Reconcile(context.Background(), entries); err != nil {
 			tb.Fatalf("xdp reconcile: %v", err)
 		}
-	}},
-	nftFilter("nft-netdev-ingress", "netdev", `type filter hook ingress device "`+netns.IfaceVictimA+`" priority -500`),
-	nftFilter("nft-inet-input", "inet", "type filter hook input priority -200"),
-	{name: "iptables-ipset", install: func(tb testing.TB, top *netns.Topology, bans []netip.Addr) {
-		head := fmt.Sprintf("create portcullis_bench hash:ip family inet hashsize %d maxelem %d\n", 1<<20, len(bans)+1024)
+	}}
+}
+
+// ipsetFilter loads the bans into an ipset matched from INPUT; counted
+// creates it with per-entry counters.
+func ipsetFilter(name string, counted bool) filter {
+	return filter{name: name, install: func(tb testing.TB, top *netns.Topology, bans []netip.Addr) {
+		opt := ""
+		if counted {
+			opt = " counters"
+		}
+		head := fmt.Sprintf("create portcullis_bench hash:ip family inet hashsize %d maxelem %d%s\n", 1<<20, len(bans)+1024, opt)
 		p := writeLines(tb, "bench.ipset", head, bans, func(a netip.Addr) string {
 			return "add portcullis_bench " + a.String() + "\n"
 		}, "")
@@ -143,7 +158,20 @@ var filters = []filter{
 			tb.Fatal(err)
 		}
 		top.Victim.MustRun(tb, "iptables", "-I", "INPUT", "-m", "set", "--match-set", "portcullis_bench", "src", "-j", "DROP")
-	}},
+	}}
+}
+
+// filters are the drop paths BenchmarkFloodDrop compares; the counted and
+// uncounted twins measure what counting drops per ban costs, in one run.
+var filters = []filter{
+	{name: "none", install: func(testing.TB, *netns.Topology, []netip.Addr) {}},
+	xdpFilter("xdp", false),
+	xdpFilter("xdp-uncounted", true),
+	nftFilter("nft-netdev-ingress", "netdev", `type filter hook ingress device "`+netns.IfaceVictimA+`" priority -500`, false),
+	nftFilter("nft-netdev-ingress-counted", "netdev", `type filter hook ingress device "`+netns.IfaceVictimA+`" priority -500`, true),
+	nftFilter("nft-inet-input", "inet", "type filter hook input priority -200", false),
+	ipsetFilter("iptables-ipset", false),
+	ipsetFilter("iptables-ipset-counted", true),
 }
 
 // udpCounters reads the victim's UDP counters that a packet reaching the
@@ -236,7 +264,7 @@ func envInt(tb testing.TB, name string, def int) int {
 // PORTCULLIS_FLOOD_PACKETS sets the packets per flood (default 1,000,000),
 // PORTCULLIS_FLOOD_ROUNDS the rounds (default 5).
 func BenchmarkFloodDrop(b *testing.B) {
-	netns.RequireRoot(b)
+	testenv.RequireRoot(b)
 	packets := envInt(b, "PORTCULLIS_FLOOD_PACKETS", 1_000_000)
 	rounds := envInt(b, "PORTCULLIS_FLOOD_ROUNDS", 5)
 	for _, n := range []int{100_000, 1_000_000} {

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
-	"github.com/portcullis-ips/portcullis/test/netns"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // millionBans is how many bans TestFWBouncerMillionBans loads. The
@@ -49,7 +49,7 @@ var bansRE = regexp.MustCompile(`bans=(\d+) took=(\S+)`)
 // and checks they are all loaded and enforced, and that a change still
 // takes effect promptly with them in place.
 func TestFWBouncerMillionBans(t *testing.T) {
-	netns.RequireRoot(t)
+	testenv.RequireRoot(t)
 	if testing.Short() {
 		t.Skip("publishes a million decisions; skipped with -short")
 	}

@@ -32,35 +32,6 @@ import (
 	vns "github.com/vishvananda/netns"
 )
 
-// RequireRoot skips the test when it does not run as root, or fails it
-// when CI=true, where a missing privilege is a broken setup.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root: network namespaces, veth pairs and firewall changes (CI=true)")
-	}
-	t.Skip("needs root: network namespaces, veth pairs and firewall changes")
-}
-
-// RequireTool skips the test when a command it runs is not on PATH, or
-// fails it when CI=true, where every tool the tests need is installed
-// (scripts/deps.sh).
-func RequireTool(t testing.TB, names ...string) {
-	t.Helper()
-	for _, name := range names {
-		if _, err := exec.LookPath(name); err == nil {
-			continue
-		}
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("needs %s on PATH (CI=true; scripts/deps.sh installs it)", name)
-		}
-		t.Skipf("needs %s on PATH (scripts/deps.sh installs it)", name)
-	}
-}
-
 // NS is a named network namespace created for one test.
 type NS struct {
 	// Name is the name under /run/netns, usable with `ip netns exec`.

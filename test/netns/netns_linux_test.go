@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 func hostLinks(t *testing.T) []string {
@@ -24,7 +26,7 @@ func hostLinks(t *testing.T) []string {
 }
 
 func TestTopologyReachabilityAndTeardown(t *testing.T) {
-	RequireRoot(t)
+	testenv.RequireRoot(t)
 	before := hostLinks(t)
 	var names []string
 	t.Run("topology", func(t *testing.T) {
@@ -78,7 +80,7 @@ func TestTopologyReachabilityAndTeardown(t *testing.T) {
 }
 
 func TestDoRestoresNamespace(t *testing.T) {
-	RequireRoot(t)
+	testenv.RequireRoot(t)
 	n := New(t, "do")
 	var inside []string
 	if err := n.Do(func() error {
@@ -106,7 +108,7 @@ func TestDoRestoresNamespace(t *testing.T) {
 }
 
 func TestForwardReachesHostLoopback(t *testing.T) {
-	RequireRoot(t)
+	testenv.RequireRoot(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

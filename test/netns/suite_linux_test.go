@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 	"github.com/portcullis-ips/portcullis/test/netns"
 )
 
@@ -18,7 +19,7 @@ import (
 // the assertions are on real packets. The steps share one topology and
 // topic per mode and run in order.
 func TestFWBouncer(t *testing.T) {
-	netns.RequireRoot(t)
+	testenv.RequireRoot(t)
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			testMode(t, m)
@@ -70,6 +71,14 @@ func testMode(t *testing.T, m modeSpec) {
 		// only the sum over reasons is common to every backend.
 		if got := metricSum(mt, "portcullis_fw_bouncer_dropped_packets_total"); got < 6 {
 			t.Errorf("dropped_packets_total summed over reasons = %v, want at least the 6 probes", got)
+		}
+		// XDP and nftables also split their drops by the origin and
+		// scenario of the ban.
+		if m.name == "xdp" || m.name == "nftables" {
+			series := `portcullis_fw_bouncer_source_dropped_packets_total{origin="e2e",scenario="e2e/test"}`
+			if got, _ := metricValue(mt, series); got < 6 {
+				t.Errorf("%s = %v, want at least the 6 probes", series, got)
+			}
 		}
 	})
 

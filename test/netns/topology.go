@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // Topology is the standard test network: a victim with one veth link to an
@@ -50,7 +52,7 @@ const (
 // it is removed at test cleanup.
 func NewTopology(t testing.TB) *Topology {
 	t.Helper()
-	RequireRoot(t)
+	testenv.RequireRoot(t)
 	mp := netip.MustParseAddr
 	top := &Topology{
 		Attacker:       New(t, "att"),

@@ -229,11 +229,13 @@ func rebuild(ctx context.Context, bs []string, topic string) (rebuildStats, erro
 	case <-h.ready:
 	case err := <-done:
 		cancel()
-		return rebuildStats{}, fmt.Errorf("subscriber ended: %v", err)
+		return rebuildStats{}, fmt.Errorf("subscriber ended: %w", err)
 	}
 	st := rebuildStats{wall: time.Since(t0), bytes: rchar() - r0, records: int64(sub.Stats().Messages), live: h.live}
 	cancel()
-	<-done
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		return st, fmt.Errorf("subscriber: %w", err)
+	}
 	return st, nil
 }
 
