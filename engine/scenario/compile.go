@@ -44,13 +44,28 @@ func (st *evalState) hub() *HubEvent {
 	return &st.hubEv
 }
 
-// hubFilter compiles a hub scenario's filter.
+// hubFilter compiles a hub scenario's filter: natively when it can (see
+// hubnative.go), else native conjuncts first and then the VM.
 func hubFilter(p *hubProgs) pred {
-	types, prog := p.logTypes, p.filter
+	types, prog, native, pre := p.logTypes, p.filter, p.native, p.pre
+	if native != nil {
+		return func(st *evalState) bool {
+			h := st.hub()
+			if types != nil && !contains(types, h.Meta.LogType) {
+				return false
+			}
+			return native(h)
+		}
+	}
 	return func(st *evalState) bool {
 		h := st.hub()
 		if types != nil && !contains(types, h.Meta.LogType) {
 			return false
+		}
+		for _, p := range pre {
+			if !p(h) {
+				return false
+			}
 		}
 		return runBool(&st.vm, prog, &st.env)
 	}
@@ -258,18 +273,23 @@ func intCmp(f int, op string, x int64) pred {
 // field as expr does: ASCII input is compared byte by byte, other input
 // goes through the strings package so Unicode rules stay expr's.
 func affix(n *node) pred {
-	f, lit, fold, prefix := n.field, n.str, n.fold, n.op == opPrefix
+	f, has := n.field, affixOn(n)
+	return func(st *evalState) bool { return has(strField(&st.ev, f)) }
+}
+
+// affixOn is affix over any string.
+func affixOn(n *node) func(string) bool {
+	lit, fold, prefix := n.str, n.fold, n.op == opPrefix
 	has := strings.HasSuffix
 	if prefix {
 		has = strings.HasPrefix
 	}
 	if fold == 0 {
-		return func(st *evalState) bool { return has(strField(&st.ev, f), lit) }
+		return func(s string) bool { return has(s, lit) }
 	}
 	upper := fold == 'u'
 	possible := inCase(lit, upper)
-	return func(st *evalState) bool {
-		s := strField(&st.ev, f)
+	return func(s string) bool {
 		if !isASCII(s) {
 			return has(mapCase(s, upper), lit)
 		}

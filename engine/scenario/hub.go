@@ -16,6 +16,7 @@ import (
 	"github.com/expr-lang/expr/vm"
 	"gopkg.in/yaml.v3"
 
+	"github.com/portcullis-ips/portcullis/engine/event"
 	"github.com/portcullis-ips/portcullis/engine/internal/strictyaml"
 )
 
@@ -77,8 +78,13 @@ type hubProgs struct {
 	// can accept (from a top-level `evt.Meta.log_type == / in`), so other
 	// events skip the VM.
 	logTypes []string
-	// ovflw reports that the filter can accept reprocessed overflows.
-	ovflw bool
+	// native is the whole filter compiled natively, when it could be;
+	// else pre holds its native top-level conjuncts.
+	native hpred
+	pre    []hpred
+	// groupByNative and distinctNative are native forms of groupby and
+	// distinct, when they could be compiled so.
+	groupByNative, distinctNative *sexpr
 }
 
 // HubHelpers lists the functions hub-format expressions may call, beyond
@@ -298,10 +304,29 @@ func (spec *hubSpec) compile(file string, root *yaml.Node, opt LoadOptions) (*Sc
 	if p.cond, err = compileOne("condition", spec.Condition, expr.AsBool()); err != nil {
 		return nil, err
 	}
+	nc := &hubNative{files: files}
 	if tree, err := parser.Parse(spec.Filter); err == nil {
 		p.logTypes = hubLogTypes(tree.Node)
-		p.ovflw = strings.Contains(spec.Filter, "Overflow") || strings.Contains(spec.Filter, "OVFLW")
+		if pred, ok := nc.boolNode(tree.Node); ok {
+			p.native = pred
+		} else {
+			p.pre = nc.prefilter(tree.Node)
+		}
 	}
+	for _, x := range []struct {
+		src string
+		out **sexpr
+	}{{spec.GroupBy, &p.groupByNative}, {spec.Distinct, &p.distinctNative}} {
+		if x.src == "" {
+			continue
+		}
+		if tree, err := parser.Parse(x.src); err == nil {
+			if e, ok := nc.str(tree.Node); ok {
+				*x.out = &e
+			}
+		}
+	}
+	s.types = hubEventTypes(p.logTypes)
 	return s, nil
 }
 
@@ -399,6 +424,28 @@ func hubLogTypes(n ast.Node) []string {
 		return out
 	}
 	return nil
+}
+
+// hubEventTypes maps the log types a hub filter requires to the event
+// types that produce them, so the Set only offers it those; nil (any) when
+// a log type is not one this engine produces events for... in which case
+// the scenario can only see reprocessed overflows: an empty list.
+func hubEventTypes(logTypes []string) []string {
+	if logTypes == nil {
+		return nil
+	}
+	out := []string{}
+	for _, lt := range logTypes {
+		switch lt {
+		case "http_access-log":
+			out = append(out, event.TypeHTTPAccess)
+		case "http_error-log":
+			out = append(out, event.TypeHTTPError)
+		case "ssh_failed-auth":
+			out = append(out, event.TypeSSHFailedAuth, event.TypeSSHInvalidUser, event.TypeSSHTooManyAuth, event.TypeSSHPreauthClose)
+		}
+	}
+	return out
 }
 
 func isLogType(n ast.Node) bool {

@@ -92,7 +92,9 @@ func (r *runner) hubPour(st *evalState, now int64, src netip.Addr, out []Overflo
 	sc, h := r.sc, r.hub
 	env := &st.env
 	key := ""
-	if sc.hub.groupBy != nil {
+	if g := sc.hub.groupByNative; g != nil {
+		key = g.value(&st.hubEv)
+	} else if sc.hub.groupBy != nil {
 		key = runString(&st.vm, sc.hub.groupBy, env)
 	}
 	h.pours++
@@ -132,7 +134,12 @@ func (r *runner) hubPour(st *evalState, now int64, src netip.Addr, out []Overflo
 		return out, overflowed
 	}
 	if sc.hub.distinct != nil {
-		v := runString(&st.vm, sc.hub.distinct, env)
+		var v string
+		if d := sc.hub.distinctNative; d != nil {
+			v = d.value(&st.hubEv)
+		} else {
+			v = runString(&st.vm, sc.hub.distinct, env)
+		}
 		if b.distinct == nil {
 			b.distinct = map[string]struct{}{}
 		}
