@@ -198,7 +198,7 @@ func (e *Engine) overflow(o *scenario.Overflow) {
 	if a.Simulated {
 		return
 	}
-	d := decisionfeed.NewDecision(decisionfeed.OpAdd, rem.Type, netip.PrefixFrom(o.Source, o.Source.BitLen()), dur, Origin, now)
+	d := decisionfeed.NewDecision(decisionfeed.OpAdd, rem.Type, target(sc, o.Source), dur, Origin, now)
 	d.Scenario = sc.Name
 	d.Country = a.Country
 	d.Host = e.host
@@ -210,6 +210,17 @@ func (e *Engine) overflow(o *scenario.Overflow) {
 	off.offences, off.last = offences, now
 	e.stats.Decisions++
 	e.sink.Decision(d)
+}
+
+// target is what a decision on src covers: the address, or its IPv6
+// prefix when the scenario asks for one (ipv6_prefix).
+func target(sc *scenario.Scenario, src netip.Addr) netip.Prefix {
+	if sc.IPv6Prefix > 0 && src.Is6() && !src.Is4In6() && sc.IPv6Prefix < 128 {
+		if p, err := src.Prefix(sc.IPv6Prefix); err == nil {
+			return p
+		}
+	}
+	return netip.PrefixFrom(src, src.BitLen())
 }
 
 // ShortDuration formats d the way operators write it: 4h, 90m, 1h30m.

@@ -229,3 +229,33 @@ func TestCountryEnrichment(t *testing.T) {
 		t.Errorf("unknown address got a country: %q %q", rec.alerts[1].Country, rec.decisions[1].Country)
 	}
 }
+
+// ipv6_prefix makes the decision cover the offender's /64; IPv4 offenders
+// are banned by address.
+func TestIPv6PrefixDecision(t *testing.T) {
+	sc, err := scenario.Parse("p.yaml", []byte("name: t/v6\ntype: trigger\nfilter: Type == \"http_access\" && Path == \"/x\"\nipv6_prefix: 64\nlabels: {remediation: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof, err := profile.New(profile.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	eng, err := New(Config{Scenarios: []*scenario.Scenario{sc}, Profiles: prof, Sink: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []string{"2001:db8:1:2:aaaa::7", "198.51.100.4"} {
+		eng.Event(&event.Event{Time: t0, Source: netip.MustParseAddr(ip), Type: event.TypeHTTPAccess, Path: "/x"})
+	}
+	if len(rec.decisions) != 2 {
+		t.Fatalf("%d decisions", len(rec.decisions))
+	}
+	if d := rec.decisions[0]; d.Scope != decisionfeed.ScopeRange || d.Value != "2001:db8:1:2::/64" {
+		t.Errorf("IPv6 offender: %s %s, want range 2001:db8:1:2::/64", d.Scope, d.Value)
+	}
+	if d := rec.decisions[1]; d.Scope != decisionfeed.ScopeIP || d.Value != "198.51.100.4" {
+		t.Errorf("IPv4 offender: %s %s", d.Scope, d.Value)
+	}
+}

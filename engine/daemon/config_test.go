@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/portcullis-ips/portcullis/engine/acquire"
 )
 
@@ -157,4 +160,44 @@ func FuzzEngineConfig(f *testing.F) {
 			t.Fatalf("accepted %+v", c)
 		}
 	})
+}
+
+// The engine starts only when every scenario loads, unless
+// skip_bad_scenarios is set: then it starts with the good ones and counts
+// the bad.
+func TestNewBadScenarios(t *testing.T) {
+	dir := t.TempDir()
+	ap := filepath.Join(dir, "acquis.yaml")
+	sdir := filepath.Join(dir, "scenarios")
+	if err := os.MkdirAll(sdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{
+		"acquis.yaml":            "filenames: [" + filepath.Join(dir, "x.log") + "]\nlabels: {type: nginx}\n",
+		"scenarios/good.yaml":    "type: trigger\nname: t/good\nfilter: \"evt.Meta.log_type == 'http_access-log'\"\nlabels: {remediation: true}\n",
+		"scenarios/bad.yaml":     "type: trigger\nname: t/bad\nfilter: \"evt.Meta.log_type == 'http_access-log' && Frob(evt.Meta.http_path)\"\n",
+		"scenarios/missing.yaml": "type: trigger\nname: t/data\nfilter: \"evt.Meta.log_type == 'x'\"\ndata:\n  - dest_file: nope.txt\n    type: string\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.Acquis, cfg.Scenarios, cfg.DataDir = ap, sdir, dir
+	_, err := New(cfg, Options{Brokers: []string{"127.0.0.1:1"}})
+	if err == nil || !strings.Contains(err.Error(), "bad.yaml:3: scenario t/bad: filter: unknown helper Frob") {
+		t.Fatalf("bad scenario: %v", err)
+	}
+	cfg.SkipBadScenarios = true
+	reg := prometheus.NewRegistry()
+	d, err := New(cfg, Options{Brokers: []string{"127.0.0.1:1"}, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.scs) != 1 || d.scs[0].Name != "t/good" {
+		t.Fatalf("loaded %d scenarios", len(d.scs))
+	}
+	if n := testutil.ToFloat64(d.met.scenariosSkipped); n != 2 {
+		t.Errorf("scenarios_skipped_total = %v, want 2", n)
+	}
 }

@@ -100,10 +100,18 @@ func New(cfg Config, o Options) (_ *Daemon, err error) {
 		}
 		d.sources = append(d.sources, src)
 	}
+	sopt := scenario.LoadOptions{SkipBad: cfg.SkipBadScenarios, OnSkip: func(err error) {
+		d.met.scenariosSkipped.Inc()
+		log.Error("scenario skipped", "error", err)
+	}}
+	if cfg.DataDir != "" {
+		sopt.DataDir = cfg.path(cfg.DataDir)
+	}
 	if cfg.Scenarios != "" {
-		d.scs, err = scenario.LoadFS(os.DirFS(cfg.path(cfg.Scenarios)), ".")
+		sopt.Root = cfg.path(cfg.Scenarios)
+		d.scs, err = scenario.LoadFSWith(os.DirFS(sopt.Root), ".", sopt)
 	} else {
-		d.scs, err = scenario.LoadFS(scenarios.FS, ".")
+		d.scs, err = scenario.LoadFSWith(scenarios.FS, ".", sopt)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load scenarios: %w", err)

@@ -23,6 +23,8 @@ type metrics struct {
 	rekeyIn       prometheus.Counter
 	rekeyBad      prometheus.Counter
 	unkeyed       prometheus.Counter
+	// scenariosSkipped counts scenarios left out at load (skip_bad_scenarios).
+	scenariosSkipped prometheus.Counter
 
 	// byType caches the events counter of the known event types, so the
 	// hot path makes no label lookup.
@@ -53,6 +55,8 @@ func newMetrics(reg prometheus.Registerer, d *Daemon) (*metrics, error) {
 		rekeyBad:      c("rekey_bad_events_total", "Events that could not be encoded or decoded for re-keying, skipped."),
 		unkeyed:       c("rekey_events_without_source_total", "Parsed events without a client address, not re-keyed (nothing to count them by)."),
 		byType:        map[string]prometheus.Counter{},
+
+		scenariosSkipped: c("scenarios_skipped_total", "Scenarios that failed to load and were skipped (skip_bad_scenarios)."),
 	}
 	for _, t := range []string{event.TypeHTTPAccess, event.TypeHTTPError, event.TypeSSHFailedAuth,
 		event.TypeSSHInvalidUser, event.TypeSSHPreauthClose, event.TypeSSHTooManyAuth} {
@@ -62,7 +66,7 @@ func newMetrics(reg prometheus.Registerer, d *Daemon) (*metrics, error) {
 		return m, nil
 	}
 	for _, col := range []prometheus.Collector{m.events, m.alerts, m.decisions, m.published, m.publishErrors,
-		m.dropped, m.rekeyOut, m.rekeyIn, m.rekeyBad, m.unkeyed, &statsCollector{d: d}} {
+		m.dropped, m.rekeyOut, m.rekeyIn, m.rekeyBad, m.unkeyed, m.scenariosSkipped, &statsCollector{d: d}} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("register engine metrics: %w", err)
 		}
