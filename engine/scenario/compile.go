@@ -26,6 +26,7 @@ type evalState struct {
 	env     hubEnv
 	vm      vm.VM
 	addrs   addrCache
+	needIP  bool // some hub expression reads the source address's text
 }
 
 func (st *evalState) reset(ev *event.Event) {
@@ -37,7 +38,7 @@ func (st *evalState) reset(ev *event.Event) {
 // hub returns the hub view of the current event.
 func (st *evalState) hub() *HubEvent {
 	if !st.hubDone {
-		fillHub(&st.hubEv, &st.ev, &st.addrs)
+		fillHub(&st.hubEv, &st.ev, &st.addrs, st.needIP)
 		st.hubDone = true
 		st.env.Evt = &st.hubEv
 	}

@@ -85,6 +85,9 @@ type hubProgs struct {
 	// groupByNative and distinctNative are native forms of groupby and
 	// distinct, when they could be compiled so.
 	groupByNative, distinctNative *sexpr
+	// groupByIP: groupby is evt.Meta.source_ip, so buckets key on the
+	// event's address directly.
+	groupByIP bool
 }
 
 // HubHelpers lists the functions hub-format expressions may call, beyond
@@ -326,6 +329,7 @@ func (spec *hubSpec) compile(file string, root *yaml.Node, opt LoadOptions) (*Sc
 			}
 		}
 	}
+	p.groupByIP = strings.TrimSpace(spec.GroupBy) == "evt.Meta.source_ip"
 	s.types = hubEventTypes(p.logTypes)
 	return s, nil
 }
@@ -339,6 +343,26 @@ func helperError(src string, err error) error {
 		return err
 	}
 	return fmt.Errorf("unknown helper %s (supported: %s)", m[1], strings.Join(HubHelpers, ", "))
+}
+
+// readsSourceIP reports whether any of a hub scenario's expressions may
+// read the text of the source address.
+func (s *Scenario) readsSourceIP() bool {
+	if s.Type == Conditional {
+		return true // its queue keeps whole events
+	}
+	group := s.GroupBy
+	if s.hub != nil && s.hub.groupByIP {
+		group = ""
+	}
+	for _, src := range []string{s.Filter, group, s.Distinct, s.CancelOn, s.Condition} {
+		for _, f := range []string{"source_ip", "remote_addr", "sshd_client_ip", "Meta[", "Parsed["} {
+			if strings.Contains(src, f) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // hubLabels converts CrowdSec's free-form labels; lists and scalars are

@@ -134,10 +134,11 @@ func (c *addrCache) text(a netip.Addr) string {
 	return c.s
 }
 
-// fillHub sets h to the hub view of ev.
-func fillHub(h *HubEvent, ev *event.Event, ac *addrCache) {
+// fillHub sets h to the hub view of ev. The address's text is only
+// built when needIP says an expression reads it.
+func fillHub(h *HubEvent, ev *event.Event, ac *addrCache, needIP bool) {
 	*h = HubEvent{Type: "LOG", Time: ev.Time}
-	if ev.Source.IsValid() {
+	if needIP && ev.Source.IsValid() {
 		h.Meta.SourceIP = ac.text(ev.Source)
 	}
 	h.Meta.Machine = ev.Host

@@ -71,7 +71,7 @@ func FuzzHubNative(f *testing.F) {
 		ev := event.Event{Time: time.Unix(0, 0), Source: netip.MustParseAddr("192.0.2.1"), Type: event.TypeHTTPAccess,
 			Parser: "nginx", Method: method, Path: path, Status: status % 1000, UserAgent: ua, Proto: "HTTP/1.1"}
 		var h HubEvent
-		fillHub(&h, &ev, &addrCache{})
+		fillHub(&h, &ev, &addrCache{}, true)
 		for _, p := range pairs {
 			want, err := p.prog(&h)
 			if err != nil {

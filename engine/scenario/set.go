@@ -77,6 +77,9 @@ func NewSet(scs []*Scenario, opt Options) *Set {
 		}
 	}
 	s.st = lits.build()
+	for _, r := range s.hubs {
+		s.st.needIP = s.st.needIP || r.sc.readsSourceIP()
+	}
 	// Per type, keep the scenarios in the given order, merging typed and
 	// untyped ones.
 	for _, r := range s.all {
