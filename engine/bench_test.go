@@ -147,8 +147,14 @@ func BenchmarkPipelineAuth200k(b *testing.B) {
 }
 
 // BenchmarkDetect measures the detect stage alone on one benign request.
-func BenchmarkDetect(b *testing.B) {
-	eng := newBenchEngine(b, &countSink{})
+func BenchmarkDetect(b *testing.B) { benchDetect(b, false) }
+
+// BenchmarkDetectHub40 is BenchmarkDetect with the 40 hub-format scenarios
+// of testdata/hub40 loaded beside the shipped ones.
+func BenchmarkDetectHub40(b *testing.B) { benchDetect(b, true) }
+
+func benchDetect(b *testing.B, hub bool) {
+	eng := newBenchEngineWith(b, &countSink{}, hub)
 	ev := event.Event{Time: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC), Source: netip.MustParseAddr("198.18.0.7"),
 		Type: event.TypeHTTPAccess, Parser: "nginx", Method: "GET", Path: "/blog/post-42?ref=home", Proto: "HTTP/1.1",
 		Status: 200, Bytes: 5123, Referer: "https://www.google.com/",

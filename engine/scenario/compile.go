@@ -35,6 +35,15 @@ func (st *evalState) reset(ev *event.Event) {
 	st.hubDone = false
 }
 
+// text returns the string field numbered i: an Event field, or from
+// hubFieldBase on, a hub field.
+func (st *evalState) text(i int) string {
+	if i >= hubFieldBase {
+		return hubFieldList[i-hubFieldBase](st.hub())
+	}
+	return strField(&st.ev, i)
+}
+
 // hub returns the hub view of the current event.
 func (st *evalState) hub() *HubEvent {
 	if !st.hubDone {
@@ -45,26 +54,31 @@ func (st *evalState) hub() *HubEvent {
 	return &st.hubEv
 }
 
-// hubFilter compiles a hub scenario's filter: natively when it can (see
-// hubnative.go), else native conjuncts first and then the VM.
-func hubFilter(p *hubProgs) pred {
-	types, prog, native, pre := p.logTypes, p.filter, p.native, p.pre
-	if native != nil {
+// hubFilter compiles a hub scenario's filter with the set's literals:
+// natively when it can (see hubnative.go), else native conjuncts first
+// and then the VM.
+func hubFilter(p *hubProgs, lits *literals) pred {
+	types, prog := p.logTypes, p.filter
+	nc := &hubNative{files: p.files, lits: lits}
+	// The log-type test is made once, first, on interned strings (equal
+	// ones compare by pointer); the filter's own conjunct on it is dropped.
+	if native, ok := nc.boolNode(dropLogType(p.tree)); ok {
 		return func(st *evalState) bool {
 			h := st.hub()
 			if types != nil && !contains(types, h.Meta.LogType) {
 				return false
 			}
-			return native(h)
+			return native(st)
 		}
 	}
+	pre := nc.prefilter(p.tree)
 	return func(st *evalState) bool {
 		h := st.hub()
 		if types != nil && !contains(types, h.Meta.LogType) {
 			return false
 		}
 		for _, p := range pre {
-			if !p(h) {
+			if !p(st) {
 				return false
 			}
 		}
@@ -76,7 +90,7 @@ func hubFilter(p *hubProgs) pred {
 func (st *evalState) found(m int) uint64 {
 	if !st.done[m] {
 		mt := st.lits.ms[m]
-		st.mask[m] = mt.find(strField(&st.ev, mt.field))
+		st.mask[m] = mt.find(st.text(mt.field))
 		st.done[m] = true
 	}
 	return st.mask[m]

@@ -78,10 +78,10 @@ type hubProgs struct {
 	// can accept (from a top-level `evt.Meta.log_type == / in`), so other
 	// events skip the VM.
 	logTypes []string
-	// native is the whole filter compiled natively, when it could be;
-	// else pre holds its native top-level conjuncts.
-	native hpred
-	pre    []hpred
+	// tree and files are kept to compile the filter natively when a Set
+	// is built (its contains literals join the set's automata).
+	tree  ast.Node
+	files map[string]*dataFile
 	// groupByNative and distinctNative are native forms of groupby and
 	// distinct, when they could be compiled so.
 	groupByNative, distinctNative *sexpr
@@ -308,12 +308,15 @@ func (spec *hubSpec) compile(file string, root *yaml.Node, opt LoadOptions) (*Sc
 		return nil, err
 	}
 	nc := &hubNative{files: files}
-	if tree, err := parser.Parse(spec.Filter); err == nil {
-		p.logTypes = hubLogTypes(tree.Node)
-		if pred, ok := nc.boolNode(tree.Node); ok {
-			p.native = pred
-		} else {
-			p.pre = nc.prefilter(tree.Node)
+	tree, err := parser.Parse(spec.Filter)
+	if err != nil {
+		return nil, bad("filter", "filter: %v", oneLine(err))
+	}
+	p.tree, p.files = tree.Node, files
+	p.logTypes = hubLogTypes(tree.Node)
+	for i, lt := range p.logTypes {
+		if c, ok := logTypeConsts[lt]; ok {
+			p.logTypes[i] = c
 		}
 	}
 	for _, x := range []struct {
@@ -470,6 +473,38 @@ func hubEventTypes(logTypes []string) []string {
 		}
 	}
 	return out
+}
+
+// logTypeConsts are the log types fillHub sets; hubLogTypes returns these
+// very strings so comparisons of equal values stop at the pointer.
+var logTypeConsts = map[string]string{"http_access-log": "http_access-log", "http_error-log": "http_error-log", "ssh_failed-auth": "ssh_failed-auth"}
+
+// dropLogType removes the top-level conjunct hubLogTypes found (the
+// filter's log-type test, made separately) from a filter tree.
+func dropLogType(n ast.Node) ast.Node {
+	b, ok := n.(*ast.BinaryNode)
+	if !ok || (b.Operator != "&&" && b.Operator != "and") {
+		return n
+	}
+	if hubLogTypes(b.Left) != nil {
+		if isLogTypeTest(b.Left) {
+			return b.Right
+		}
+		if l := dropLogType(b.Left); l != b.Left {
+			return &ast.BinaryNode{Operator: b.Operator, Left: l, Right: b.Right}
+		}
+		return n
+	}
+	if hubLogTypes(b.Right) != nil && isLogTypeTest(b.Right) {
+		return b.Left
+	}
+	return n
+}
+
+// isLogTypeTest reports whether n is itself `evt.Meta.log_type == / in`.
+func isLogTypeTest(n ast.Node) bool {
+	b, ok := n.(*ast.BinaryNode)
+	return ok && (b.Operator == "==" || b.Operator == "in") && isLogType(b.Left)
 }
 
 func isLogType(n ast.Node) bool {

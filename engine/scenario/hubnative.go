@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"net/url"
+	"slices"
 	"regexp"
 	"strings"
 
@@ -19,14 +20,18 @@ import (
 // the VM runs. Both give expr's answer: the CrowdSec differential test
 // and the unit tests run through these paths.
 
-type hpred func(h *HubEvent) bool
+type hpred func(st *evalState) bool
 
 // sexpr is a native string expression: the value and a case mapping
 // still to apply ('u', 'l' or 0), so comparisons of Upper(x) with a
 // literal need no copy of x.
 type sexpr struct {
-	get  func(h *HubEvent) string
+	get  func(st *evalState) string
 	fold byte
+	// field is the hub field's index (hubFieldBase+i) when the value is a
+	// plain field, so contains literals join the set's shared automata;
+	// -1 otherwise.
+	field int
 }
 
 // hubFields maps evt.A.B paths to their accessors.
@@ -50,6 +55,29 @@ var hubFields = map[string]func(h *HubEvent) string{
 	"Line.Raw": func(h *HubEvent) string { return h.Line.Raw }, "Line.Src": func(h *HubEvent) string { return h.Line.Src },
 	"Type": func(h *HubEvent) string { return h.Type }, "Overflow.Alert.Scenario": func(h *HubEvent) string { return h.Overflow.Alert.Scenario },
 }
+
+// hubFieldBase numbers hub fields after the Event fields in the shared
+// literal automata.
+const hubFieldBase = 1000
+
+// hubFieldNames lists hubFields in a fixed order; a field's index in the
+// automata is hubFieldBase plus its position here.
+var hubFieldNames = func() []string {
+	names := make([]string, 0, len(hubFields))
+	for k := range hubFields {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
+}()
+
+var hubFieldList = func() []func(h *HubEvent) string {
+	out := make([]func(h *HubEvent) string, len(hubFieldNames))
+	for i, n := range hubFieldNames {
+		out[i] = hubFields[n]
+	}
+	return out
+}()
 
 // memberPath returns "A.B" for evt.A.B, "" otherwise.
 func memberPath(n ast.Node) string {
@@ -77,14 +105,17 @@ func memberPath(n ast.Node) string {
 
 type hubNative struct {
 	files map[string]*dataFile
+	lits  *literals
 }
 
 // str compiles a string-valued node natively.
 func (c *hubNative) str(n ast.Node) (sexpr, bool) {
 	switch n := n.(type) {
 	case *ast.MemberNode:
-		if f, ok := hubFields[memberPath(n)]; ok {
-			return sexpr{get: f}, true
+		path := memberPath(n)
+		if i, ok := slices.BinarySearch(hubFieldNames, path); ok {
+			f := hubFieldList[i]
+			return sexpr{get: func(st *evalState) string { return f(&st.hubEv) }, field: hubFieldBase + i}, true
 		}
 	case *ast.CallNode:
 		name := ident(n.Callee)
@@ -113,8 +144,8 @@ func (c *hubNative) str(n ast.Node) (sexpr, bool) {
 			if name == "QueryUnescape" {
 				unesc = url.QueryUnescape
 			}
-			return sexpr{get: func(h *HubEvent) string {
-				s := get(h)
+			return sexpr{field: -1, get: func(st *evalState) string {
+				s := get(st)
 				if strings.IndexByte(s, '%') < 0 && (name == "PathUnescape" || strings.IndexByte(s, '+') < 0) {
 					return s
 				}
@@ -138,8 +169,8 @@ func (c *hubNative) str(n ast.Node) (sexpr, bool) {
 }
 
 // value returns the expression's string with its case mapping applied.
-func (e sexpr) value(h *HubEvent) string {
-	s := e.get(h)
+func (e sexpr) value(st *evalState) string {
+	s := e.get(st)
 	if e.fold != 0 {
 		return mapCase(s, e.fold == 'u')
 	}
@@ -149,12 +180,12 @@ func (e sexpr) value(h *HubEvent) string {
 func (e sexpr) eq(lit string) hpred {
 	if e.fold == 0 {
 		get := e.get
-		return func(h *HubEvent) bool { return get(h) == lit }
+		return func(st *evalState) bool { return get(st) == lit }
 	}
 	upper, possible := e.fold == 'u', inCase(lit, e.fold == 'u')
 	get := e.get
-	return func(h *HubEvent) bool {
-		s := get(h)
+	return func(st *evalState) bool {
+		s := get(st)
 		if !isASCII(s) {
 			return mapCase(s, upper) == lit
 		}
@@ -164,8 +195,24 @@ func (e sexpr) eq(lit string) hpred {
 
 func (e sexpr) in(set map[string]struct{}) hpred {
 	get, fold := e.get, e.fold
-	return func(h *HubEvent) bool {
-		s := get(h)
+	if fold == 0 && len(set) <= 8 {
+		// A short list compares faster than it hashes.
+		list := make([]string, 0, len(set))
+		for k := range set {
+			list = append(list, k)
+		}
+		return func(st *evalState) bool {
+			s := get(st)
+			for _, x := range list {
+				if x == s {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	return func(st *evalState) bool {
+		s := get(st)
 		if fold != 0 {
 			var buf [64]byte
 			if len(s) <= len(buf) && isASCII(s) {
@@ -182,14 +229,20 @@ func (e sexpr) in(set map[string]struct{}) hpred {
 	}
 }
 
-func (e sexpr) contains(lit string) hpred {
+func (e sexpr) contains(lit string, lits *literals) hpred {
 	get, fold := e.get, e.fold
+	if e.field >= 0 && lit != "" && lits != nil {
+		// Every contains literal on one field, across the set, is found
+		// in one pass per event.
+		m, bit := lits.add(e.field, fold, lit)
+		return func(st *evalState) bool { return st.found(m)&bit != 0 }
+	}
 	if fold == 0 {
-		return func(h *HubEvent) bool { return strings.Contains(get(h), lit) }
+		return func(st *evalState) bool { return strings.Contains(get(st), lit) }
 	}
 	upper, possible := fold == 'u', inCase(lit, fold == 'u')
-	return func(h *HubEvent) bool {
-		s := get(h)
+	return func(st *evalState) bool {
+		s := get(st)
 		if !isASCII(s) {
 			return strings.Contains(mapCase(s, upper), lit)
 		}
@@ -225,7 +278,7 @@ func (e sexpr) affix(lit string, prefix bool) hpred {
 	}
 	get := e.get
 	p := affixOn(n)
-	return func(h *HubEvent) bool { return p(get(h)) }
+	return func(st *evalState) bool { return p(get(st)) }
 }
 
 // boolNode compiles a boolean node natively.
@@ -233,14 +286,14 @@ func (c *hubNative) boolNode(n ast.Node) (hpred, bool) {
 	switch n := n.(type) {
 	case *ast.BoolNode:
 		b := n.Value
-		return func(*HubEvent) bool { return b }, true
+		return func(*evalState) bool { return b }, true
 	case *ast.UnaryNode:
 		if n.Operator == "!" || n.Operator == "not" {
 			k, ok := c.boolNode(n.Node)
 			if !ok {
 				return nil, false
 			}
-			return func(h *HubEvent) bool { return !k(h) }, true
+			return func(st *evalState) bool { return !k(st) }, true
 		}
 	case *ast.BinaryNode:
 		return c.binary(n)
@@ -260,10 +313,10 @@ func (c *hubNative) boolNode(n ast.Node) (hpred, bool) {
 			}
 			f := c.files[name.Value]
 			if f == nil {
-				return func(*HubEvent) bool { return false }, true
+				return func(*evalState) bool { return false }, true
 			}
 			m := &reMemo{res: f.res, seen: map[string]bool{}}
-			return func(h *HubEvent) bool { return m.match(s.value(h)) }, true
+			return func(st *evalState) bool { return m.match(s.value(st)) }, true
 		}
 	}
 	return nil, false
@@ -308,9 +361,9 @@ func (c *hubNative) binary(n *ast.BinaryNode) (hpred, bool) {
 			return nil, false
 		}
 		if n.Operator == "&&" || n.Operator == "and" {
-			return func(h *HubEvent) bool { return a(h) && b(h) }, true
+			return func(st *evalState) bool { return a(st) && b(st) }, true
 		}
-		return func(h *HubEvent) bool { return a(h) || b(h) }, true
+		return func(st *evalState) bool { return a(st) || b(st) }, true
 	case "==", "!=":
 		l, r := n.Left, n.Right
 		if _, ok := l.(*ast.StringNode); ok {
@@ -326,7 +379,7 @@ func (c *hubNative) binary(n *ast.BinaryNode) (hpred, bool) {
 		}
 		p := s.eq(lit.Value)
 		if n.Operator == "!=" {
-			return func(h *HubEvent) bool { return !p(h) }, true
+			return func(st *evalState) bool { return !p(st) }, true
 		}
 		return p, true
 	case "in":
@@ -358,7 +411,7 @@ func (c *hubNative) binary(n *ast.BinaryNode) (hpred, bool) {
 		}
 		switch n.Operator {
 		case "contains":
-			return s.contains(lit.Value), true
+			return s.contains(lit.Value, c.lits), true
 		case "startsWith":
 			return s.affix(lit.Value, true), true
 		}
@@ -376,7 +429,7 @@ func (c *hubNative) binary(n *ast.BinaryNode) (hpred, bool) {
 		if err != nil {
 			return nil, false
 		}
-		return func(h *HubEvent) bool { return re.MatchString(s.value(h)) }, true
+		return func(st *evalState) bool { return re.MatchString(s.value(st)) }, true
 	case "<", "<=", ">", ">=":
 		b, ok := n.Left.(*ast.BuiltinNode)
 		if !ok || b.Name != "len" || len(b.Arguments) != 1 {
@@ -392,8 +445,8 @@ func (c *hubNative) binary(n *ast.BinaryNode) (hpred, bool) {
 		}
 		x, get, op := lit.Value, s.get, n.Operator
 		// expr's len counts runes of a string.
-		return func(h *HubEvent) bool {
-			l := runeLen(get(h))
+		return func(st *evalState) bool {
+			l := runeLen(get(st))
 			switch op {
 			case "<":
 				return l < x
@@ -479,13 +532,26 @@ func (c *hubNative) anyOf(list, pred ast.Node) (hpred, bool) {
 		if !ok {
 			return nil, false
 		}
-		preds := make([]hpred, len(items))
-		for i, it := range items {
-			preds[i] = s.contains(it)
+		// One Aho-Corasick pass (64 literals per automaton) finds any of
+		// them; it folds case itself and remembers long values.
+		var ms []*acMatcher
+		for i := 0; i < len(items); i += 64 {
+			m := &acMatcher{fold: s.fold}
+			for j, it := range items[i:min(i+64, len(items))] {
+				if it == "" {
+					return nil, false // contains "" is always true: leave it to expr
+				}
+				m.pats = append(m.pats, it)
+				m.bits = append(m.bits, uint64(1)<<j)
+			}
+			m.build()
+			ms = append(ms, m)
 		}
-		return func(h *HubEvent) bool {
-			for _, p := range preds {
-				if p(h) {
+		get := s.get
+		return func(st *evalState) bool {
+			v := get(st)
+			for _, m := range ms {
+				if m.find(v) != 0 {
 					return true
 				}
 			}

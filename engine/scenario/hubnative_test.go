@@ -47,12 +47,13 @@ func FuzzHubNative(f *testing.F) {
 		prog   func(*HubEvent) (bool, error)
 	}
 	var pairs []pair
+	lits := newLiterals()
 	for _, src := range nativeExprs {
 		tree, err := parser.Parse(src)
 		if err != nil {
 			f.Fatal(err)
 		}
-		nc := &hubNative{files: files}
+		nc := &hubNative{files: files, lits: lits}
 		p, ok := nc.boolNode(tree.Node)
 		if !ok {
 			f.Fatalf("%s: not compiled natively", src)
@@ -67,17 +68,19 @@ func FuzzHubNative(f *testing.F) {
 			return b, err
 		}})
 	}
+	st := lits.build()
+	st.needIP = true
 	f.Fuzz(func(t *testing.T, path, ua, method string, status int) {
 		ev := event.Event{Time: time.Unix(0, 0), Source: netip.MustParseAddr("192.0.2.1"), Type: event.TypeHTTPAccess,
 			Parser: "nginx", Method: method, Path: path, Status: status % 1000, UserAgent: ua, Proto: "HTTP/1.1"}
-		var h HubEvent
-		fillHub(&h, &ev, &addrCache{}, true)
+		st.reset(&ev)
+		h := st.hub()
 		for _, p := range pairs {
-			want, err := p.prog(&h)
+			want, err := p.prog(h)
 			if err != nil {
 				continue // a runtime error means no match in a filter; natives never error
 			}
-			if got := p.native(&h); got != want {
+			if got := p.native(st); got != want {
 				t.Errorf("%s on path %q ua %q method %q status %d: native %v, expr %v", p.src, path, ua, method, status, got, want)
 			}
 		}

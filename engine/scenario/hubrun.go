@@ -128,7 +128,8 @@ func (r *runner) hubPour(st *evalState, now int64, src netip.Addr, out []Overflo
 	case sc.hub.groupByIP:
 		key.ip = src
 	case sc.hub.groupByNative != nil:
-		key.s = sc.hub.groupByNative.value(st.hub())
+		st.hub()
+		key.s = sc.hub.groupByNative.value(st)
 	case sc.hub.groupBy != nil:
 		st.hub()
 		key.s = runString(&st.vm, sc.hub.groupBy, env)
@@ -172,7 +173,8 @@ func (r *runner) hubPour(st *evalState, now int64, src netip.Addr, out []Overflo
 	if sc.hub.distinct != nil {
 		var v string
 		if d := sc.hub.distinctNative; d != nil {
-			v = d.value(st.hub())
+			st.hub()
+			v = d.value(st)
 		} else {
 			st.hub()
 			v = runString(&st.vm, sc.hub.distinct, env)

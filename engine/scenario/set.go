@@ -65,7 +65,7 @@ func NewSet(scs []*Scenario, opt Options) *Set {
 	for _, sc := range scs {
 		r := &runner{sc: sc, store: newStore(max)}
 		if sc.Hub {
-			r.filter = hubFilter(sc.hub)
+			r.filter = hubFilter(sc.hub, lits)
 			r.hub = newHubRunner(max)
 			s.hubs = append(s.hubs, r)
 		} else {
