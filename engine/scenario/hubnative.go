@@ -2,8 +2,8 @@ package scenario
 
 import (
 	"net/url"
-	"slices"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/expr-lang/expr/ast"
