@@ -95,9 +95,13 @@ func TestQuietAttacks(t *testing.T) {
 			rep(3, 10*time.Second, func(i int) (string, string, int) {
 				return "GET", []string{"/item?id=1%20UNION%20SELECT%20null,null", "/item?id=1'+or+1=1--", "/item?id=1%20AND%20SLEEP(5)"}[i], 200
 			}),
-			rep(20, time.Second, func(i int) (string, string, int) { return "GET", fmt.Sprintf("/search?q=union+station+%d&sort=asc", i), 200 })},
+			rep(20, time.Second, func(i int) (string, string, int) {
+				return "GET", fmt.Sprintf("/search?q=union+station+%d&sort=asc", i), 200
+			})},
 		{"crowdsecurity/http-backdoors-attempts",
-			rep(2, 5*time.Second, func(i int) (string, string, int) { return "GET", []string{"/wp-content/c99.php", "/uploads/WSO.php"}[i], 404 }),
+			rep(2, 5*time.Second, func(i int) (string, string, int) {
+				return "GET", []string{"/wp-content/c99.php", "/uploads/WSO.php"}[i], 404
+			}),
 			rep(20, time.Second, func(i int) (string, string, int) { return "GET", fmt.Sprintf("/shop/item-%d.php", i), 200 })},
 		{"portcullis/http-admin-interface-probing",
 			rep(5, 2*time.Second, func(i int) (string, string, int) {
