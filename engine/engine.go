@@ -95,6 +95,7 @@ type Stats struct {
 // arrives, so nothing is held back at the end of input.
 type Engine struct {
 	set       *scenario.Set
+	maxBkt    int
 	prof      *profile.Profiles
 	sink      Sink
 	host      string
@@ -120,11 +121,25 @@ func New(cfg Config) (*Engine, error) {
 	}
 	return &Engine{
 		set:       scenario.NewSet(cfg.Scenarios, scenario.Options{MaxBuckets: cfg.MaxBuckets}),
+		maxBkt:    cfg.MaxBuckets,
 		prof:      cfg.Profiles,
 		sink:      cfg.Sink,
 		host:      cfg.Host,
 		offenders: newOffenders(max),
 	}, nil
+}
+
+// Reload replaces the scenarios and profiles between two events. Buckets
+// of scenarios whose definition did not change are kept (scenario.Set.Reload),
+// and so is the memory of offenders (running decisions, escalation). It
+// returns how many scenarios kept their buckets.
+func (e *Engine) Reload(scs []*scenario.Scenario, prof *profile.Profiles) (int, error) {
+	if prof == nil || len(scs) == 0 {
+		return 0, errors.New("engine reload: no scenarios or no profiles")
+	}
+	e.set = e.set.Reload(scs, scenario.Options{MaxBuckets: e.maxBkt})
+	e.prof = prof
+	return e.set.Stats().Kept, nil
 }
 
 // Stats returns the counters.

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -25,6 +28,11 @@ in its "kafka:" section, TLS and SASL (overridden by the --kafka-* flags). With 
 are re-keyed by source address through the portcullis-events topic, so
 several engines sharing the server-logs consumer group count each address
 in one place; one engine needs no re-keying.
+
+SIGHUP (systemd ExecReload) reloads the scenarios and the profiles: the
+scenarios whose definition did not change keep their buckets, changed and
+new ones start empty; a reload that fails to load is refused with the
+reason logged, and the running set stays.
 
 SIGINT or SIGTERM stops the sources, finishes the lines already read and
 publishes what they produced (for at most drain_timeout) before exiting.
@@ -67,5 +75,21 @@ func runEngine(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// SIGHUP (systemd ExecReload) reloads scenarios and profiles.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := d.Reload(); err != nil {
+					log.Error("reload refused, keeping the running scenarios and profiles", "err", err)
+				}
+			}
+		}
+	}()
 	return d.Run(ctx)
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/engine"
 	"github.com/portcullis-ips/portcullis/engine/acquire"
 )
 
@@ -201,3 +203,60 @@ func TestNewBadScenarios(t *testing.T) {
 		t.Errorf("scenarios_skipped_total = %v, want 2", n)
 	}
 }
+
+// Reload (SIGHUP) loads the scenarios again; a bad edit is refused and
+// changes nothing; a good one is swapped in by the detect stage, keeping
+// the buckets of the unchanged scenarios.
+func TestReload(t *testing.T) {
+	dir := t.TempDir()
+	sdir := filepath.Join(dir, "scenarios")
+	if err := os.MkdirAll(sdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("acquis.yaml", "filenames: ["+filepath.Join(dir, "x.log")+"]\nlabels: {type: nginx}\n")
+	a := "name: t/a\ntype: window\nfilter: Type == \"ssh_failed_auth\"\ncount: 5\nwindow: 1m\nlabels: {remediation: true}\n"
+	write("scenarios/a.yaml", a)
+	write("scenarios/b.yaml", strings.Replace(a, "t/a", "t/b", 1))
+	cfg := DefaultConfig()
+	cfg.Acquis, cfg.Scenarios = filepath.Join(dir, "acquis.yaml"), sdir
+	reg := prometheus.NewRegistry()
+	d, err := New(cfg, Options{Brokers: []string{"127.0.0.1:1"}, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.close)
+	eng, err := d.newEngine(nopSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("scenarios/b.yaml", "name: t/b\ntype: window\nfilter: Nope == 1\n")
+	if err := d.Reload(); err == nil || !strings.Contains(err.Error(), "b.yaml") {
+		t.Fatalf("bad reload: %v", err)
+	}
+	d.applyReload(eng)
+	if len(d.scs) != 2 {
+		t.Fatalf("a refused reload changed the scenarios")
+	}
+	write("scenarios/b.yaml", strings.Replace(strings.Replace(a, "t/a", "t/b", 1), "count: 5", "count: 3", 1))
+	write("scenarios/c.yaml", strings.Replace(a, "t/a", "t/c", 1))
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	d.applyReload(eng)
+	if len(d.scs) != 3 || eng.Stats().Scenarios.Kept != 1 {
+		t.Fatalf("reload: %d scenarios, kept %d, want 3 and 1 (t/a unchanged)", len(d.scs), eng.Stats().Scenarios.Kept)
+	}
+	if ok, bad := testutil.ToFloat64(d.met.reloads.WithLabelValues("ok")), testutil.ToFloat64(d.met.reloads.WithLabelValues("error")); ok != 1 || bad != 1 {
+		t.Errorf("reloads_total ok=%v error=%v", ok, bad)
+	}
+}
+
+type nopSink struct{}
+
+func (nopSink) Alert(engine.Alert)             {}
+func (nopSink) Decision(decisionfeed.Decision) {}

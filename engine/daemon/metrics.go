@@ -27,6 +27,8 @@ type metrics struct {
 	pruneErrors   prometheus.Counter
 	// scenariosSkipped counts scenarios left out at load (skip_bad_scenarios).
 	scenariosSkipped prometheus.Counter
+	// reloads counts SIGHUP reloads by result (ok, error).
+	reloads *prometheus.CounterVec
 
 	// byType caches the events counter of the known event types, so the
 	// hot path makes no label lookup.
@@ -61,6 +63,7 @@ func newMetrics(reg prometheus.Registerer, d *Daemon) (*metrics, error) {
 		byType:        map[string]prometheus.Counter{},
 
 		scenariosSkipped: c("scenarios_skipped_total", "Scenarios that failed to load and were skipped (skip_bad_scenarios)."),
+		reloads:          cv("reloads_total", "Reloads of scenarios and profiles (SIGHUP), by result.", "result"),
 	}
 	for _, t := range []string{event.TypeHTTPAccess, event.TypeHTTPError, event.TypeSSHFailedAuth,
 		event.TypeSSHInvalidUser, event.TypeSSHPreauthClose, event.TypeSSHTooManyAuth} {
@@ -70,7 +73,7 @@ func newMetrics(reg prometheus.Registerer, d *Daemon) (*metrics, error) {
 		return m, nil
 	}
 	for _, col := range []prometheus.Collector{m.events, m.alerts, m.decisions, m.published, m.publishErrors,
-		m.dropped, m.rekeyOut, m.rekeyIn, m.rekeyBad, m.unkeyed, m.pruned, m.pruneErrors, m.scenariosSkipped,
+		m.dropped, m.rekeyOut, m.rekeyIn, m.rekeyBad, m.unkeyed, m.pruned, m.pruneErrors, m.scenariosSkipped, m.reloads,
 		&statsCollector{d: d}} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("register engine metrics: %w", err)

@@ -2,10 +2,12 @@ package scenario
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -160,6 +162,7 @@ func ParseFile(file string, data []byte, opt LoadOptions) ([]*Scenario, error) {
 		if err != nil {
 			return nil, err
 		}
+		s.fingerprint = fingerprint(data, nil)
 		return []*Scenario{s}, nil
 	}
 	// Decode strictly, document by document, beside the node trees that
@@ -179,6 +182,11 @@ func ParseFile(file string, data []byte, opt LoadOptions) ([]*Scenario, error) {
 		if err != nil {
 			return nil, err
 		}
+		doc, err := yaml.Marshal(d)
+		if err != nil {
+			return nil, fmt.Errorf("%s: encode scenario %s: %w", file, s.Name, err)
+		}
+		s.fingerprint = fingerprint(doc, s.hub.files)
 		out = append(out, s)
 	}
 	return out, nil
@@ -366,6 +374,23 @@ func (s *Scenario) readsSourceIP() bool {
 		}
 	}
 	return false
+}
+
+// fingerprint identifies a scenario's definition: its document and the
+// data files it reads. A reload keeps the buckets of scenarios whose
+// fingerprint did not change.
+func fingerprint(doc []byte, files map[string]*dataFile) string {
+	h := sha256.New()
+	h.Write(doc)
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		fmt.Fprintf(h, "\x00%s\x00%s", n, strings.Join(files[n].lines, "\n"))
+	}
+	return string(h.Sum(nil))
 }
 
 // hubLabels converts CrowdSec's free-form labels; lists and scalars are
