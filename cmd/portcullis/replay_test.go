@@ -98,3 +98,31 @@ func TestReplayUsageErrors(t *testing.T) {
 		t.Errorf("bad profiles: err = %v", err)
 	}
 }
+
+// replay --profiles shows what the new profiles would change.
+func TestReplayProfileChanges(t *testing.T) {
+	log := writeTemp(t, "access.log", replayLog)
+	prof := writeTemp(t, "profiles.yaml", `scenarios:
+  crowdsecurity/http-cve-2021-41773: {duration: 96h}
+  crowdsecurity/http-bad-user-agent: {simulated: true}
+`)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"replay", "--type", "nginx", "--profiles", prof, log}, &out); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+=== Changes against the shipped profiles ===
+ ~ changed 185.220.101.5 (crowdsecurity/http-cve-2021-41773): ban 48h0m0s -> ban 96h0m0s
+ - removed 2001:db8::66 (crowdsecurity/http-bad-user-agent): ban 24h0m0s
+`
+	if !strings.HasSuffix(out.String(), want) {
+		t.Errorf("output:\n%s\nwant it to end with:%s", out.String(), want)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"replay", "--type", "nginx", "--profiles", prof, "--current-profiles", prof, log}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(out.String(), " no decision changes\n") {
+		t.Errorf("same profiles:\n%s", out.String())
+	}
+}
