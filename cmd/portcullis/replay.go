@@ -25,7 +25,8 @@ deterministic and finds what the live engine would have found. No decision
 is published.
 
 --type names the format of every FILE: nginx (access or error log; Apache
-logs too), sshd or syslog (auth.log, journal or RFC 5424 lines). Syslog
+logs too), sshd or syslog (auth.log, journal or RFC 5424 lines), or suricata
+(eve.json: alert records become events, other records are skipped). Syslog
 lines carry no year: it is inferred relative to each file's modification
 time, or to --reference-time.
 
@@ -56,9 +57,9 @@ portcullis replay --type nginx --scenarios /etc/crowdsec/scenarios --data-dir /v
 const maxReportedErrors = 20
 
 func runReplay(ctx context.Context, args []string, stdout io.Writer) (err error) {
-	fs := newFlagSet("replay", "portcullis replay --type nginx|sshd|syslog [--json] [--scenarios DIR] [--data-dir DIR] [--profiles FILE] FILE...",
+	fs := newFlagSet("replay", "portcullis replay --type nginx|sshd|syslog|suricata [--json] [--scenarios DIR] [--data-dir DIR] [--profiles FILE] FILE...",
 		replayDescription, replayExamples)
-	typ := fs.String("type", "", "log format of the files: nginx, apache, sshd or syslog (required)")
+	typ := fs.String("type", "", "log format of the files: nginx, apache, sshd, syslog or suricata (eve.json) (required)")
 	asJSON := fs.Bool("json", false, "print one alert JSON object per line instead of the operator view")
 	var sf scenarioFlags
 	sf.register(fs)
@@ -69,11 +70,11 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer) (err error)
 		return err
 	}
 	switch *typ {
-	case "nginx", "apache", "sshd", "syslog":
+	case "nginx", "apache", "sshd", "syslog", "suricata":
 	case "":
 		return fmt.Errorf("%w: replay: --type is required", errUsage)
 	default:
-		return fmt.Errorf("%w: replay: --type %q is not nginx, apache, sshd or syslog", errUsage, *typ)
+		return fmt.Errorf("%w: replay: --type %q is not nginx, apache, sshd, syslog or suricata", errUsage, *typ)
 	}
 	if len(files) == 0 {
 		return fmt.Errorf("%w: replay: no FILE given", errUsage)

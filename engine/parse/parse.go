@@ -38,16 +38,18 @@ const (
 	FormatNginxError = "nginx_error"
 	FormatSyslog     = "syslog"
 	FormatSSHD       = "sshd"
+	FormatSuricata   = "suricata"
 	FormatUnknown    = "unknown"
 )
 
-var formatNames = [...]string{FormatNginx, FormatNginxError, FormatSyslog, FormatSSHD, FormatUnknown}
+var formatNames = [...]string{FormatNginx, FormatNginxError, FormatSyslog, FormatSSHD, FormatSuricata, FormatUnknown}
 
 const (
 	fNginx = iota
 	fNginxError
 	fSyslog
 	fSSHD
+	fSuricata
 	fUnknown
 	nFormats
 )
@@ -143,6 +145,10 @@ func (p *Parser) Line(l acquire.Line) (event.Event, error) {
 		if inner >= 0 {
 			f = inner
 		}
+	case "suricata", "eve":
+		f = fSuricata
+		reason = suricata(l.Text, &ev)
+		ev.Parser = "suricata"
 	default:
 		p.stats[fUnknown].malformed.Add(1)
 		return ev, &Error{Format: FormatUnknown, Source: l.Source, Reason: fmt.Sprintf("unknown log type %q", l.Type)}

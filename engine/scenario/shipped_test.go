@@ -27,6 +27,7 @@ func TestShippedScenarios(t *testing.T) {
 		"crowdsecurity/http-backdoors-attempts",
 		"crowdsecurity/http-path-traversal-probing",
 		"crowdsecurity/http-sqli-probing",
+		"portcullis/suricata-alerts",
 		"crowdsecurity/ssh-bf",
 		"crowdsecurity/ssh-slow-bf",
 		"portcullis/ssh-time-based-bf",
