@@ -26,7 +26,8 @@ is published.
 
 --type names the format of every FILE: nginx (access or error log; Apache
 logs too), sshd or syslog (auth.log, journal or RFC 5424 lines), or suricata
-(eve.json: alert records become events, other records are skipped). Syslog
+(eve.json: alert records become events, other records are skipped), or
+haproxy (option httplog lines, syslog-framed or bare). Syslog
 lines carry no year: it is inferred relative to each file's modification
 time, or to --reference-time.
 
@@ -59,7 +60,7 @@ const maxReportedErrors = 20
 func runReplay(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	fs := newFlagSet("replay", "portcullis replay --type nginx|sshd|syslog|suricata [--json] [--scenarios DIR] [--data-dir DIR] [--profiles FILE] FILE...",
 		replayDescription, replayExamples)
-	typ := fs.String("type", "", "log format of the files: nginx, apache, sshd, syslog or suricata (eve.json) (required)")
+	typ := fs.String("type", "", "log format of the files: nginx, apache, sshd, syslog, suricata (eve.json) or haproxy (required)")
 	asJSON := fs.Bool("json", false, "print one alert JSON object per line instead of the operator view")
 	var sf scenarioFlags
 	sf.register(fs)
@@ -70,11 +71,11 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer) (err error)
 		return err
 	}
 	switch *typ {
-	case "nginx", "apache", "sshd", "syslog", "suricata":
+	case "nginx", "apache", "sshd", "syslog", "suricata", "haproxy":
 	case "":
 		return fmt.Errorf("%w: replay: --type is required", errUsage)
 	default:
-		return fmt.Errorf("%w: replay: --type %q is not nginx, apache, sshd, syslog or suricata", errUsage, *typ)
+		return fmt.Errorf("%w: replay: --type %q is not nginx, apache, sshd, syslog, suricata or haproxy", errUsage, *typ)
 	}
 	if len(files) == 0 {
 		return fmt.Errorf("%w: replay: no FILE given", errUsage)

@@ -39,10 +39,11 @@ const (
 	FormatSyslog     = "syslog"
 	FormatSSHD       = "sshd"
 	FormatSuricata   = "suricata"
+	FormatHAProxy    = "haproxy"
 	FormatUnknown    = "unknown"
 )
 
-var formatNames = [...]string{FormatNginx, FormatNginxError, FormatSyslog, FormatSSHD, FormatSuricata, FormatUnknown}
+var formatNames = [...]string{FormatNginx, FormatNginxError, FormatSyslog, FormatSSHD, FormatSuricata, FormatHAProxy, FormatUnknown}
 
 const (
 	fNginx = iota
@@ -50,6 +51,7 @@ const (
 	fSyslog
 	fSSHD
 	fSuricata
+	fHAProxy
 	fUnknown
 	nFormats
 )
@@ -85,12 +87,15 @@ type Parser struct {
 	stats [nFormats]counters
 
 	// Timestamp caches: consecutive lines mostly share their second.
-	nginxTS    string
-	nginxTime  time.Time
-	syslogTS   string
-	syslogTime time.Time
-	errTS      string
-	errTime    time.Time
+	nginxTS   string
+	nginxTime time.Time
+	// haproxyTS caches the last HAProxy accept date (second precision).
+	haproxyTS   string
+	haproxyTime time.Time
+	syslogTS    string
+	syslogTime  time.Time
+	errTS       string
+	errTime     time.Time
 }
 
 // New returns a parser with the given configuration.
@@ -137,6 +142,17 @@ func (p *Parser) Line(l acquire.Line) (event.Event, error) {
 		ev.Parser = "nginx"
 		if l.Type != "nginx" {
 			ev.Parser = "apache"
+		}
+	case "haproxy":
+		// Syslog-framed (the usual way HAProxy logs) or the bare message.
+		f = fSyslog
+		var inner int
+		inner, reason = p.syslog(l, &ev)
+		if inner >= 0 {
+			f = inner
+		} else if reason != noEvent {
+			ev = event.Event{}
+			f, reason = fHAProxy, p.haproxy(l.Text, &ev)
 		}
 	case "syslog", "sshd", "auth", "journal":
 		f = fSyslog
@@ -192,6 +208,8 @@ func (p *Parser) syslog(l acquire.Line, ev *event.Event) (int, string) {
 	case "sshd", "sshd-session":
 		ev.Parser = "sshd"
 		return fSSHD, sshdMessage(h.msg, ev)
+	case "haproxy":
+		return fHAProxy, p.haproxy(h.msg, ev)
 	case "nginx":
 		ev.Parser = "nginx"
 		if isErrorLogStart(h.msg) {
