@@ -27,7 +27,8 @@ is published.
 --type names the format of every FILE: nginx (access or error log; Apache
 logs too), sshd or syslog (auth.log, journal or RFC 5424 lines), or suricata
 (eve.json: alert records become events, other records are skipped), or
-haproxy (option httplog lines, syslog-framed or bare). Syslog
+haproxy (option httplog lines, syslog-framed or bare), or traefik / caddy
+(their JSON access logs). Syslog
 lines carry no year: it is inferred relative to each file's modification
 time, or to --reference-time.
 
@@ -60,7 +61,7 @@ const maxReportedErrors = 20
 func runReplay(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	fs := newFlagSet("replay", "portcullis replay --type nginx|sshd|syslog|suricata [--json] [--scenarios DIR] [--data-dir DIR] [--profiles FILE] FILE...",
 		replayDescription, replayExamples)
-	typ := fs.String("type", "", "log format of the files: nginx, apache, sshd, syslog, suricata (eve.json) or haproxy (required)")
+	typ := fs.String("type", "", "log format of the files: nginx, apache, sshd, syslog, suricata (eve.json), haproxy, traefik or caddy (JSON access logs) (required)")
 	asJSON := fs.Bool("json", false, "print one alert JSON object per line instead of the operator view")
 	var sf scenarioFlags
 	sf.register(fs)
@@ -71,11 +72,11 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer) (err error)
 		return err
 	}
 	switch *typ {
-	case "nginx", "apache", "sshd", "syslog", "suricata", "haproxy":
+	case "nginx", "apache", "sshd", "syslog", "suricata", "haproxy", "traefik", "caddy":
 	case "":
 		return fmt.Errorf("%w: replay: --type is required", errUsage)
 	default:
-		return fmt.Errorf("%w: replay: --type %q is not nginx, apache, sshd, syslog, suricata or haproxy", errUsage, *typ)
+		return fmt.Errorf("%w: replay: --type %q is not nginx, apache, sshd, syslog, suricata, haproxy, traefik or caddy", errUsage, *typ)
 	}
 	if len(files) == 0 {
 		return fmt.Errorf("%w: replay: no FILE given", errUsage)

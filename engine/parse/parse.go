@@ -40,10 +40,13 @@ const (
 	FormatSSHD       = "sshd"
 	FormatSuricata   = "suricata"
 	FormatHAProxy    = "haproxy"
+	FormatTraefik    = "traefik"
+	FormatCaddy      = "caddy"
 	FormatUnknown    = "unknown"
 )
 
-var formatNames = [...]string{FormatNginx, FormatNginxError, FormatSyslog, FormatSSHD, FormatSuricata, FormatHAProxy, FormatUnknown}
+var formatNames = [...]string{FormatNginx, FormatNginxError, FormatSyslog, FormatSSHD, FormatSuricata, FormatHAProxy,
+	FormatTraefik, FormatCaddy, FormatUnknown}
 
 const (
 	fNginx = iota
@@ -52,6 +55,8 @@ const (
 	fSSHD
 	fSuricata
 	fHAProxy
+	fTraefik
+	fCaddy
 	fUnknown
 	nFormats
 )
@@ -161,6 +166,10 @@ func (p *Parser) Line(l acquire.Line) (event.Event, error) {
 		if inner >= 0 {
 			f = inner
 		}
+	case "traefik":
+		f, reason = fTraefik, traefik(l.Text, &ev)
+	case "caddy":
+		f, reason = fCaddy, caddy(l.Text, &ev)
 	case "suricata", "eve":
 		f = fSuricata
 		reason = suricata(l.Text, &ev)
