@@ -64,3 +64,12 @@ func FuzzHAProxy(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkHAProxy(b *testing.B) {
+	p := New(Config{Reference: ts("2026-11-25T12:00:00Z")})
+	l := acquire.Line{Text: haproxyLine, Type: "haproxy"}
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = p.Line(l)
+	}
+}

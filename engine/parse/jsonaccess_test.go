@@ -71,3 +71,16 @@ func FuzzTraefikCaddy(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkTraefikCaddy(b *testing.B) {
+	p := New(Config{})
+	for _, c := range []struct{ typ, line string }{{"traefik", traefikJSON}, {"caddy", caddyJSON}} {
+		b.Run(c.typ, func(b *testing.B) {
+			l := acquire.Line{Text: c.line, Type: c.typ}
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = p.Line(l)
+			}
+		})
+	}
+}
