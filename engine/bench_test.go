@@ -27,10 +27,27 @@ func (s *countSink) Alert(engine.Alert)             { s.alerts++ }
 func (s *countSink) Decision(decisionfeed.Decision) { s.decisions++ }
 
 func newBenchEngine(b *testing.B, sink engine.Sink) *engine.Engine {
+	return newBenchEngineWith(b, sink, false)
+}
+
+// newBenchEngineWith builds the engine over the shipped scenarios and,
+// with hub, the 40 hub-format scenarios of testdata/hub40 as well.
+func newBenchEngineWith(b *testing.B, sink engine.Sink, hub bool) *engine.Engine {
 	b.Helper()
 	scs, err := scenario.LoadFS(scenarios.FS, ".")
 	if err != nil {
 		b.Fatal(err)
+	}
+	if hub {
+		more, err := scenario.LoadFSWith(os.DirFS("testdata/hub40"), ".", scenario.LoadOptions{DataDir: "testdata/hub40/data"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(more) != 40 {
+			b.Fatalf("hub40: %d scenarios", len(more))
+		}
+		scs = append(scs, more...)
+		scenario.Sort(scs)
 	}
 	cfg := profile.DefaultConfig()
 	cfg.Whitelist = append(cfg.Whitelist, corpus.OperatorIP)
@@ -66,6 +83,12 @@ func corpusFile(b *testing.B, nginx, auth int, name string) ([]byte, corpus.Mani
 // and reports lines/s (wall), lines per CPU-second (per core on a shared
 // machine) and allocations per line.
 func benchFeed(b *testing.B, data []byte, typ string, m corpus.Manifest, wantAlerts int) {
+	benchFeedWith(b, data, typ, m, wantAlerts, false)
+}
+
+// benchFeedWith is benchFeed, with the hub40 scenarios loaded too when hub
+// is set; wantAlerts < 0 skips the alert check.
+func benchFeedWith(b *testing.B, data []byte, typ string, m corpus.Manifest, wantAlerts int, hub bool) {
 	var lines uint64
 	var ms0, ms1 runtime.MemStats
 	runtime.GC()
@@ -74,14 +97,14 @@ func benchFeed(b *testing.B, data []byte, typ string, m corpus.Manifest, wantAle
 	b.ResetTimer()
 	for b.Loop() {
 		sink := &countSink{}
-		eng := newBenchEngine(b, sink)
+		eng := newBenchEngineWith(b, sink, hub)
 		p := &engine.Pipeline{Parser: parse.New(parse.Config{Reference: m.End}), Engine: eng}
 		st, err := engine.Feed(bytes.NewReader(data), typ, "bench", p, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
 		lines += st.Lines
-		if sink.alerts != wantAlerts {
+		if wantAlerts >= 0 && sink.alerts != wantAlerts {
 			b.Fatalf("alerts = %d, want %d", sink.alerts, wantAlerts)
 		}
 	}
@@ -110,6 +133,13 @@ func BenchmarkPipelineNginx1M(b *testing.B) {
 	benchFeed(b, data, "nginx", m, countAlerts(m, false))
 }
 
+// BenchmarkPipelineNginx1MHub40: the same with 40 hub-format scenarios
+// (testdata/hub40) loaded beside the shipped ones.
+func BenchmarkPipelineNginx1MHub40(b *testing.B) {
+	data, m := corpusFile(b, 1_000_000, 10, "access.log")
+	benchFeedWith(b, data, "nginx", m, -1, true)
+}
+
 // BenchmarkPipelineAuth200k: parse + scenarios over a generated 200k-line auth.log.
 func BenchmarkPipelineAuth200k(b *testing.B) {
 	data, m := corpusFile(b, 10, 200_000, "auth.log")
@@ -117,8 +147,14 @@ func BenchmarkPipelineAuth200k(b *testing.B) {
 }
 
 // BenchmarkDetect measures the detect stage alone on one benign request.
-func BenchmarkDetect(b *testing.B) {
-	eng := newBenchEngine(b, &countSink{})
+func BenchmarkDetect(b *testing.B) { benchDetect(b, false) }
+
+// BenchmarkDetectHub40 is BenchmarkDetect with the 40 hub-format scenarios
+// of testdata/hub40 loaded beside the shipped ones.
+func BenchmarkDetectHub40(b *testing.B) { benchDetect(b, true) }
+
+func benchDetect(b *testing.B, hub bool) {
+	eng := newBenchEngineWith(b, &countSink{}, hub)
 	ev := event.Event{Time: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC), Source: netip.MustParseAddr("198.18.0.7"),
 		Type: event.TypeHTTPAccess, Parser: "nginx", Method: "GET", Path: "/blog/post-42?ref=home", Proto: "HTTP/1.1",
 		Status: 200, Bytes: 5123, Referer: "https://www.google.com/",

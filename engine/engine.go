@@ -95,6 +95,7 @@ type Stats struct {
 // arrives, so nothing is held back at the end of input.
 type Engine struct {
 	set       *scenario.Set
+	maxBkt    int
 	prof      *profile.Profiles
 	sink      Sink
 	host      string
@@ -120,11 +121,25 @@ func New(cfg Config) (*Engine, error) {
 	}
 	return &Engine{
 		set:       scenario.NewSet(cfg.Scenarios, scenario.Options{MaxBuckets: cfg.MaxBuckets}),
+		maxBkt:    cfg.MaxBuckets,
 		prof:      cfg.Profiles,
 		sink:      cfg.Sink,
 		host:      cfg.Host,
 		offenders: newOffenders(max),
 	}, nil
+}
+
+// Reload replaces the scenarios and profiles between two events. Buckets
+// of scenarios whose definition did not change are kept (scenario.Set.Reload),
+// and so is the memory of offenders (running decisions, escalation). It
+// returns how many scenarios kept their buckets.
+func (e *Engine) Reload(scs []*scenario.Scenario, prof *profile.Profiles) (int, error) {
+	if prof == nil || len(scs) == 0 {
+		return 0, errors.New("engine reload: no scenarios or no profiles")
+	}
+	e.set = e.set.Reload(scs, scenario.Options{MaxBuckets: e.maxBkt})
+	e.prof = prof
+	return e.set.Stats().Kept, nil
 }
 
 // Stats returns the counters.
@@ -198,7 +213,7 @@ func (e *Engine) overflow(o *scenario.Overflow) {
 	if a.Simulated {
 		return
 	}
-	d := decisionfeed.NewDecision(decisionfeed.OpAdd, rem.Type, netip.PrefixFrom(o.Source, o.Source.BitLen()), dur, Origin, now)
+	d := decisionfeed.NewDecision(decisionfeed.OpAdd, rem.Type, target(sc, o.Source), dur, Origin, now)
 	d.Scenario = sc.Name
 	d.Country = a.Country
 	d.Host = e.host
@@ -210,6 +225,17 @@ func (e *Engine) overflow(o *scenario.Overflow) {
 	off.offences, off.last = offences, now
 	e.stats.Decisions++
 	e.sink.Decision(d)
+}
+
+// target is what a decision on src covers: the address, or its IPv6
+// prefix when the scenario asks for one (ipv6_prefix).
+func target(sc *scenario.Scenario, src netip.Addr) netip.Prefix {
+	if sc.IPv6Prefix > 0 && src.Is6() && !src.Is4In6() && sc.IPv6Prefix < 128 {
+		if p, err := src.Prefix(sc.IPv6Prefix); err == nil {
+			return p
+		}
+	}
+	return netip.PrefixFrom(src, src.BitLen())
 }
 
 // ShortDuration formats d the way operators write it: 4h, 90m, 1h30m.

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/portcullis-ips/portcullis/config/scenarios"
@@ -227,5 +228,84 @@ func TestCountryEnrichment(t *testing.T) {
 	}
 	if rec.alerts[1].Country != "" || rec.decisions[1].Country != "" {
 		t.Errorf("unknown address got a country: %q %q", rec.alerts[1].Country, rec.decisions[1].Country)
+	}
+}
+
+// ipv6_prefix makes the decision cover the offender's /64; IPv4 offenders
+// are banned by address.
+func TestIPv6PrefixDecision(t *testing.T) {
+	sc, err := scenario.Parse("p.yaml", []byte("name: t/v6\ntype: trigger\nfilter: Type == \"http_access\" && Path == \"/x\"\nipv6_prefix: 64\nlabels: {remediation: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof, err := profile.New(profile.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	eng, err := New(Config{Scenarios: []*scenario.Scenario{sc}, Profiles: prof, Sink: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []string{"2001:db8:1:2:aaaa::7", "198.51.100.4"} {
+		eng.Event(&event.Event{Time: t0, Source: netip.MustParseAddr(ip), Type: event.TypeHTTPAccess, Path: "/x"})
+	}
+	if len(rec.decisions) != 2 {
+		t.Fatalf("%d decisions", len(rec.decisions))
+	}
+	if d := rec.decisions[0]; d.Scope != decisionfeed.ScopeRange || d.Value != "2001:db8:1:2::/64" {
+		t.Errorf("IPv6 offender: %s %s, want range 2001:db8:1:2::/64", d.Scope, d.Value)
+	}
+	if d := rec.decisions[1]; d.Scope != decisionfeed.ScopeIP || d.Value != "198.51.100.4" {
+		t.Errorf("IPv4 offender: %s %s", d.Scope, d.Value)
+	}
+}
+
+// A reload keeps the buckets of unchanged scenarios and restarts changed
+// ones.
+func TestReloadKeepsUnchangedBuckets(t *testing.T) {
+	load := func(files map[string]string) []*scenario.Scenario {
+		fsys := fstest.MapFS{}
+		for n, b := range files {
+			fsys[n] = &fstest.MapFile{Data: []byte(b)}
+		}
+		scs, err := scenario.LoadFS(fsys, ".")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return scs
+	}
+	a := "name: t/a\ntype: window\nfilter: Type == \"ssh_failed_auth\"\ncount: 5\nwindow: 1m\nlabels: {remediation: true}\n"
+	b := "type: leaky\nname: t/b\nfilter: \"evt.Meta.log_type == 'ssh_failed-auth'\"\ngroupby: evt.Meta.source_ip\ncapacity: 4\nleakspeed: 1m\nlabels: {remediation: true}\n"
+	prof, err := profile.New(profile.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	eng, err := New(Config{Scenarios: load(map[string]string{"a.yaml": a, "b.yaml": b}), Profiles: prof, Sink: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshFails(eng, "198.51.100.70", 0, 4, time.Second)
+	// t/b changes (capacity 4 → 6); t/a does not.
+	kept, err := eng.Reload(load(map[string]string{"a.yaml": a, "b.yaml": strings.Replace(b, "capacity: 4", "capacity: 6", 1)}), prof)
+	if err != nil || kept != 1 {
+		t.Fatalf("reload: kept %d, %v", kept, err)
+	}
+	sshFails(eng, "198.51.100.70", 4*time.Second, 1, time.Second)
+	if len(rec.alerts) != 1 || rec.alerts[0].Scenario != "t/a" || rec.alerts[0].Events != 5 {
+		t.Fatalf("after reload, the kept window fires on its 5th event: %+v", rec.alerts)
+	}
+	// t/b restarted empty at the event after the reload: its overflow
+	// counts from there.
+	sshFails(eng, "198.51.100.70", 10*time.Second, 6, time.Second)
+	var b0 []Alert
+	for _, a := range rec.alerts {
+		if a.Scenario == "t/b" {
+			b0 = append(b0, a)
+		}
+	}
+	if len(b0) != 1 || !b0[0].FirstSeen.Equal(t0.Add(4*time.Second)) {
+		t.Fatalf("t/b after its change: %+v, want one overflow of a bucket started at the reload", b0)
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -31,6 +34,11 @@ keys of the decisions topic whose latest decision was deleted or has expired,
 so compaction keeps the topic near the live set. Engines share that work
 through the consumer group prune_group (default portcullis-engine-prune):
 each partition is pruned by one instance at a time.
+
+SIGHUP (systemd ExecReload) reloads the scenarios and the profiles: the
+scenarios whose definition did not change keep their buckets, changed and
+new ones start empty; a reload that fails to load is refused with the
+reason logged, and the running set stays.
 
 SIGINT or SIGTERM stops the sources, finishes the lines already read and
 publishes what they produced (for at most drain_timeout) before exiting.
@@ -73,5 +81,21 @@ func runEngine(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// SIGHUP (systemd ExecReload) reloads scenarios and profiles.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := d.Reload(); err != nil {
+					log.Error("reload refused, keeping the running scenarios and profiles", "err", err)
+				}
+			}
+		}
+	}()
 	return d.Run(ctx)
 }

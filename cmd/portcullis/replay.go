@@ -16,6 +16,7 @@ import (
 	"github.com/portcullis-ips/portcullis/engine"
 	logparse "github.com/portcullis-ips/portcullis/engine/parse"
 	"github.com/portcullis-ips/portcullis/engine/profile"
+	"github.com/portcullis-ips/portcullis/engine/scenario"
 )
 
 const replayDescription = `Runs the detection engine over log files, offline, and prints the alerts.
@@ -24,7 +25,10 @@ deterministic and finds what the live engine would have found. No decision
 is published.
 
 --type names the format of every FILE: nginx (access or error log; Apache
-logs too), sshd or syslog (auth.log, journal or RFC 5424 lines). Syslog
+logs too), sshd or syslog (auth.log, journal or RFC 5424 lines), or suricata
+(eve.json: alert records become events, other records are skipped), or
+haproxy (option httplog lines, syslog-framed or bare), or traefik / caddy
+(their JSON access logs). Syslog
 lines carry no year: it is inferred relative to each file's modification
 time, or to --reference-time.
 
@@ -33,13 +37,21 @@ config/profiles.yaml). --scenarios also loads CrowdSec hub-format scenario
 files unchanged (their data: files from --data-dir). The profiles'
 whitelist always holds this host's addresses and, unless the profiles say
 whitelist_private: false, loopback, RFC 1918, link-local and unique-local
-addresses. Malformed lines are reported on stderr as FILE:LINE: reason
+addresses.
+
+With --profiles, the operator view ends with the decisions that would
+change against the current profiles (--current-profiles FILE, default the
+shipped ones): added, removed, and changed type or duration, per address
+and scenario.
+
+Malformed lines are reported on stderr as FILE:LINE: reason
 (the first 20, then a count) and skipped.
 `
 
 const replayExamples = `portcullis replay --type nginx /var/log/nginx/access.log
 portcullis replay --type sshd /var/log/auth.log --json | jq .
 portcullis replay --type nginx --scenarios ./scenarios --profiles ./profiles.yaml access.log.1 access.log
+portcullis replay --type nginx --profiles new-profiles.yaml --current-profiles /etc/portcullis/profiles.yaml access.log
 portcullis replay --type nginx --scenarios /etc/crowdsec/scenarios --data-dir /var/lib/crowdsec/data access.log
 `
 
@@ -47,23 +59,24 @@ portcullis replay --type nginx --scenarios /etc/crowdsec/scenarios --data-dir /v
 const maxReportedErrors = 20
 
 func runReplay(ctx context.Context, args []string, stdout io.Writer) (err error) {
-	fs := newFlagSet("replay", "portcullis replay --type nginx|sshd|syslog [--json] [--scenarios DIR] [--data-dir DIR] [--profiles FILE] FILE...",
+	fs := newFlagSet("replay", "portcullis replay --type nginx|sshd|syslog|suricata [--json] [--scenarios DIR] [--data-dir DIR] [--profiles FILE] FILE...",
 		replayDescription, replayExamples)
-	typ := fs.String("type", "", "log format of the files: nginx, apache, sshd or syslog (required)")
+	typ := fs.String("type", "", "log format of the files: nginx, apache, sshd, syslog, suricata (eve.json), haproxy, traefik or caddy (JSON access logs) (required)")
 	asJSON := fs.Bool("json", false, "print one alert JSON object per line instead of the operator view")
 	var sf scenarioFlags
 	sf.register(fs)
+	current := fs.String("current-profiles", "", "with --profiles: the profiles to compare against (default: the shipped profiles)")
 	refTime := fs.String("reference-time", "", "RFC 3339 time syslog years are inferred against (default: each file's modification time)")
 	files, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	switch *typ {
-	case "nginx", "apache", "sshd", "syslog":
+	case "nginx", "apache", "sshd", "syslog", "suricata", "haproxy", "traefik", "caddy":
 	case "":
 		return fmt.Errorf("%w: replay: --type is required", errUsage)
 	default:
-		return fmt.Errorf("%w: replay: --type %q is not nginx, apache, sshd or syslog", errUsage, *typ)
+		return fmt.Errorf("%w: replay: --type %q is not nginx, apache, sshd, syslog, suricata, haproxy, traefik or caddy", errUsage, *typ)
 	}
 	if len(files) == 0 {
 		return fmt.Errorf("%w: replay: no FILE given", errUsage)
@@ -117,6 +130,11 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer) (err error)
 		es := eng.Stats()
 		_, _ = fmt.Fprintf(out, "\n=== Summary ===\n lines: %d (malformed %d) | events: %d (whitelisted %d) | alerts: %d | decisions: %d\n",
 			lines, malformed, es.Events, es.Whitelisted, es.Alerts, es.Decisions)
+		if sf.profiles != "" {
+			if err := profileChanges(out, files, *typ, ref, scs, *current, sink.decisions); err != nil {
+				return err
+			}
+		}
 	}
 	if err := out.Flush(); err != nil {
 		return fmt.Errorf("write alerts: %w", err)
@@ -155,9 +173,10 @@ func replayFile(path, typ string, ref time.Time, eng *engine.Engine, reported *u
 
 // replaySink prints alerts as they come.
 type replaySink struct {
-	w    *bufio.Writer
-	json bool
-	err  error
+	w         *bufio.Writer
+	json      bool
+	err       error
+	decisions []decisionfeed.Decision
 }
 
 func (s *replaySink) Alert(a engine.Alert) {
@@ -177,7 +196,81 @@ func (s *replaySink) Alert(a engine.Alert) {
 	_, s.err = io.WriteString(s.w, formatAlert(a))
 }
 
-func (s *replaySink) Decision(decisionfeed.Decision) {}
+func (s *replaySink) Decision(d decisionfeed.Decision) {
+	s.decisions = append(s.decisions, d)
+}
+
+// profileChanges replays the files again under the current profiles and
+// prints how the decisions made under --profiles differ: added, removed,
+// and changed type or duration, per (address, scenario).
+func profileChanges(w io.Writer, files []string, typ string, ref time.Time, scs []*scenario.Scenario,
+	currentFile string, proposed []decisionfeed.Decision) (err error) {
+	pcfg := profile.DefaultConfig()
+	name := "the shipped profiles"
+	if currentFile != "" {
+		if pcfg, err = profile.Load(currentFile); err != nil {
+			return fmt.Errorf("load current profiles: %w", err)
+		}
+		name = currentFile
+	}
+	prof, err := profile.New(pcfg)
+	if err != nil {
+		return fmt.Errorf("current profiles: %w", err)
+	}
+	defer func() {
+		if cerr := prof.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	sink := &replaySink{w: bufio.NewWriter(io.Discard)}
+	eng, err := engine.New(engine.Config{Scenarios: scs, Profiles: prof, Sink: sink})
+	if err != nil {
+		return err
+	}
+	var reported uint64 = maxReportedErrors // malformed lines were reported by the first pass
+	for _, f := range files {
+		if _, err := replayFile(f, typ, ref, eng, &reported); err != nil {
+			return err
+		}
+	}
+	type key struct{ value, scenario string }
+	summarise := func(ds []decisionfeed.Decision) (map[key]string, []key) {
+		m := map[key]string{}
+		var order []key
+		for _, d := range ds {
+			k := key{d.Value, d.Scenario}
+			if _, ok := m[k]; !ok {
+				order = append(order, k)
+			}
+			m[k] = string(d.Type) + " " + d.Duration
+		}
+		return m, order
+	}
+	cur, curOrder := summarise(sink.decisions)
+	next, nextOrder := summarise(proposed)
+	_, _ = fmt.Fprintf(w, "\n=== Changes against %s ===\n", name)
+	changes := 0
+	for _, k := range nextOrder {
+		switch was, ok := cur[k]; {
+		case !ok:
+			_, _ = fmt.Fprintf(w, " + %s %s (%s): %s\n", "added", k.value, k.scenario, next[k])
+			changes++
+		case was != next[k]:
+			_, _ = fmt.Fprintf(w, " ~ %s %s (%s): %s -> %s\n", "changed", k.value, k.scenario, was, next[k])
+			changes++
+		}
+	}
+	for _, k := range curOrder {
+		if _, ok := next[k]; !ok {
+			_, _ = fmt.Fprintf(w, " - %s %s (%s): %s\n", "removed", k.value, k.scenario, cur[k])
+			changes++
+		}
+	}
+	if changes == 0 {
+		_, _ = fmt.Fprintln(w, " no decision changes")
+	}
+	return nil
+}
 
 // formatAlert renders an alert the way the seed's operator view does:
 //

@@ -98,3 +98,56 @@ func TestReplayUsageErrors(t *testing.T) {
 		t.Errorf("bad profiles: err = %v", err)
 	}
 }
+
+// replay --profiles shows what the new profiles would change.
+func TestReplayProfileChanges(t *testing.T) {
+	log := writeTemp(t, "access.log", replayLog)
+	prof := writeTemp(t, "profiles.yaml", `scenarios:
+  crowdsecurity/http-cve-2021-41773: {duration: 96h}
+  crowdsecurity/http-bad-user-agent: {simulated: true}
+`)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"replay", "--type", "nginx", "--profiles", prof, log}, &out); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+=== Changes against the shipped profiles ===
+ ~ changed 185.220.101.5 (crowdsecurity/http-cve-2021-41773): ban 48h0m0s -> ban 96h0m0s
+ - removed 2001:db8::66 (crowdsecurity/http-bad-user-agent): ban 24h0m0s
+`
+	if !strings.HasSuffix(out.String(), want) {
+		t.Errorf("output:\n%s\nwant it to end with:%s", out.String(), want)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"replay", "--type", "nginx", "--profiles", prof, "--current-profiles", prof, log}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(out.String(), " no decision changes\n") {
+		t.Errorf("same profiles:\n%s", out.String())
+	}
+}
+
+// Suricata eve.json (written from Suricata's documented format): alerts of
+// severity 1-2 ban their source, lower ones and other records do not.
+func TestReplaySuricata(t *testing.T) {
+	log := writeTemp(t, "eve.json", `{"timestamp":"2026-11-25T10:00:05.000001+0000","flow_id":1,"event_type":"alert","src_ip":"203.0.113.7","src_port":4444,"dest_ip":"198.51.100.10","dest_port":80,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":2024897,"rev":3,"signature":"ET EXPLOIT probe","category":"Attempted Administrator Privilege Gain","severity":1},"http":{"hostname":"x"}}
+{"timestamp":"2026-11-25T10:00:06.000000+0000","event_type":"alert","src_ip":"2001:db8::99","proto":"UDP","alert":{"action":"allowed","signature_id":1,"signature":"low","category":"Misc activity","severity":3}}
+{"timestamp":"2026-11-25T10:00:07.000000+0000","event_type":"flow","src_ip":"203.0.113.8","dest_ip":"198.51.100.10","proto":"TCP","flow":{}}
+{"timestamp":"2026-11-25T10:00:08.000000+0000","event_type":"stats","stats":{"uptime":1}}
+`)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"replay", "--type", "suricata", "--json", log}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var alerts []engine.Alert
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var a engine.Alert
+		if err := json.Unmarshal([]byte(l), &a); err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		alerts = append(alerts, a)
+	}
+	if len(alerts) != 1 || alerts[0].IP != "203.0.113.7" || alerts[0].Scenario != "portcullis/suricata-alerts" || alerts[0].Decision == nil {
+		t.Fatalf("alerts: %+v", alerts)
+	}
+}

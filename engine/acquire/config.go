@@ -26,7 +26,7 @@ const (
 
 // KnownTypes are the values the "type" label may take: the log formats the
 // engine's parsers read.
-var KnownTypes = []string{"nginx", "apache", "apache2", "httpd", "syslog", "sshd", "auth", "journal"}
+var KnownTypes = []string{"nginx", "apache", "apache2", "httpd", "syslog", "sshd", "auth", "journal", "suricata", "haproxy", "traefik", "caddy"}
 
 // DefaultMaxLineBytes bounds one line when a document does not say otherwise.
 const DefaultMaxLineBytes = 64 << 10

@@ -115,8 +115,8 @@ labels: {type: nginx}
 func TestParseConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ name, doc, want string }{
 		{"unknown key", "filenames: [/a]\nfilname: /b\nlabels: {type: nginx}\n", `x.yaml:2: unknown key "filname"`},
-		{"unknown type", "filenames: [/a]\nlabels:\n  type: nginxx\n", `x.yaml:3: labels: unknown type "nginxx" (want one of nginx, apache, apache2, httpd, syslog, sshd, auth, journal)`},
-		{"no type", "filenames: [/a]\nlabels:\n  env: x\n", `x.yaml:2: labels: type missing (one of nginx, apache, apache2, httpd, syslog, sshd, auth, journal)`},
+		{"unknown type", "filenames: [/a]\nlabels:\n  type: nginxx\n", `x.yaml:3: labels: unknown type "nginxx" (want one of nginx, apache, apache2, httpd, syslog, sshd, auth, journal, suricata, haproxy, traefik, caddy)`},
+		{"no type", "filenames: [/a]\nlabels:\n  env: x\n", `x.yaml:2: labels: type missing (one of nginx, apache, apache2, httpd, syslog, sshd, auth, journal, suricata, haproxy, traefik, caddy)`},
 		{"no labels", "filenames: [/a]\n", `x.yaml:1: labels: missing (need at least type)`},
 		{"filenames scalar", "filenames: /a\nlabels: {type: nginx}\n", `x.yaml:1: filenames: want a list, got a scalar`},
 		{"bad bool", "filenames: [/a]\nfrom_beginning: yes please\nlabels: {type: nginx}\n", `x.yaml:2: from_beginning: want true or false, got "yes please"`},

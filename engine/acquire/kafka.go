@@ -308,12 +308,25 @@ func logType(ev jsonEvent) (string, bool, error) {
 	return t, true, nil
 }
 
-// epochSeconds reads the seed producer's timestamp: Python's time.time(),
-// a float of seconds since the epoch.
+// epochSeconds reads a producer's timestamp: the seed producer's
+// Python time.time() (a float of seconds since the epoch), or an RFC 3339
+// string as Fluent Bit and Vector send.
 func epochSeconds(raw json.RawMessage) (time.Time, error) {
+	bad := fmt.Errorf("timestamp: %s is neither seconds since the epoch nor an RFC 3339 time", truncate(string(raw), 40))
+	if len(raw) > 0 && raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return time.Time{}, bad
+		}
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil || t.Year() < 1971 || t.Year() > 5000 {
+			return time.Time{}, bad
+		}
+		return t.UTC(), nil
+	}
 	var f float64
 	if err := json.Unmarshal(raw, &f); err != nil || math.IsNaN(f) || f <= 0 || f > 1e11 {
-		return time.Time{}, fmt.Errorf("timestamp: %s is not seconds since the epoch", truncate(string(raw), 40))
+		return time.Time{}, bad
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(math.Round(frac*1e6))*1e3).UTC(), nil

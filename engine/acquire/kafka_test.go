@@ -57,6 +57,9 @@ func TestDecodeMessage(t *testing.T) {
 		{"seed producer integer time",
 			`{"message":"m","source":"web-3","timestamp":1795600805}`,
 			"", Line{Text: "m", Type: "nginx", Host: "web-3", Time: time.Date(2026, 11, 25, 10, 0, 5, 0, time.UTC)}},
+		{"fluent bit / vector RFC 3339 time",
+			`{"message":"m","source":"web-4","timestamp":"2026-11-25T11:00:05.5+01:00"}`,
+			"", Line{Text: "m", Type: "nginx", Host: "web-4", Time: time.Date(2026, 11, 25, 10, 0, 5, 500000000, time.UTC)}},
 		{"empty", "\n", "", Line{Type: "nginx"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -81,8 +84,8 @@ func TestDecodeMessageErrors(t *testing.T) {
 		{`{"message":"x","fields":[1]}`, "fields: not an object"},
 		{`{"message":"x","host":{"name":"a b"}}`, `host: "a b" is not a host name`},
 		{`{"message":"x","host":7}`, "host: neither a string nor an object with name"},
-		{`{"message":"x","source":"h","timestamp":"now"}`, `timestamp: "now" is not seconds since the epoch`},
-		{`{"message":"x","source":"h","timestamp":-1}`, "timestamp: -1 is not seconds since the epoch"},
+		{`{"message":"x","source":"h","timestamp":"now"}`, `timestamp: "now" is neither seconds since the epoch nor an RFC 3339 time`},
+		{`{"message":"x","source":"h","timestamp":-1}`, "timestamp: -1 is neither seconds since the epoch nor an RFC 3339 time"},
 		{`{"message":"x","source":5}`, "source: not a string"},
 		{strings.Repeat("x", 65), "line too long: 65 bytes, limit 64"},
 		{`{"message":"` + strings.Repeat("x", 65) + `"}`, "line too long: 65 bytes, limit 64"},
@@ -98,6 +101,7 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add([]byte(nginxLine), []byte("web-1"))
 	f.Add([]byte(`{"@timestamp":"2026-11-25T10:00:05.123Z","message":"m","fields":{"log_type":"nginx"},"host":{"name":"w"}}`), []byte(nil))
 	f.Add([]byte(`{"message":"m","source":"s","timestamp":1795600805.5}`), []byte("k"))
+	f.Add([]byte(`{"message":"m","source":"s","timestamp":"2026-11-25T10:00:05Z"}`), []byte("k"))
 	f.Add([]byte(`{"message":"m","log_type":"sshd","host":"h"}`), []byte{})
 	f.Add([]byte("  {"), []byte{0xff})
 	f.Fuzz(func(t *testing.T, value, key []byte) {

@@ -36,8 +36,15 @@ const (
 type Config struct {
 	// Acquis is the acquis.yaml file of sources (required).
 	Acquis string `yaml:"acquis"`
-	// Scenarios is a directory of scenario files; empty means the shipped ones.
+	// Scenarios is a directory of scenario files (this repository's format
+	// or CrowdSec's hub format); empty means the shipped ones.
 	Scenarios string `yaml:"scenarios"`
+	// DataDir holds the data: files of hub-format scenarios (default
+	// CrowdSec's /var/lib/crowdsec/data).
+	DataDir string `yaml:"data_dir"`
+	// SkipBadScenarios starts the engine without the scenarios that fail
+	// to load (each logged and counted) instead of refusing to start.
+	SkipBadScenarios bool `yaml:"skip_bad_scenarios"`
 	// Profiles is the profiles file; empty means the shipped defaults.
 	Profiles string `yaml:"profiles"`
 	// Brokers are the Kafka brokers of the outputs and of re-keying;

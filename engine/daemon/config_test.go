@@ -8,6 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/engine"
 	"github.com/portcullis-ips/portcullis/engine/acquire"
 )
 
@@ -160,3 +165,100 @@ func FuzzEngineConfig(f *testing.F) {
 		}
 	})
 }
+
+// The engine starts only when every scenario loads, unless
+// skip_bad_scenarios is set: then it starts with the good ones and counts
+// the bad.
+func TestNewBadScenarios(t *testing.T) {
+	dir := t.TempDir()
+	ap := filepath.Join(dir, "acquis.yaml")
+	sdir := filepath.Join(dir, "scenarios")
+	if err := os.MkdirAll(sdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{
+		"acquis.yaml":            "filenames: [" + filepath.Join(dir, "x.log") + "]\nlabels: {type: nginx}\n",
+		"scenarios/good.yaml":    "type: trigger\nname: t/good\nfilter: \"evt.Meta.log_type == 'http_access-log'\"\nlabels: {remediation: true}\n",
+		"scenarios/bad.yaml":     "type: trigger\nname: t/bad\nfilter: \"evt.Meta.log_type == 'http_access-log' && Frob(evt.Meta.http_path)\"\n",
+		"scenarios/missing.yaml": "type: trigger\nname: t/data\nfilter: \"evt.Meta.log_type == 'x'\"\ndata:\n  - dest_file: nope.txt\n    type: string\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.Acquis, cfg.Scenarios, cfg.DataDir = ap, sdir, dir
+	_, err := New(cfg, Options{Brokers: []string{"127.0.0.1:1"}})
+	if err == nil || !strings.Contains(err.Error(), "bad.yaml:3: scenario t/bad: filter: unknown helper Frob") {
+		t.Fatalf("bad scenario: %v", err)
+	}
+	cfg.SkipBadScenarios = true
+	reg := prometheus.NewRegistry()
+	d, err := New(cfg, Options{Brokers: []string{"127.0.0.1:1"}, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.scs) != 1 || d.scs[0].Name != "t/good" {
+		t.Fatalf("loaded %d scenarios", len(d.scs))
+	}
+	if n := testutil.ToFloat64(d.met.scenariosSkipped); n != 2 {
+		t.Errorf("scenarios_skipped_total = %v, want 2", n)
+	}
+}
+
+// Reload (SIGHUP) loads the scenarios again; a bad edit is refused and
+// changes nothing; a good one is swapped in by the detect stage, keeping
+// the buckets of the unchanged scenarios.
+func TestReload(t *testing.T) {
+	dir := t.TempDir()
+	sdir := filepath.Join(dir, "scenarios")
+	if err := os.MkdirAll(sdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("acquis.yaml", "filenames: ["+filepath.Join(dir, "x.log")+"]\nlabels: {type: nginx}\n")
+	a := "name: t/a\ntype: window\nfilter: Type == \"ssh_failed_auth\"\ncount: 5\nwindow: 1m\nlabels: {remediation: true}\n"
+	write("scenarios/a.yaml", a)
+	write("scenarios/b.yaml", strings.Replace(a, "t/a", "t/b", 1))
+	cfg := DefaultConfig()
+	cfg.Acquis, cfg.Scenarios = filepath.Join(dir, "acquis.yaml"), sdir
+	reg := prometheus.NewRegistry()
+	d, err := New(cfg, Options{Brokers: []string{"127.0.0.1:1"}, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.close)
+	eng, err := d.newEngine(nopSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("scenarios/b.yaml", "name: t/b\ntype: window\nfilter: Nope == 1\n")
+	if err := d.Reload(); err == nil || !strings.Contains(err.Error(), "b.yaml") {
+		t.Fatalf("bad reload: %v", err)
+	}
+	d.applyReload(eng)
+	if len(d.scs) != 2 {
+		t.Fatalf("a refused reload changed the scenarios")
+	}
+	write("scenarios/b.yaml", strings.Replace(strings.Replace(a, "t/a", "t/b", 1), "count: 5", "count: 3", 1))
+	write("scenarios/c.yaml", strings.Replace(a, "t/a", "t/c", 1))
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	d.applyReload(eng)
+	if len(d.scs) != 3 || eng.Stats().Scenarios.Kept != 1 {
+		t.Fatalf("reload: %d scenarios, kept %d, want 3 and 1 (t/a unchanged)", len(d.scs), eng.Stats().Scenarios.Kept)
+	}
+	if ok, bad := testutil.ToFloat64(d.met.reloads.WithLabelValues("ok")), testutil.ToFloat64(d.met.reloads.WithLabelValues("error")); ok != 1 || bad != 1 {
+		t.Errorf("reloads_total ok=%v error=%v", ok, bad)
+	}
+}
+
+type nopSink struct{}
+
+func (nopSink) Alert(engine.Alert)             {}
+func (nopSink) Decision(decisionfeed.Decision) {}

@@ -64,6 +64,10 @@ type Daemon struct {
 	// transport carries the alerts and events writers' connections.
 	transport *kafka.Transport
 
+	// reloads carries scenarios and profiles loaded by Reload to the
+	// detect stage, which swaps them in between events.
+	reloads chan detection
+
 	detect atomic.Pointer[engine.Stats] // the detect stage's last counters
 	snapAt time.Time                    // when they were taken; detect stage only
 }
@@ -107,23 +111,10 @@ func New(cfg Config, o Options) (_ *Daemon, err error) {
 		}
 		d.sources = append(d.sources, src)
 	}
-	if cfg.Scenarios != "" {
-		d.scs, err = scenario.LoadFS(os.DirFS(cfg.path(cfg.Scenarios)), ".")
-	} else {
-		d.scs, err = scenario.LoadFS(scenarios.FS, ".")
+	if d.scs, d.prof, err = d.loadDetection(); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("load scenarios: %w", err)
-	}
-	pcfg := profile.DefaultConfig()
-	if cfg.Profiles != "" {
-		if pcfg, err = profile.Load(cfg.path(cfg.Profiles)); err != nil {
-			return nil, fmt.Errorf("load profiles: %w", err)
-		}
-	}
-	if d.prof, err = profile.New(pcfg); err != nil {
-		return nil, fmt.Errorf("profiles: %w", err)
-	}
+	d.reloads = make(chan detection, 1)
 	loc := time.UTC
 	if cfg.Timezone != "" {
 		if loc, err = time.LoadLocation(cfg.Timezone); err != nil {
@@ -369,6 +360,7 @@ func (d *Daemon) newEngine(s engine.Sink) (*engine.Engine, error) {
 // parseDetect is the single-instance stage: parse and detect in one goroutine.
 func (d *Daemon) parseDetect(lines <-chan []acquire.Line, eng *engine.Engine) {
 	for batch := range lines {
+		d.applyReload(eng)
 		for i := range batch {
 			ev, err := d.parser.Line(batch[i])
 			if err != nil {
@@ -468,6 +460,7 @@ func (d *Daemon) detectRekeyed(ctx context.Context, eng *engine.Engine) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		d.applyReload(eng)
 		var ev event.Event
 		if err := ev.UnmarshalBinary(m.Value); err != nil {
 			d.met.rekeyBad.Inc()
@@ -478,6 +471,86 @@ func (d *Daemon) detectRekeyed(ctx context.Context, eng *engine.Engine) {
 		d.met.eventCounter(ev.Type).Inc()
 		eng.Event(&ev)
 		d.snapshot(eng, false)
+	}
+}
+
+// detection is what a reload replaces.
+type detection struct {
+	scs  []*scenario.Scenario
+	prof *profile.Profiles
+}
+
+// loadDetection loads the configured scenarios and profiles.
+func (d *Daemon) loadDetection() ([]*scenario.Scenario, *profile.Profiles, error) {
+	cfg := d.cfg
+	sopt := scenario.LoadOptions{SkipBad: cfg.SkipBadScenarios, OnSkip: func(err error) {
+		d.met.scenariosSkipped.Inc()
+		d.log.Error("scenario skipped", "error", err)
+	}}
+	if cfg.DataDir != "" {
+		sopt.DataDir = cfg.path(cfg.DataDir)
+	}
+	var scs []*scenario.Scenario
+	var err error
+	if cfg.Scenarios != "" {
+		sopt.Root = cfg.path(cfg.Scenarios)
+		scs, err = scenario.LoadFSWith(os.DirFS(sopt.Root), ".", sopt)
+	} else {
+		scs, err = scenario.LoadFSWith(scenarios.FS, ".", sopt)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("load scenarios: %w", err)
+	}
+	pcfg := profile.DefaultConfig()
+	if cfg.Profiles != "" {
+		if pcfg, err = profile.Load(cfg.path(cfg.Profiles)); err != nil {
+			return nil, nil, fmt.Errorf("load profiles: %w", err)
+		}
+	}
+	prof, err := profile.New(pcfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("profiles: %w", err)
+	}
+	return scs, prof, nil
+}
+
+// Reload loads the scenarios and profiles again (SIGHUP). On success the
+// detect stage swaps them in before its next event, keeping the buckets of
+// unchanged scenarios; on error nothing changes and the error says why.
+func (d *Daemon) Reload() error {
+	scs, prof, err := d.loadDetection()
+	if err != nil {
+		d.met.reloads.WithLabelValues("error").Inc()
+		return fmt.Errorf("reload: %w", err)
+	}
+	for {
+		select {
+		case d.reloads <- detection{scs: scs, prof: prof}:
+			return nil
+		case old := <-d.reloads: // a newer reload replaces one not applied yet
+			_ = old.prof.Close()
+		}
+	}
+}
+
+// applyReload swaps in a pending reload; detect stage only.
+func (d *Daemon) applyReload(eng *engine.Engine) {
+	select {
+	case det := <-d.reloads:
+		kept, err := eng.Reload(det.scs, det.prof)
+		if err != nil {
+			d.met.reloads.WithLabelValues("error").Inc()
+			d.log.Error("reload", "err", err)
+			_ = det.prof.Close()
+			return
+		}
+		if err := d.prof.Close(); err != nil {
+			d.log.Warn("close old profiles", "err", err)
+		}
+		d.prof, d.scs = det.prof, det.scs
+		d.met.reloads.WithLabelValues("ok").Inc()
+		d.log.Info("scenarios and profiles reloaded", "scenarios", len(det.scs), "kept_buckets_of", kept)
+	default:
 	}
 }
 

@@ -25,6 +25,10 @@ type metrics struct {
 	unkeyed       prometheus.Counter
 	pruned        *prometheus.CounterVec
 	pruneErrors   prometheus.Counter
+	// scenariosSkipped counts scenarios left out at load (skip_bad_scenarios).
+	scenariosSkipped prometheus.Counter
+	// reloads counts SIGHUP reloads by result (ok, error).
+	reloads *prometheus.CounterVec
 
 	// byType caches the events counter of the known event types, so the
 	// hot path makes no label lookup.
@@ -57,6 +61,9 @@ func newMetrics(reg prometheus.Registerer, d *Daemon) (*metrics, error) {
 		pruned:        cv("pruned_total", "Keys of the decisions topic tombstoned, by why (expired, deleted), and records written again after a racing tombstone (republished).", "why"),
 		pruneErrors:   c("prune_errors_total", "Pruning passes that failed (the partition is read again from the start)."),
 		byType:        map[string]prometheus.Counter{},
+
+		scenariosSkipped: c("scenarios_skipped_total", "Scenarios that failed to load and were skipped (skip_bad_scenarios)."),
+		reloads:          cv("reloads_total", "Reloads of scenarios and profiles (SIGHUP), by result.", "result"),
 	}
 	for _, t := range []string{event.TypeHTTPAccess, event.TypeHTTPError, event.TypeSSHFailedAuth,
 		event.TypeSSHInvalidUser, event.TypeSSHPreauthClose, event.TypeSSHTooManyAuth} {
@@ -66,7 +73,8 @@ func newMetrics(reg prometheus.Registerer, d *Daemon) (*metrics, error) {
 		return m, nil
 	}
 	for _, col := range []prometheus.Collector{m.events, m.alerts, m.decisions, m.published, m.publishErrors,
-		m.dropped, m.rekeyOut, m.rekeyIn, m.rekeyBad, m.unkeyed, m.pruned, m.pruneErrors, &statsCollector{d: d}} {
+		m.dropped, m.rekeyOut, m.rekeyIn, m.rekeyBad, m.unkeyed, m.pruned, m.pruneErrors, m.scenariosSkipped, m.reloads,
+		&statsCollector{d: d}} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("register engine metrics: %w", err)
 		}

@@ -25,6 +25,11 @@ const (
 	// TypeSSHTooManyAuth is sshd giving up on a client: "Too many
 	// authentication failures" or "maximum authentication attempts exceeded".
 	TypeSSHTooManyAuth = "ssh_too_many_auth"
+	// TypeSuricataAlert is a Suricata eve.json "alert" record. Its fields
+	// reuse the Event's: Status is alert.severity (1 the highest), Bytes
+	// alert.signature_id, Message alert.signature, Path alert.category,
+	// Method alert.action (allowed, blocked), Proto the transport protocol.
+	TypeSuricataAlert = "suricata_alert"
 )
 
 // Event is one parsed log line. String fields usually share memory with the

@@ -13,6 +13,8 @@ import (
 //	IP IDENT USER [25/Nov/2026:10:00:05 +0000] "GET /p HTTP/1.1" 200 123 "ref" "ua" ...
 //
 // Fields after the user agent (nginx log_format extensions) are ignored.
+// Apache's vhost_combined (and nginx formats that start with the server
+// name) put a virtual host, with an optional :port, first; it is skipped.
 func (p *Parser) access(s string, ev *event.Event) string {
 	ev.Type = event.TypeHTTPAccess
 	i := strings.IndexByte(s, ' ')
@@ -20,6 +22,14 @@ func (p *Parser) access(s string, ev *event.Event) string {
 		return "client address: missing"
 	}
 	a, ok := parseAddr(s[:i])
+	if !ok && isVhost(s[:i]) {
+		if j := strings.IndexByte(s[i+1:], ' '); j > 0 {
+			if a, ok = parseAddr(s[i+1 : i+1+j]); ok {
+				s = s[i+1:]
+				i = j
+			}
+		}
+	}
 	if !ok {
 		return "client address: not an IP address"
 	}
@@ -189,6 +199,21 @@ func unescape(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// isVhost accepts a host name with an optional :port (letters, digits,
+// '-', '.', '_', ':'), at most 260 bytes.
+func isVhost(s string) bool {
+	if s == "" || len(s) > 260 {
+		return false
+	}
+	for k := 0; k < len(s); k++ {
+		c := s[k]
+		if !(isDigit(c) || c|0x20 >= 'a' && c|0x20 <= 'z' || c == '-' || c == '.' || c == '_' || c == ':') {
+			return false
+		}
+	}
+	return true
 }
 
 func lower(c byte) byte {

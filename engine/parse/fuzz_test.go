@@ -46,6 +46,7 @@ func FuzzNginx(f *testing.F) {
 	f.Add(`185.220.101.5 - - [25/Nov/2026:10:00:05 +0000] "GET /index.php HTTP/1.1" 200 1234 "-" "Mozilla/5.0"`)
 	f.Add(`2001:db8::7 - - [25/Nov/2026:12:00:05 +0200] "GET /a\"b HTTP/2.0" 304 - "-" "\x22x\\"`)
 	f.Add(`::ffff:192.0.2.1 - frank [10/Oct/2026:13:55:36 -0700] "POST /wp-login.php HTTP/1.0" 200 2326`)
+	f.Add(`www.example.org:443 192.0.2.9 - - [25/Nov/2026:10:00:05 +0000] "GET /x HTTP/1.1" 404 12 "-" "curl/8"`)
 	f.Fuzz(func(t *testing.T, line string) { checkLine(t, "nginx", line) })
 }
 

@@ -38,16 +38,25 @@ const (
 	FormatNginxError = "nginx_error"
 	FormatSyslog     = "syslog"
 	FormatSSHD       = "sshd"
+	FormatSuricata   = "suricata"
+	FormatHAProxy    = "haproxy"
+	FormatTraefik    = "traefik"
+	FormatCaddy      = "caddy"
 	FormatUnknown    = "unknown"
 )
 
-var formatNames = [...]string{FormatNginx, FormatNginxError, FormatSyslog, FormatSSHD, FormatUnknown}
+var formatNames = [...]string{FormatNginx, FormatNginxError, FormatSyslog, FormatSSHD, FormatSuricata, FormatHAProxy,
+	FormatTraefik, FormatCaddy, FormatUnknown}
 
 const (
 	fNginx = iota
 	fNginxError
 	fSyslog
 	fSSHD
+	fSuricata
+	fHAProxy
+	fTraefik
+	fCaddy
 	fUnknown
 	nFormats
 )
@@ -83,12 +92,15 @@ type Parser struct {
 	stats [nFormats]counters
 
 	// Timestamp caches: consecutive lines mostly share their second.
-	nginxTS    string
-	nginxTime  time.Time
-	syslogTS   string
-	syslogTime time.Time
-	errTS      string
-	errTime    time.Time
+	nginxTS   string
+	nginxTime time.Time
+	// haproxyTS caches the last HAProxy accept date (second precision).
+	haproxyTS   string
+	haproxyTime time.Time
+	syslogTS    string
+	syslogTime  time.Time
+	errTS       string
+	errTime     time.Time
 }
 
 // New returns a parser with the given configuration.
@@ -136,6 +148,17 @@ func (p *Parser) Line(l acquire.Line) (event.Event, error) {
 		if l.Type != "nginx" {
 			ev.Parser = "apache"
 		}
+	case "haproxy":
+		// Syslog-framed (the usual way HAProxy logs) or the bare message.
+		f = fSyslog
+		var inner int
+		inner, reason = p.syslog(l, &ev)
+		if inner >= 0 {
+			f = inner
+		} else if reason != noEvent {
+			ev = event.Event{}
+			f, reason = fHAProxy, p.haproxy(l.Text, &ev)
+		}
 	case "syslog", "sshd", "auth", "journal":
 		f = fSyslog
 		var inner int
@@ -143,6 +166,14 @@ func (p *Parser) Line(l acquire.Line) (event.Event, error) {
 		if inner >= 0 {
 			f = inner
 		}
+	case "traefik":
+		f, reason = fTraefik, traefik(l.Text, &ev)
+	case "caddy":
+		f, reason = fCaddy, caddy(l.Text, &ev)
+	case "suricata", "eve":
+		f = fSuricata
+		reason = suricata(l.Text, &ev)
+		ev.Parser = "suricata"
 	default:
 		p.stats[fUnknown].malformed.Add(1)
 		return ev, &Error{Format: FormatUnknown, Source: l.Source, Reason: fmt.Sprintf("unknown log type %q", l.Type)}
@@ -186,6 +217,8 @@ func (p *Parser) syslog(l acquire.Line, ev *event.Event) (int, string) {
 	case "sshd", "sshd-session":
 		ev.Parser = "sshd"
 		return fSSHD, sshdMessage(h.msg, ev)
+	case "haproxy":
+		return fHAProxy, p.haproxy(h.msg, ev)
 	case "nginx":
 		ev.Parser = "nginx"
 		if isErrorLogStart(h.msg) {

@@ -26,6 +26,7 @@ type evalState struct {
 	env     hubEnv
 	vm      vm.VM
 	addrs   addrCache
+	needIP  bool // some hub expression reads the source address's text
 }
 
 func (st *evalState) reset(ev *event.Event) {
@@ -34,23 +35,52 @@ func (st *evalState) reset(ev *event.Event) {
 	st.hubDone = false
 }
 
+// text returns the string field numbered i: an Event field, or from
+// hubFieldBase on, a hub field.
+func (st *evalState) text(i int) string {
+	if i >= hubFieldBase {
+		return hubFieldList[i-hubFieldBase](st.hub())
+	}
+	return strField(&st.ev, i)
+}
+
 // hub returns the hub view of the current event.
 func (st *evalState) hub() *HubEvent {
 	if !st.hubDone {
-		fillHub(&st.hubEv, &st.ev, &st.addrs)
+		fillHub(&st.hubEv, &st.ev, &st.addrs, st.needIP)
 		st.hubDone = true
 		st.env.Evt = &st.hubEv
 	}
 	return &st.hubEv
 }
 
-// hubFilter compiles a hub scenario's filter.
-func hubFilter(p *hubProgs) pred {
+// hubFilter compiles a hub scenario's filter with the set's literals:
+// natively when it can (see hubnative.go), else native conjuncts first
+// and then the VM.
+func hubFilter(p *hubProgs, lits *literals) pred {
 	types, prog := p.logTypes, p.filter
+	nc := &hubNative{files: p.files, lits: lits}
+	// The log-type test is made once, first, on interned strings (equal
+	// ones compare by pointer); the filter's own conjunct on it is dropped.
+	if native, ok := nc.boolNode(dropLogType(p.tree)); ok {
+		return func(st *evalState) bool {
+			h := st.hub()
+			if types != nil && !contains(types, h.Meta.LogType) {
+				return false
+			}
+			return native(st)
+		}
+	}
+	pre := nc.prefilter(p.tree)
 	return func(st *evalState) bool {
 		h := st.hub()
 		if types != nil && !contains(types, h.Meta.LogType) {
 			return false
+		}
+		for _, p := range pre {
+			if !p(st) {
+				return false
+			}
 		}
 		return runBool(&st.vm, prog, &st.env)
 	}
@@ -60,7 +90,7 @@ func hubFilter(p *hubProgs) pred {
 func (st *evalState) found(m int) uint64 {
 	if !st.done[m] {
 		mt := st.lits.ms[m]
-		st.mask[m] = mt.find(strField(&st.ev, mt.field))
+		st.mask[m] = mt.find(st.text(mt.field))
 		st.done[m] = true
 	}
 	return st.mask[m]
@@ -258,18 +288,23 @@ func intCmp(f int, op string, x int64) pred {
 // field as expr does: ASCII input is compared byte by byte, other input
 // goes through the strings package so Unicode rules stay expr's.
 func affix(n *node) pred {
-	f, lit, fold, prefix := n.field, n.str, n.fold, n.op == opPrefix
+	f, has := n.field, affixOn(n)
+	return func(st *evalState) bool { return has(strField(&st.ev, f)) }
+}
+
+// affixOn is affix over any string.
+func affixOn(n *node) func(string) bool {
+	lit, fold, prefix := n.str, n.fold, n.op == opPrefix
 	has := strings.HasSuffix
 	if prefix {
 		has = strings.HasPrefix
 	}
 	if fold == 0 {
-		return func(st *evalState) bool { return has(strField(&st.ev, f), lit) }
+		return func(s string) bool { return has(s, lit) }
 	}
 	upper := fold == 'u'
 	possible := inCase(lit, upper)
-	return func(st *evalState) bool {
-		s := strField(&st.ev, f)
+	return func(s string) bool {
 		if !isASCII(s) {
 			return has(mapCase(s, upper), lit)
 		}

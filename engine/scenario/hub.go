@@ -2,10 +2,12 @@ package scenario
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/expr-lang/expr/vm"
 	"gopkg.in/yaml.v3"
 
+	"github.com/portcullis-ips/portcullis/engine/event"
 	"github.com/portcullis-ips/portcullis/engine/internal/strictyaml"
 )
 
@@ -77,8 +80,16 @@ type hubProgs struct {
 	// can accept (from a top-level `evt.Meta.log_type == / in`), so other
 	// events skip the VM.
 	logTypes []string
-	// ovflw reports that the filter can accept reprocessed overflows.
-	ovflw bool
+	// tree and files are kept to compile the filter natively when a Set
+	// is built (its contains literals join the set's automata).
+	tree  ast.Node
+	files map[string]*dataFile
+	// groupByNative and distinctNative are native forms of groupby and
+	// distinct, when they could be compiled so.
+	groupByNative, distinctNative *sexpr
+	// groupByIP: groupby is evt.Meta.source_ip, so buckets key on the
+	// event's address directly.
+	groupByIP bool
 }
 
 // HubHelpers lists the functions hub-format expressions may call, beyond
@@ -151,6 +162,7 @@ func ParseFile(file string, data []byte, opt LoadOptions) ([]*Scenario, error) {
 		if err != nil {
 			return nil, err
 		}
+		s.fingerprint = fingerprint(data, nil)
 		return []*Scenario{s}, nil
 	}
 	// Decode strictly, document by document, beside the node trees that
@@ -170,6 +182,11 @@ func ParseFile(file string, data []byte, opt LoadOptions) ([]*Scenario, error) {
 		if err != nil {
 			return nil, err
 		}
+		doc, err := yaml.Marshal(d)
+		if err != nil {
+			return nil, fmt.Errorf("%s: encode scenario %s: %w", file, s.Name, err)
+		}
+		s.fingerprint = fingerprint(doc, s.hub.files)
 		out = append(out, s)
 	}
 	return out, nil
@@ -298,10 +315,33 @@ func (spec *hubSpec) compile(file string, root *yaml.Node, opt LoadOptions) (*Sc
 	if p.cond, err = compileOne("condition", spec.Condition, expr.AsBool()); err != nil {
 		return nil, err
 	}
-	if tree, err := parser.Parse(spec.Filter); err == nil {
-		p.logTypes = hubLogTypes(tree.Node)
-		p.ovflw = strings.Contains(spec.Filter, "Overflow") || strings.Contains(spec.Filter, "OVFLW")
+	nc := &hubNative{files: files}
+	tree, err := parser.Parse(spec.Filter)
+	if err != nil {
+		return nil, bad("filter", "filter: %v", oneLine(err))
 	}
+	p.tree, p.files = tree.Node, files
+	p.logTypes = hubLogTypes(tree.Node)
+	for i, lt := range p.logTypes {
+		if c, ok := logTypeConsts[lt]; ok {
+			p.logTypes[i] = c
+		}
+	}
+	for _, x := range []struct {
+		src string
+		out **sexpr
+	}{{spec.GroupBy, &p.groupByNative}, {spec.Distinct, &p.distinctNative}} {
+		if x.src == "" {
+			continue
+		}
+		if tree, err := parser.Parse(x.src); err == nil {
+			if e, ok := nc.str(tree.Node); ok {
+				*x.out = &e
+			}
+		}
+	}
+	p.groupByIP = strings.TrimSpace(spec.GroupBy) == "evt.Meta.source_ip"
+	s.types = hubEventTypes(p.logTypes)
 	return s, nil
 }
 
@@ -314,6 +354,43 @@ func helperError(src string, err error) error {
 		return err
 	}
 	return fmt.Errorf("unknown helper %s (supported: %s)", m[1], strings.Join(HubHelpers, ", "))
+}
+
+// readsSourceIP reports whether any of a hub scenario's expressions may
+// read the text of the source address.
+func (s *Scenario) readsSourceIP() bool {
+	if s.Type == Conditional {
+		return true // its queue keeps whole events
+	}
+	group := s.GroupBy
+	if s.hub != nil && s.hub.groupByIP {
+		group = ""
+	}
+	for _, src := range []string{s.Filter, group, s.Distinct, s.CancelOn, s.Condition} {
+		for _, f := range []string{"source_ip", "remote_addr", "sshd_client_ip", "Meta[", "Parsed["} {
+			if strings.Contains(src, f) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fingerprint identifies a scenario's definition: its document and the
+// data files it reads. A reload keeps the buckets of scenarios whose
+// fingerprint did not change.
+func fingerprint(doc []byte, files map[string]*dataFile) string {
+	h := sha256.New()
+	h.Write(doc)
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		fmt.Fprintf(h, "\x00%s\x00%s", n, strings.Join(files[n].lines, "\n"))
+	}
+	return string(h.Sum(nil))
 }
 
 // hubLabels converts CrowdSec's free-form labels; lists and scalars are
@@ -399,6 +476,60 @@ func hubLogTypes(n ast.Node) []string {
 		return out
 	}
 	return nil
+}
+
+// hubEventTypes maps the log types a hub filter requires to the event
+// types that produce them, so the Set only offers it those; nil (any) when
+// a log type is not one this engine produces events for... in which case
+// the scenario can only see reprocessed overflows: an empty list.
+func hubEventTypes(logTypes []string) []string {
+	if logTypes == nil {
+		return nil
+	}
+	out := []string{}
+	for _, lt := range logTypes {
+		switch lt {
+		case "http_access-log":
+			out = append(out, event.TypeHTTPAccess)
+		case "http_error-log":
+			out = append(out, event.TypeHTTPError)
+		case "ssh_failed-auth":
+			out = append(out, event.TypeSSHFailedAuth, event.TypeSSHInvalidUser, event.TypeSSHTooManyAuth, event.TypeSSHPreauthClose)
+		}
+	}
+	return out
+}
+
+// logTypeConsts are the log types fillHub sets; hubLogTypes returns these
+// very strings so comparisons of equal values stop at the pointer.
+var logTypeConsts = map[string]string{"http_access-log": "http_access-log", "http_error-log": "http_error-log", "ssh_failed-auth": "ssh_failed-auth"}
+
+// dropLogType removes the top-level conjunct hubLogTypes found (the
+// filter's log-type test, made separately) from a filter tree.
+func dropLogType(n ast.Node) ast.Node {
+	b, ok := n.(*ast.BinaryNode)
+	if !ok || (b.Operator != "&&" && b.Operator != "and") {
+		return n
+	}
+	if hubLogTypes(b.Left) != nil {
+		if isLogTypeTest(b.Left) {
+			return b.Right
+		}
+		if l := dropLogType(b.Left); l != b.Left {
+			return &ast.BinaryNode{Operator: b.Operator, Left: l, Right: b.Right}
+		}
+		return n
+	}
+	if hubLogTypes(b.Right) != nil && isLogTypeTest(b.Right) {
+		return b.Left
+	}
+	return n
+}
+
+// isLogTypeTest reports whether n is itself `evt.Meta.log_type == / in`.
+func isLogTypeTest(n ast.Node) bool {
+	b, ok := n.(*ast.BinaryNode)
+	return ok && (b.Operator == "==" || b.Operator == "in") && isLogType(b.Left)
 }
 
 func isLogType(n ast.Node) bool {

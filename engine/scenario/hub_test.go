@@ -390,3 +390,24 @@ func TestHubErrors(t *testing.T) {
 		t.Fatalf("skip bad: %d loaded, skipped %q, err %v", len(scs), skipped, err)
 	}
 }
+
+// Any file: a one-line error naming it, or scenarios that run.
+func FuzzParseFile(f *testing.F) {
+	f.Add([]byte(hubFile))
+	f.Add([]byte("type: conditional\nname: a\nfilter: \"evt.Meta.log_type == 'ssh_failed-auth'\"\ncapacity: -1\nleakspeed: 1m\ncondition: \"len(queue.Queue) > 1\"\n---\n---\ntype: trigger\nname: b\nfilter: \"evt.Overflow.Alert.Scenario == 'a'\"\n"))
+	f.Add([]byte("type: leaky\nname: c\nfilter: \"evt.Meta.http_path contains '/'\"\ncapacity: 1\nleakspeed: 1s\ncancel_on: \"evt.Meta.http_status == '200'\"\nreprocess: true\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		scs, err := scenario.ParseFile("f.yaml", data, scenario.LoadOptions{DataDir: t.TempDir()})
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "f.yaml") || strings.Contains(err.Error(), "\n") && !strings.Contains(err.Error(), "f.yaml:") {
+				t.Fatalf("error without the file name: %q", err)
+			}
+			return
+		}
+		set := scenario.NewSet(scs, scenario.Options{MaxBuckets: 4})
+		for i := range 3 {
+			set.Event(httpEv("192.0.2.1", time.Duration(i)*time.Second, "GET", "/x?a=1", 200, "ua"), nil)
+			set.Event(sshEv("192.0.2.1", time.Duration(i)*time.Second), nil)
+		}
+	})
+}

@@ -134,10 +134,11 @@ func (c *addrCache) text(a netip.Addr) string {
 	return c.s
 }
 
-// fillHub sets h to the hub view of ev.
-func fillHub(h *HubEvent, ev *event.Event, ac *addrCache) {
+// fillHub sets h to the hub view of ev. The address's text is only
+// built when needIP says an expression reads it.
+func fillHub(h *HubEvent, ev *event.Event, ac *addrCache, needIP bool) {
 	*h = HubEvent{Type: "LOG", Time: ev.Time}
-	if ev.Source.IsValid() {
+	if needIP && ev.Source.IsValid() {
 		h.Meta.SourceIP = ac.text(ev.Source)
 	}
 	h.Meta.Machine = ev.Host
@@ -150,12 +151,18 @@ func fillHub(h *HubEvent, ev *event.Event, ac *addrCache) {
 		h.Parsed.Message = ev.Message
 		h.Parsed.SSHDClientIP = h.Meta.SourceIP
 		if ev.Type != event.TypeSSHPreauthClose || ev.User != "" {
-			h.Meta.LogType = "ssh_failed-auth"
+			h.Meta.LogType = logTypeConsts["ssh_failed-auth"]
 			h.Meta.TargetUser = ev.User
 			h.Parsed.SSHDInvalidUser = ev.User
 		}
 	}
 }
+
+// The log types, shared with logTypeConsts so equal values share memory.
+var (
+	logAccess = logTypeConsts["http_access-log"]
+	logError  = logTypeConsts["http_error-log"]
+)
 
 func dash(s string) string {
 	if s == "" {
@@ -167,10 +174,10 @@ func dash(s string) string {
 func fillHTTP(h *HubEvent, ev *event.Event) {
 	m, p := &h.Meta, &h.Parsed
 	m.Service = "http"
-	m.LogType = "http_access-log"
+	m.LogType = logAccess
 	p.Program = ev.Parser
 	if ev.Type == event.TypeHTTPError {
-		m.LogType = "http_error-log"
+		m.LogType = logError
 		p.Message = ev.Message
 	} else {
 		m.HTTPStatus = itoaSmall(ev.Status)

@@ -40,21 +40,32 @@ type hubBucket struct {
 	distinct         map[string]struct{}
 	queue            []*HubEvent
 	// srcs are the sources of the events CrowdSec's queue would hold: the
-	// last capacity+1 (all, up to hubMaxSources distinct, for capacity -1).
-	srcs []netip.Addr
-	qmax int
+	// last capacity+1 (a ring from shead), or all up to hubMaxSources
+	// distinct for capacity -1. Buckets grouped by address need none.
+	srcs  []netip.Addr
+	shead int
+	qmax  int
+}
+
+// hubKey names a hub bucket: the address when the scenario groups by
+// evt.Meta.source_ip (the common case, with no string to build), else the
+// groupby value.
+type hubKey struct {
+	ip netip.Addr
+	s  string
 }
 
 type hubRunner struct {
-	buckets   map[string]*hubBucket
-	blackhole map[string]int64
+	buckets   map[hubKey]*hubBucket
+	blackhole map[hubKey]int64
+	free      []*hubBucket
 	max       int
 	pours     int
 	evicted   uint64
 }
 
 func newHubRunner(max int) *hubRunner {
-	return &hubRunner{buckets: map[string]*hubBucket{}, blackhole: map[string]int64{}, max: max}
+	return &hubRunner{buckets: map[hubKey]*hubBucket{}, blackhole: map[hubKey]int64{}, max: max}
 }
 
 // lifetime is how long a bucket lives after its last event.
@@ -86,14 +97,42 @@ func runString(m *vm.VM, p *vm.Program, env *hubEnv) string {
 	return s
 }
 
+// drop removes a bucket, keeping it for reuse.
+func (h *hubRunner) drop(k hubKey, b *hubBucket) {
+	delete(h.buckets, k)
+	if len(h.free) < 1024 {
+		h.free = append(h.free, b)
+	}
+}
+
+// fresh returns an empty bucket, reusing a dropped one.
+func (h *hubRunner) fresh(now int64, qmax int) *hubBucket {
+	if n := len(h.free); n > 0 {
+		b := h.free[n-1]
+		h.free = h.free[:n-1]
+		clear(b.distinct)
+		clear(b.queue)
+		*b = hubBucket{tat: now, first: now, qmax: qmax, distinct: b.distinct, queue: b.queue[:0], srcs: b.srcs[:0]}
+		return b
+	}
+	return &hubBucket{tat: now, first: now, qmax: qmax}
+}
+
 // hubPour pours the set's current hub event into r's scenario. It appends
 // to out one overflow per source address of an overflowing bucket.
 func (r *runner) hubPour(st *evalState, now int64, src netip.Addr, out []Overflow) ([]Overflow, outcome) {
 	sc, h := r.sc, r.hub
 	env := &st.env
-	key := ""
-	if sc.hub.groupBy != nil {
-		key = runString(&st.vm, sc.hub.groupBy, env)
+	var key hubKey
+	switch {
+	case sc.hub.groupByIP:
+		key.ip = src
+	case sc.hub.groupByNative != nil:
+		st.hub()
+		key.s = sc.hub.groupByNative.value(st)
+	case sc.hub.groupBy != nil:
+		st.hub()
+		key.s = runString(&st.vm, sc.hub.groupBy, env)
 	}
 	h.pours++
 	if h.pours > len(h.buckets)+1024 {
@@ -104,35 +143,42 @@ func (r *runner) hubPour(st *evalState, now int64, src netip.Addr, out []Overflo
 		if sc.Type == Counter {
 			out = h.overflow(sc, key, b, b.last, out)
 		}
-		delete(h.buckets, key)
+		h.drop(key, b)
 		b = nil
 	}
 	if b == nil {
 		if len(h.buckets) >= h.max {
-			for k := range h.buckets {
-				delete(h.buckets, k)
+			for k, old := range h.buckets {
+				h.drop(k, old)
 				h.evicted++
 				break
 			}
 		}
-		key = strings.Clone(key)
-		b = &hubBucket{tat: now, first: now, qmax: sc.queueSize()}
+		key.s = strings.Clone(key.s)
+		b = h.fresh(now, sc.queueSize())
 		h.buckets[key] = b
 	}
 	if sc.Type == Trigger {
 		b.last = now
 		b.count = 1
-		b.addSource(src)
+		b.addSource(src, sc.hub.groupByIP)
 		n := len(out)
 		out = h.overflow(sc, key, b, now, out)
-		delete(h.buckets, key)
+		h.drop(key, b)
 		if len(out) == n {
 			return out, silenced
 		}
 		return out, overflowed
 	}
 	if sc.hub.distinct != nil {
-		v := runString(&st.vm, sc.hub.distinct, env)
+		var v string
+		if d := sc.hub.distinctNative; d != nil {
+			st.hub()
+			v = d.value(st)
+		} else {
+			st.hub()
+			v = runString(&st.vm, sc.hub.distinct, env)
+		}
 		if b.distinct == nil {
 			b.distinct = map[string]struct{}{}
 		}
@@ -141,15 +187,18 @@ func (r *runner) hubPour(st *evalState, now int64, src netip.Addr, out []Overflo
 		}
 		b.distinct[strings.Clone(v)] = struct{}{}
 	}
-	if sc.hub.cancel != nil && runBool(&st.vm, sc.hub.cancel, env) {
-		delete(h.buckets, key)
-		return out, poured
+	if sc.hub.cancel != nil {
+		st.hub()
+		if runBool(&st.vm, sc.hub.cancel, env) {
+			h.drop(key, b)
+			return out, poured
+		}
 	}
 	if now > b.last {
 		b.last = now
 	}
 	b.count++
-	b.addSource(src)
+	b.addSource(src, sc.hub.groupByIP)
 	over := false
 	switch sc.Type {
 	case Leaky:
@@ -166,10 +215,13 @@ func (r *runner) hubPour(st *evalState, now int64, src netip.Addr, out []Overflo
 			b.tat += leak
 		}
 	case Conditional:
-		ev := st.hubEv
-		cp := cloneHub(&ev)
-		if len(b.queue) >= hubMaxQueue {
-			b.queue = b.queue[1:]
+		cp := cloneHub(st.hub())
+		max := hubMaxQueue
+		if b.qmax > 0 && b.qmax < max {
+			max = b.qmax
+		}
+		if len(b.queue) >= max {
+			b.queue = append(b.queue[:0], b.queue[1:]...)
 		}
 		b.queue = append(b.queue, cp)
 		q := HubQueue{Queue: b.queue, L: -1}
@@ -182,7 +234,7 @@ func (r *runner) hubPour(st *evalState, now int64, src netip.Addr, out []Overflo
 	}
 	n := len(out)
 	out = h.overflow(sc, key, b, now, out)
-	delete(h.buckets, key)
+	h.drop(key, b)
 	if len(out) == n {
 		return out, silenced
 	}
@@ -203,8 +255,8 @@ func (s *Scenario) queueSize() int {
 	return q + 1
 }
 
-func (b *hubBucket) addSource(a netip.Addr) {
-	if !a.IsValid() {
+func (b *hubBucket) addSource(a netip.Addr, byIP bool) {
+	if !a.IsValid() || (byIP && len(b.srcs) > 0) {
 		return
 	}
 	if b.qmax < 0 {
@@ -213,16 +265,20 @@ func (b *hubBucket) addSource(a netip.Addr) {
 		}
 		return
 	}
-	if len(b.srcs) >= b.qmax {
-		b.srcs = append(b.srcs[:0], b.srcs[1:]...)
+	if len(b.srcs) < b.qmax {
+		b.srcs = append(b.srcs, a)
+		return
 	}
-	b.srcs = append(b.srcs, a)
+	b.srcs[b.shead] = a
+	b.shead = (b.shead + 1) % len(b.srcs)
 }
 
-// sources returns the distinct addresses of the queue, in first-seen order.
+// sources returns the distinct addresses of the queue, oldest first.
 func (b *hubBucket) sources() []netip.Addr {
 	var out []netip.Addr
-	for _, a := range b.srcs {
+	n := len(b.srcs)
+	for i := range n {
+		a := b.srcs[(b.shead+i)%n]
 		if !slices.Contains(out, a) {
 			out = append(out, a)
 		}
@@ -231,15 +287,15 @@ func (b *hubBucket) sources() []netip.Addr {
 }
 
 // overflow applies the blackhole and appends the bucket's overflows.
-func (h *hubRunner) overflow(sc *Scenario, key string, b *hubBucket, at int64, out []Overflow) []Overflow {
+func (h *hubRunner) overflow(sc *Scenario, key hubKey, b *hubBucket, at int64, out []Overflow) []Overflow {
 	if sc.Blackhole > 0 {
 		if until, ok := h.blackhole[key]; ok && until > at {
 			return out
 		}
-		h.blackhole[strings.Clone(key)] = at + int64(sc.Blackhole)
+		h.blackhole[key] = at + int64(sc.Blackhole)
 	}
 	for _, a := range b.sources() {
-		out = append(out, Overflow{Scenario: sc, Source: a, Group: key, Events: b.count,
+		out = append(out, Overflow{Scenario: sc, Source: a, Group: key.s, Events: b.count,
 			First: time.Unix(0, b.first).UTC(), Last: time.Unix(0, at).UTC()})
 	}
 	return out
@@ -252,7 +308,7 @@ func (h *hubRunner) sweep(sc *Scenario, now int64) {
 	life := sc.lifetime()
 	for k, b := range h.buckets {
 		if sc.Type != Counter && now-reorderSlack > b.last+life {
-			delete(h.buckets, k)
+			h.drop(k, b)
 		}
 	}
 	for k, until := range h.blackhole {

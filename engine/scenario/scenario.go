@@ -101,6 +101,8 @@ type Scenario struct {
 	Reprocess bool          `yaml:"-"`
 	CacheSize int           `yaml:"-"`
 	hub       *hubProgs
+	// fingerprint identifies the definition, for reloads.
+	fingerprint string
 
 	filter   *node      // the lowered filter
 	match    pred       // the filter compiled alone, for Match

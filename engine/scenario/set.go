@@ -40,6 +40,7 @@ type Stats struct {
 	Silenced  uint64 // matches dropped by a blackhole
 	Evicted   uint64 // live buckets dropped to respect MaxBuckets
 	Buckets   int    // buckets held now, all scenarios
+	Kept      int    // scenarios whose buckets the last Reload kept
 }
 
 // Set runs scenarios over events. It is not safe for concurrent use: feed
@@ -65,7 +66,7 @@ func NewSet(scs []*Scenario, opt Options) *Set {
 	for _, sc := range scs {
 		r := &runner{sc: sc, store: newStore(max)}
 		if sc.Hub {
-			r.filter = hubFilter(sc.hub)
+			r.filter = hubFilter(sc.hub, lits)
 			r.hub = newHubRunner(max)
 			s.hubs = append(s.hubs, r)
 		} else {
@@ -77,6 +78,9 @@ func NewSet(scs []*Scenario, opt Options) *Set {
 		}
 	}
 	s.st = lits.build()
+	for _, r := range s.hubs {
+		s.st.needIP = s.st.needIP || r.sc.readsSourceIP()
+	}
 	// Per type, keep the scenarios in the given order, merging typed and
 	// untyped ones.
 	for _, r := range s.all {
@@ -187,6 +191,30 @@ func (s *Set) reprocess(now int64, out []Overflow, from, depth int) []Overflow {
 	return out
 }
 
+// Reload returns a set running scs that keeps the buckets (and blackholes)
+// of every scenario whose definition is unchanged, by name and
+// fingerprint; changed and new scenarios start empty, removed ones are
+// dropped. The old set must not be used afterwards. Counters carry over.
+func (s *Set) Reload(scs []*Scenario, opt Options) *Set {
+	n := NewSet(scs, opt)
+	old := map[string]*runner{}
+	for _, r := range s.all {
+		old[r.sc.Name] = r
+	}
+	for _, r := range n.all {
+		o, ok := old[r.sc.Name]
+		if !ok || o.sc.fingerprint == "" || o.sc.fingerprint != r.sc.fingerprint || o.sc.Hub != r.sc.Hub {
+			continue
+		}
+		r.store, r.hub = o.store, o.hub
+		n.stats.Kept++
+	}
+	st := s.stats
+	st.Kept = n.stats.Kept
+	n.stats = st
+	return n
+}
+
 // Stats returns the counters and the number of buckets held.
 func (s *Set) Stats() Stats {
 	st := s.stats
@@ -194,6 +222,10 @@ func (s *Set) Stats() Stats {
 	for _, r := range s.all {
 		st.Buckets += r.store.len()
 		st.Evicted += r.store.evicted
+		if r.hub != nil {
+			st.Buckets += len(r.hub.buckets)
+			st.Evicted += r.hub.evicted
+		}
 	}
 	return st
 }
