@@ -81,10 +81,10 @@ type File struct {
 	header     []byte // the current file's header, mapped shared
 	stats      Stats
 
-	kick   chan struct{} // a change was queued
-	rearm  chan struct{} // nextExpiry changed
-	done   chan struct{}
-	wg   sync.WaitGroup
+	kick  chan struct{} // a change was queued
+	rearm chan struct{} // nextExpiry changed
+	done  chan struct{}
+	wg    sync.WaitGroup
 }
 
 // Stats describes the last generation written.

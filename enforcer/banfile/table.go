@@ -82,7 +82,9 @@ func (r *rec) prefix() netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom16(b), int(r.bits))
 }
 
-func le32be(b []byte) uint32 { return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) }
+func le32be(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
 
 func be64(b []byte) uint64 {
 	return uint64(le32be(b[:4]))<<32 | uint64(le32be(b[4:8]))
