@@ -9,6 +9,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/enforcer/banfile"
 	"github.com/portcullis-ips/portcullis/enforcer/prefixset"
 )
 
@@ -17,7 +18,9 @@ import (
 // decision, which nginx-bouncer cannot enforce, still supersedes its key's
 // earlier ban or captcha.
 type feedHandler struct {
-	set    *prefixset.Set
+	set *prefixset.Set
+	// file is the ban file of the in-nginx check; nil without --ban-file.
+	file   *banfile.File
 	ready  *atomic.Bool
 	logger *slog.Logger
 }
@@ -39,6 +42,11 @@ func (h *feedHandler) Snapshot(ctx context.Context, live []decisionfeed.Decision
 	}
 	if err := h.set.ReconcileRemedies(ctx, entries); err != nil {
 		return fmt.Errorf("load snapshot: %w", err)
+	}
+	if h.file != nil {
+		if err := h.file.ReconcileRemedies(ctx, entries); err != nil {
+			return fmt.Errorf("load snapshot into the ban file: %w", err)
+		}
 	}
 	if !h.ready.Swap(true) {
 		h.logger.Info("decision snapshot loaded; answering from it", "live", len(live), "enforced", len(entries))
@@ -80,6 +88,11 @@ func (h *feedHandler) Changes(ctx context.Context, changes []decisionfeed.Decisi
 	}
 	if err := h.set.ApplyRemedies(ctx, b); err != nil {
 		return fmt.Errorf("apply %d changes: %w", len(changes), err)
+	}
+	if h.file != nil {
+		if err := h.file.ApplyRemedies(ctx, b); err != nil {
+			return fmt.Errorf("apply %d changes to the ban file: %w", len(changes), err)
+		}
 	}
 	return nil
 }

@@ -43,6 +43,9 @@ type server struct {
 	banPage  *template.Template
 	metrics  *metrics
 	logger   *slog.Logger
+	// unixPeer is set when nginx connects over a unix socket: the peer
+	// is then nginx itself and its X-Real-IP is believed.
+	unixPeer bool
 
 	// lastWarn rate-limits the log line about unusable client headers
 	// (Unix nanoseconds of the last one); every occurrence is counted.
@@ -182,14 +185,17 @@ func (s *server) readiness(w http.ResponseWriter, _ *http.Request) {
 // only when the peer is a trusted proxy; an unusable header falls back to
 // the peer address with a counted warning.
 func (s *server) clientAddr(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		s.warn("peer", r.RemoteAddr, "not an address:port")
-		return netip.Addr{}
-	}
-	peer := ap.Addr().Unmap().WithZone("")
-	if !s.isTrusted(peer) {
-		return peer
+	var peer netip.Addr
+	if !s.unixPeer {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil {
+			s.warn("peer", r.RemoteAddr, "not an address:port")
+			return netip.Addr{}
+		}
+		peer = ap.Addr().Unmap().WithZone("")
+		if !s.isTrusted(peer) {
+			return peer
+		}
 	}
 	if v := r.Header.Values("X-Real-Ip"); len(v) > 0 {
 		if len(v) > 1 {

@@ -317,6 +317,8 @@ func (f *File) writeLocked() error {
 		_ = unix.Munmap(old)
 	}
 	f.header = hdr
+	// The build may have taken a while: the heartbeat says "now".
+	atomic.StoreUint64(u64At(hdr, offHeartbeat), math.Float64bits(float64(time.Now().UnixNano())/1e9))
 	return nil
 }
 
@@ -347,10 +349,12 @@ func u32At(b []byte, off int) *uint32 { return (*uint32)(unsafe.Pointer(&b[off])
 func u64At(b []byte, off int) *uint64 { return (*uint64)(unsafe.Pointer(&b[off])) }
 
 // beat stores the current time as the heartbeat of the current file and
-// reports whether an expiry is due.
-func (f *File) beat(now time.Time) (due bool) {
+// reports whether an expiry is due. It reads the clock after taking the
+// lock: a tick that waited behind a long build is old.
+func (f *File) beat() (due bool) {
 	f.buildMu.Lock()
 	defer f.buildMu.Unlock()
+	now := time.Now()
 	if f.header != nil {
 		atomic.StoreUint64(u64At(f.header, offHeartbeat), math.Float64bits(float64(now.UnixNano())/1e9))
 	}
@@ -394,10 +398,10 @@ func (f *File) loop() {
 			if next != never {
 				expiry.Reset(time.Until(time.Unix(0, next)) + time.Millisecond)
 			}
-		case now := <-hb.C:
+		case <-hb.C:
 			// An expiry whose timer was not armed (a Reconcile does not
 			// arm it) is caught here.
-			if f.beat(now) {
+			if f.beat() {
 				build()
 			}
 		}
