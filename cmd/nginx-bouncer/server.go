@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/portcullis-ips/portcullis/enforcer/prefixset"
 )
 
@@ -51,6 +53,11 @@ type server struct {
 	// (Unix nanoseconds of the last one); every occurrence is counted.
 	lastWarn atomic.Int64
 	bufs     sync.Pool
+
+	// kinds caches the answer of each kind of decision (header value,
+	// per-scenario counter) so that a check allocates nothing.
+	kinds   atomic.Pointer[map[decisionKey]*decisionInfo]
+	kindsMu sync.Mutex
 }
 
 // warnEvery is the least time between two logged header warnings.
@@ -110,19 +117,70 @@ func (s *server) check(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	h.Set(HeaderDecision, decisionHeader(m))
+	d := s.decision(m)
+	// Set directly: the value slice is shared and never modified, which
+	// spares an allocation per answer (Header.Set would make one).
+	h[HeaderDecision] = d.header
 	if m.Remedy == prefixset.RemedyCaptcha {
 		s.metrics.captcha.Inc()
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
 	s.metrics.ban.Inc()
-	s.metrics.bansServed.WithLabelValues(m.Reason).Inc()
+	d.served.Inc()
 	w.WriteHeader(http.StatusForbidden)
 }
 
 func decisionHeader(m prefixset.Match) string {
 	return m.Remedy.String() + "; reason=" + m.Reason + "; origin=" + m.Origin
+}
+
+// decisionKey is one kind of decision a check can answer with.
+type decisionKey struct {
+	remedy         prefixset.Remedy
+	reason, origin string
+}
+
+// decisionInfo is what an answer for a kind of decision needs, made once.
+type decisionInfo struct {
+	header []string
+	served prometheus.Counter
+}
+
+// maxDecisionKinds bounds the cache of decision kinds; beyond it answers
+// are built per request.
+const maxDecisionKinds = 4096
+
+// decision returns the header value and counter for m's kind, from a
+// copy-on-write cache read without locks.
+func (s *server) decision(m prefixset.Match) *decisionInfo {
+	k := decisionKey{m.Remedy, m.Reason, m.Origin}
+	if cache := s.kinds.Load(); cache != nil {
+		if d, ok := (*cache)[k]; ok {
+			return d
+		}
+	}
+	d := &decisionInfo{header: []string{decisionHeader(m)}, served: s.metrics.bansServed.WithLabelValues(m.Reason)}
+	s.kindsMu.Lock()
+	defer s.kindsMu.Unlock()
+	old := s.kinds.Load()
+	if old != nil && len(*old) >= maxDecisionKinds {
+		return d
+	}
+	var prev map[decisionKey]*decisionInfo
+	if old != nil {
+		prev = *old
+		if cached, ok := prev[k]; ok {
+			return cached // another check added it meanwhile
+		}
+	}
+	next := make(map[decisionKey]*decisionInfo, len(prev)+1)
+	for kk, v := range prev {
+		next[kk] = v
+	}
+	next[k] = d
+	s.kinds.Store(&next)
+	return d
 }
 
 // banPageData is what the ban page template sees.
