@@ -20,6 +20,7 @@ type rec struct {
 	hi, lo uint64
 	until  int64 // Unix nanoseconds
 	attr   uint32
+	seq    uint32 // input order, for "the later entry wins" while sorting
 	bits   uint8
 	v6     bool
 }
@@ -165,14 +166,20 @@ func toRecs(es []prefixset.Entry, at *attrs) ([]rec, error) {
 			r.until = e.Until.UnixNano()
 		}
 		r.attr = at.intern(attrKey{remedy: e.Remedy, reason: e.Reason, origin: e.Origin})
+		r.seq = uint32(i)
 		out[i] = r
 	}
 	return out, nil
 }
 
-// sortDedup sorts recs and keeps the last of each prefix.
+// sortDedup sorts recs and keeps the last (by seq) of each prefix.
 func sortDedup(rs []rec) []rec {
-	slices.SortStableFunc(rs, func(a, b rec) int { return compareRec(&a, &b) })
+	slices.SortFunc(rs, func(a, b rec) int {
+		if c := compareRec(&a, &b); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.seq, b.seq)
+	})
 	out := rs[:0]
 	for i := range rs {
 		if len(out) > 0 && compareRec(&out[len(out)-1], &rs[i]) == 0 {
@@ -379,7 +386,9 @@ func encode(buf []byte, s *segments, at []attrKey, generation uint64, now time.T
 	}
 	l := newLayout(n4, n6, len(at), textLen)
 	if cap(buf) < l.size {
-		buf = make([]byte, l.size)
+		// Headroom, so that a set growing by a few entries per generation
+		// does not allocate a new buffer for each.
+		buf = make([]byte, l.size, l.size+l.size/8)
 	}
 	buf = buf[:l.size]
 	clear(buf)
