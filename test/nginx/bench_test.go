@@ -170,8 +170,17 @@ func TestNginxBench(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	run := func(s site, sources string) float64 {
+	workers := workerPIDs(t, ngx.cmd.Process.Pid)
+	type result struct {
+		rps float64
+		// nginxCPU and bouncerCPU are the CPU time nginx's processes and
+		// the bouncer spent per request: what a request costs the machine,
+		// which a busy machine does not inflate the way it does wall time.
+		nginxCPU, bouncerCPU time.Duration
+	}
+	run := func(s site, sources string) result {
 		t.Helper()
+		n0, b0 := cpuTime(t, workers...), cpuTime(t, b.cmd.Process.Pid)
 		out, err := exec.Command(wrk, "-t1", "-c32", "-d"+duration.String(), "-s", scripts[sources], "http://"+s.listen+"/index.html").CombinedOutput()
 		if err != nil {
 			t.Fatalf("wrk: %v\n%s", err, out)
@@ -190,9 +199,12 @@ func TestNginxBench(t *testing.T) {
 				t.Errorf("%d non-2xx answers of %d:\n%s", n, all, out)
 			}
 		}
+		n1, b1 := cpuTime(t, workers...), cpuTime(t, b.cmd.Process.Pid)
 		rps, _ := strconv.ParseFloat(string(m[1]), 64)
-		t.Logf("%s, %s source(s): %.0f requests/s\n%s", s.listen, sources, rps, out)
-		return rps
+		reqs, _ := strconv.ParseFloat(string(wrkTotal.FindSubmatch(out)[1]), 64)
+		r := result{rps: rps, nginxCPU: time.Duration(float64(n1-n0) / reqs), bouncerCPU: time.Duration(float64(b1-b0) / reqs)}
+		t.Logf("%s, %s source(s): %.0f requests/s, nginx CPU %s/request, bouncer CPU %s/request\n%s", s.listen, sources, rps, r.nginxCPU, r.bouncerCPU, out)
+		return r
 	}
 	modes := []struct {
 		name string
@@ -205,15 +217,23 @@ func TestNginxBench(t *testing.T) {
 	}
 	for _, sources := range []string{"one", "many"} {
 		before := run(plain, sources)
-		got := make([]float64, len(modes))
+		got := make([]result, len(modes))
 		for i, m := range modes {
 			got[i] = run(m.s, sources)
 		}
 		after := run(plain, sources)
-		base := (before + after) / 2
-		fmt.Printf("plain nginx sources=%s rps=%.0f (%.0f before, %.0f after) %s\n", sources, base, before, after, loadAvg())
+		base := (before.rps + after.rps) / 2
+		baseCPU := (before.nginxCPU + after.nginxCPU) / 2
+		fmt.Printf("plain nginx sources=%s rps=%.0f (%.0f before, %.0f after) nginx-cpu=%s/req %s\n",
+			sources, base, before.rps, after.rps, baseCPU.Round(10*time.Nanosecond), loadAvg())
 		for i, m := range modes {
-			fmt.Printf("mode=%s bans=%d sources=%s rps=%.0f plain=%.0f ratio=%.2f\n", m.name, bans, sources, got[i], base, got[i]/base)
+			r := got[i]
+			// cpu-ratio: plain nginx's CPU per request over the mode's
+			// (nginx + bouncer): the throughput ratio a CPU-bound machine
+			// would show, read from CPU time rather than the clock.
+			cpuRatio := float64(baseCPU) / float64(r.nginxCPU+r.bouncerCPU)
+			fmt.Printf("mode=%s bans=%d sources=%s rps=%.0f plain=%.0f nginx-cpu=%s/req bouncer-cpu=%s/req cpu-ratio=%.2f ratio=%.2f\n",
+				m.name, bans, sources, r.rps, base, r.nginxCPU.Round(10*time.Nanosecond), r.bouncerCPU.Round(10*time.Nanosecond), cpuRatio, r.rps/base)
 		}
 	}
 	var rss, pss int64
@@ -230,6 +250,26 @@ var (
 	wrkNon2xx = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
 	wrkTotal  = regexp.MustCompile(`(\d+) requests in`)
 )
+
+// cpuTime returns the CPU time the processes have run, from
+// /proc/PID/schedstat (nanoseconds, unlike the tick-grained stat).
+func cpuTime(t testing.TB, pids ...int) time.Duration {
+	t.Helper()
+	var total time.Duration
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Fields(string(b))
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			t.Fatalf("schedstat of %d: %q", pid, b)
+		}
+		total += time.Duration(ns)
+	}
+	return total
+}
 
 func fileBytes(t testing.TB, path string) int64 {
 	t.Helper()
