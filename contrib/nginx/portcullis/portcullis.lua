@@ -115,6 +115,7 @@ local function map()
             and within(h.attrs, 12 * nattr)) then
         return fail("section outside the file")
     end
+    if n6 >= 67108864 then return fail("more IPv6 segments than the search covers") end
     local b = ffi.cast(u8p, p)
     t.n4, t.n6, t.nattr = n4, n6, nattr
     t.idx = ffi.cast(u32p, b + h.index4)
@@ -160,6 +161,23 @@ local function current(now)
     return nt
 end
 
+-- The binary searches are unrolled: LuaJIT does not compile a loop into
+-- the trace of the function around it ("inner loop in root trace"), which
+-- would leave the whole check to the interpreter. Each step halves
+-- [lo, hi) and costs one comparison once the range is empty; 17 steps
+-- cover any /16 block of the IPv4 index (at most 65 536 segments) and 26
+-- cover 64M IPv6 segments (map refuses a file with more).
+
+-- step4 is one step of the search for the last start <= v.
+local function step4(s4, lo, hi, v)
+    if lo < hi then
+        local m = rshift(lo + hi, 1)
+        if s4[m] <= v then return m + 1, hi end
+        return lo, m
+    end
+    return lo, hi
+end
+
 -- lookup4 returns the attr index of the live segment holding v, or nil.
 local function lookup4(t, v, hi16, now)
     local idx = t.idx
@@ -168,10 +186,12 @@ local function lookup4(t, v, hi16, now)
     if hi > n4 then hi = n4 end
     if lo > hi then lo = hi end
     local s4 = t.s4
-    while lo < hi do
-        local m = rshift(lo + hi, 1)
-        if s4[m] <= v then lo = m + 1 else hi = m end
-    end
+    lo, hi = step4(s4, lo, hi, v); lo, hi = step4(s4, lo, hi, v); lo, hi = step4(s4, lo, hi, v)
+    lo, hi = step4(s4, lo, hi, v); lo, hi = step4(s4, lo, hi, v); lo, hi = step4(s4, lo, hi, v)
+    lo, hi = step4(s4, lo, hi, v); lo, hi = step4(s4, lo, hi, v); lo, hi = step4(s4, lo, hi, v)
+    lo, hi = step4(s4, lo, hi, v); lo, hi = step4(s4, lo, hi, v); lo, hi = step4(s4, lo, hi, v)
+    lo, hi = step4(s4, lo, hi, v); lo, hi = step4(s4, lo, hi, v); lo, hi = step4(s4, lo, hi, v)
+    lo, hi = step4(s4, lo, hi, v); lo, hi = step4(s4, lo, hi, v)
     local i = lo - 1
     if i < 0 or t.e4[i] < v or t.u4[i] <= now then
         return nil
@@ -192,13 +212,45 @@ local function cmp6(w, a, b, c, d)
     return 0
 end
 
+-- step6 is one step of the search for the last start <= (a, b, c, d).
+local function step6(s6, lo, hi, a, b, c, d)
+    if lo < hi then
+        local m = rshift(lo + hi, 1)
+        if cmp6(s6 + 4 * m, a, b, c, d) <= 0 then return m + 1, hi end
+        return lo, m
+    end
+    return lo, hi
+end
+
 local function lookup6(t, a, b, c, d, now)
     local lo, hi = 0, t.n6
     local s6 = t.s6
-    while lo < hi do
-        local m = rshift(lo + hi, 1)
-        if cmp6(s6 + 4 * m, a, b, c, d) <= 0 then lo = m + 1 else hi = m end
-    end
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
+    lo, hi = step6(s6, lo, hi, a, b, c, d)
     local i = lo - 1
     if i < 0 or cmp6(t.e6 + 4 * i, a, b, c, d) < 0 or t.u6[i] <= now then
         return nil
