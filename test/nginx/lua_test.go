@@ -297,12 +297,44 @@ func TestLuaMemoryWithMillionBans(t *testing.T) {
 			t.Fatalf("banned %s: %d, want 403", ip, r.status)
 		}
 	}
+	// The Lua reader against the Go one, on addresses near and inside the
+	// bans (both edges of ranges, neighbours of single addresses) and
+	// anywhere: 1500 requests.
+	b, err := os.ReadFile(banFile(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb, err := banfile.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rng := rand.New(rand.NewPCG(9, 9))
-	for range 200 {
-		ip := netip.AddrFrom4([4]byte{10, byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32())})
-		if r := c.get(t, ctx, "GET", "http://"+s.listen+"/", "X-Forwarded-For: "+ip.String()); r.status != 200 {
-			t.Fatalf("clean %s: %d, want 200", ip, r.status)
+	var probes []netip.Addr
+	for range 300 {
+		p := es[rng.IntN(len(es))].Prefix
+		last := netipxLast(p)
+		probes = append(probes, p.Addr(), p.Addr().Prev(), last, last.Next())
+	}
+	for range 300 {
+		v := rng.Uint32()
+		probes = append(probes, netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}))
+	}
+	found := 0
+	for _, ip := range probes {
+		if !ip.IsValid() || ip.IsLoopback() || ip.IsUnspecified() {
+			continue
 		}
+		want := 200
+		if _, ok := tb.Lookup(ip, time.Now()); ok {
+			want = 403
+			found++
+		}
+		if r := c.get(t, ctx, "GET", "http://"+s.listen+"/", "X-Forwarded-For: "+ip.String()); r.status != want {
+			t.Errorf("%s: nginx answered %d, the Go reader of the same file says %d", ip, r.status, want)
+		}
+	}
+	if found < 600 {
+		t.Errorf("only %d of %d probes were banned; the probes do not exercise the table", found, len(probes))
 	}
 	var total int64
 	for _, pid := range workerPIDs(t, ngx.cmd.Process.Pid) {
@@ -355,4 +387,19 @@ func randomBans(n int) ([]prefixset.Entry, []netip.Addr) {
 		}
 	}
 	return es, hits
+}
+
+// netipxLast returns the last address of p.
+func netipxLast(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().AsSlice()
+	bits := p.Bits()
+	for i := range a {
+		for j := 0; j < 8; j++ {
+			if i*8+j >= bits {
+				a[i] |= 0x80 >> j
+			}
+		}
+	}
+	out, _ := netip.AddrFromSlice(a)
+	return out
 }
