@@ -11,7 +11,7 @@ var (
 	descRequests = prometheus.NewDesc("portcullis_lapi_requests_total",
 		"LAPI requests answered, by endpoint (stream, decisions, other) and HTTP status.", []string{"endpoint", "code"}, nil)
 	descLive = prometheus.NewDesc("portcullis_lapi_decisions",
-		"Live decisions held (expired ones are dropped at most a minute late).", nil, nil)
+		"Live decisions held (expired ones are dropped at the next feed change or stream call).", nil, nil)
 	descBouncers = prometheus.NewDesc("portcullis_lapi_bouncers",
 		"API keys that pulled the stream at least once.", nil, nil)
 )
@@ -44,7 +44,7 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 	}
 	s.statsMu.Unlock()
 	s.mu.Lock()
-	live, bouncers := len(s.live), len(s.sent)
+	live, bouncers := len(s.live), len(s.cursors)
 	s.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descLive, prometheus.GaugeValue, float64(live))
 	ch <- prometheus.MustNewConstMetric(descBouncers, prometheus.GaugeValue, float64(bouncers))

@@ -2,14 +2,19 @@ package crowdsec
 
 import (
 	"bufio"
+	"cmp"
+	"container/heap"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,69 +23,107 @@ import (
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 )
 
-// tombstoneTTL is how long the deletion time of a key is kept, so that a
-// bouncer polling later still gets a deletion time in the past.
-const tombstoneTTL = time.Hour
+// delTTL is how long a deletion is kept for the bouncers that have not
+// polled since; one that polls later is answered as at startup.
+const delTTL = time.Hour
+
+// Limits on the stream filters, so that one request cannot cost the server
+// more than a bounded amount of work per decision.
+const (
+	// MaxFilterEntries is the most entries one filter parameter
+	// (origins, scenarios_containing, scenarios_not_containing, scopes) may list.
+	MaxFilterEntries = 64
+	// MaxFilterEntryBytes is the longest one such entry may be.
+	MaxFilterEntryBytes = 256
+)
 
 // ServerConfig configures a Server.
 type ServerConfig struct {
 	// APIKeys are the accepted X-Api-Key values, one per bouncer; required.
 	APIKeys []string
+	// StateFile keeps what every bouncer was sent across restarts (see
+	// Server); empty keeps it in memory only.
+	StateFile string
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
 }
 
-// entry is one live decision and the LAPI id it was given.
+// entry is one live decision and the LAPI id it was given. The id is a
+// number of the server's sequence, so the ids of decisions that appeared
+// after a bouncer's previous call are exactly those above its cursor. An
+// entry never changes once made, so it may be read without the lock;
+// removed is written and read under the lock only.
 type entry struct {
-	d  decisionfeed.Decision
-	id int64
+	d       decisionfeed.Decision
+	id      int64
+	removed bool
 }
 
-// sentState is what one bouncer (API key) was sent, by decision key.
-type sentState struct {
-	gen uint64
-	m   map[string]*sentEntry
-}
-
-// sentEntry is one decision a bouncer was sent, and the generation of the
-// last stream call that found it still live.
-type sentEntry struct {
-	d     Decision
-	until time.Time
-	gen   uint64
+// delEvent is a decision that was deleted or expired, numbered in the
+// same sequence as the adds.
+type delEvent struct {
+	seq int64
+	at  time.Time // when it was deleted, or its expiry
+	e   *entry
 }
 
 // Server serves the LAPI bouncer endpoints from the decision feed. It is a
 // decisionfeed.Handler and an http.Handler; it answers 503 until the feed's
 // snapshot has arrived.
+//
+// Every add and every deletion takes the next number of one sequence; a
+// bouncer (API key) is a cursor in it, the sequence number of its last
+// answer. A stream call answers the adds above the cursor that still stand
+// and the deletions above it of decisions at or below it (those the bouncer
+// was sent). With a StateFile, the live decisions with their ids, the recent
+// deletions and the cursors survive a restart: the feed's snapshot is then
+// compared with the saved decisions, so a bouncer that streams across the
+// restart is sent exactly what changed meanwhile. The file is written before
+// an answer hands out a decision it does not hold yet, so every decision a
+// bouncer was sent is in it; cursors are written at most a few seconds late,
+// which at worst sends a bouncer some decisions a second time.
+//
+// Request work (filters, encoding) runs outside the lock; under it a call
+// only copies pointers to the candidate decisions.
 type Server struct {
-	keys [][]byte
-	now  func() time.Time
+	keys  [][]byte
+	now   func() time.Time
+	state string
 
-	mu        sync.Mutex
-	ready     bool
-	nextID    int64
-	live      map[string]*entry
-	ranges    map[string]struct{}   // keys of the range decisions in live
-	gone      map[string]time.Time  // key -> when it was deleted
-	sent      map[string]*sentState // API key -> what that bouncer was sent
-	lastPrune time.Time
+	mu      sync.Mutex
+	ready   bool
+	seq     int64
+	live    map[string]*entry              // by decision key
+	byValue map[string]map[*entry]struct{} // by scope:value, for queries
+	ranges  map[*entry]struct{}            // the live range decisions
+	adds    []*entry                       // by id; removed ones are dropped now and then
+	expiry  expiryHeap                     // live entries by until
+	dels    []delEvent                     // by seq, the last delTTL
+	delsMin int64                          // deletions at or below this seq were dropped
+	cursors map[string]int64               // bouncer id (hash of its key) -> sequence number
+	dirty   bool                           // cursors changed since the state was written
+	saved   int64                          // seq of the state last written
+
+	saveMu sync.Mutex // serialises writes of the state file
 
 	statsMu  sync.Mutex
 	requests map[reqKey]uint64
 }
 
-// NewServer checks cfg and returns a server with an empty live set.
+// NewServer checks cfg and returns a server with an empty live set, or the
+// one of cfg.StateFile when it exists (still answering 503 until the feed's
+// snapshot arrives).
 func NewServer(cfg ServerConfig) (*Server, error) {
 	if len(cfg.APIKeys) == 0 {
 		return nil, fmt.Errorf("crowdsec server: no API key configured")
 	}
 	s := &Server{
-		now:    cfg.Now,
-		live:   map[string]*entry{},
-		ranges: map[string]struct{}{},
-		gone:   map[string]time.Time{},
-		sent:   map[string]*sentState{},
+		now:     cfg.Now,
+		state:   cfg.StateFile,
+		live:    map[string]*entry{},
+		byValue: map[string]map[*entry]struct{}{},
+		ranges:  map[*entry]struct{}{},
+		cursors: map[string]int64{},
 
 		requests: map[reqKey]uint64{},
 	}
@@ -93,18 +136,34 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	if s.state != "" {
+		if err := s.load(); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
-// Snapshot replaces the live set.
+// Snapshot replaces the live set. A decision that stands already (same
+// feed id) keeps its LAPI id, so bouncers are not sent it again; one that
+// no longer stands becomes a deletion.
 func (s *Server) Snapshot(_ context.Context, live []decisionfeed.Decision) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.live
-	s.live = make(map[string]*entry, len(live))
-	s.ranges = map[string]struct{}{}
+	now := s.now()
+	seen := make(map[string]struct{}, len(live))
 	for _, d := range live {
-		s.addLocked(d, old)
+		seen[d.Key()] = struct{}{}
+		s.addLocked(d)
+	}
+	for k, e := range s.live {
+		if _, ok := seen[k]; !ok {
+			at := now
+			if e.d.Until.Before(now) {
+				at = e.d.Until
+			}
+			s.removeLocked(k, e, at)
+		}
 	}
 	s.ready = true
 	return nil
@@ -116,56 +175,127 @@ func (s *Server) Changes(_ context.Context, changes []decisionfeed.Decision) err
 	defer s.mu.Unlock()
 	now := s.now()
 	for _, d := range changes {
-		k := d.Key()
 		if d.Op == decisionfeed.OpDelete {
-			if _, ok := s.live[k]; ok {
-				delete(s.live, k)
-				delete(s.ranges, k)
-				s.gone[k] = now
+			k := d.Key()
+			if e, ok := s.live[k]; ok {
+				s.removeLocked(k, e, now)
 			}
 			continue
 		}
-		s.addLocked(d, s.live)
+		s.addLocked(d)
 	}
-	if now.Sub(s.lastPrune) >= time.Minute {
-		s.pruneLocked(now)
-	}
+	s.expireLocked(now)
 	return nil
 }
 
-// addLocked stores d, keeping the id it had in prev when it is the same
-// decision (a retried call or a reconnect's snapshot), so bouncers are not
-// sent it again.
-func (s *Server) addLocked(d decisionfeed.Decision, prev map[string]*entry) {
+// addLocked stores d under the next id, unless the same decision (a
+// retried call, a reconnect's snapshot) stands already. A new decision for
+// a key replaces the old one without a deletion, as CrowdSec's bouncers
+// take the newer decision for a value.
+func (s *Server) addLocked(d decisionfeed.Decision) {
 	k := d.Key()
-	if d.Scope == decisionfeed.ScopeRange {
-		s.ranges[k] = struct{}{}
-	} else {
-		delete(s.ranges, k)
+	if old, ok := s.live[k]; ok {
+		if old.d.ID == d.ID {
+			return
+		}
+		s.unindexLocked(k, old)
 	}
-	if e, ok := prev[k]; ok && e.d.ID == d.ID {
-		s.live[k] = e
-		return
-	}
-	s.nextID++
-	s.live[k] = &entry{d: d, id: s.nextID}
-	delete(s.gone, k)
+	s.seq++
+	s.insertLocked(k, &entry{d: d, id: s.seq})
 }
 
-// pruneLocked drops expired decisions and old tombstones.
-func (s *Server) pruneLocked(now time.Time) {
-	s.lastPrune = now
-	for k, e := range s.live {
-		if e.d.Expired(now) {
-			delete(s.live, k)
-			delete(s.ranges, k)
+// insertLocked makes e live under key k.
+func (s *Server) insertLocked(k string, e *entry) {
+	s.live[k] = e
+	vk := string(e.d.Scope) + ":" + e.d.Value
+	if s.byValue[vk] == nil {
+		s.byValue[vk] = map[*entry]struct{}{}
+	}
+	s.byValue[vk][e] = struct{}{}
+	if e.d.Scope == decisionfeed.ScopeRange {
+		s.ranges[e] = struct{}{}
+	}
+	s.adds = append(s.adds, e)
+	heap.Push(&s.expiry, e)
+}
+
+// unindexLocked takes e, live under k, out of the live set.
+func (s *Server) unindexLocked(k string, e *entry) {
+	e.removed = true
+	delete(s.live, k)
+	vk := string(e.d.Scope) + ":" + e.d.Value
+	delete(s.byValue[vk], e)
+	if len(s.byValue[vk]) == 0 {
+		delete(s.byValue, vk)
+	}
+	delete(s.ranges, e)
+}
+
+// removeLocked deletes e (live under k) at the time at, as a deletion
+// bouncers are told about.
+func (s *Server) removeLocked(k string, e *entry, at time.Time) {
+	s.unindexLocked(k, e)
+	s.seq++
+	s.dels = append(s.dels, delEvent{seq: s.seq, at: at, e: e})
+}
+
+// expireLocked turns the decisions that expired by now into deletions,
+// forgets deletions older than delTTL, and drops removed entries from the
+// id index once they are half of it.
+func (s *Server) expireLocked(now time.Time) {
+	for len(s.expiry) > 0 && s.expiry[0].d.Expired(now) {
+		e := heap.Pop(&s.expiry).(*entry)
+		if !e.removed {
+			s.removeLocked(e.d.Key(), e, e.d.Until)
 		}
 	}
-	for k, t := range s.gone {
-		if now.Sub(t) > tombstoneTTL {
-			delete(s.gone, k)
-		}
+	i := 0
+	for i < len(s.dels) && now.Sub(s.dels[i].at) > delTTL {
+		s.delsMin = s.dels[i].seq
+		i++
 	}
+	if i > 0 {
+		s.dels = slices.Clone(s.dels[i:])
+	}
+	if len(s.adds) > 64 && len(s.adds) > 2*len(s.live) {
+		// A new slice: readers holding the old one keep a consistent view.
+		kept := make([]*entry, 0, len(s.live)+len(s.live)/2)
+		for _, e := range s.adds {
+			if !e.removed {
+				kept = append(kept, e)
+			}
+		}
+		s.adds = kept
+	}
+	if len(s.expiry) > 64 && len(s.expiry) > 2*len(s.live) {
+		kept := s.expiry[:0:0]
+		for _, e := range s.expiry {
+			if !e.removed {
+				kept = append(kept, e)
+			}
+		}
+		s.expiry = kept
+		heap.Init(&s.expiry)
+	}
+}
+
+// expiryHeap orders entries by expiry, soonest first.
+type expiryHeap []*entry
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].d.Until.Before(h[j].d.Until) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+
+// Push implements heap.Interface.
+func (h *expiryHeap) Push(x any) { *h = append(*h, x.(*entry)) }
+
+// Pop implements heap.Interface.
+func (h *expiryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return e
 }
 
 // ServeHTTP routes the two LAPI bouncer endpoints, and counts every answer.
@@ -258,18 +388,47 @@ func splitList(v string) []string {
 	return out
 }
 
+// listParam reads a comma-separated filter parameter within the bounds
+// MaxFilterEntries and MaxFilterEntryBytes.
+func listParam(q url.Values, name string) ([]string, error) {
+	v := q.Get(name)
+	if n := strings.Count(v, ",") + 1; v != "" && n > MaxFilterEntries {
+		return nil, fmt.Errorf("%s: %d entries, limit %d", name, n, MaxFilterEntries)
+	}
+	out := splitList(v)
+	for _, e := range out {
+		if len(e) > MaxFilterEntryBytes {
+			return nil, fmt.Errorf("%s: an entry of %d bytes, limit %d", name, len(e), MaxFilterEntryBytes)
+		}
+	}
+	return out, nil
+}
+
 // parseFilter reads the stream's query parameters. Scopes other than ip and
 // range (as, country) are accepted and match nothing, as the feed has none.
-func parseFilter(r *http.Request) filter {
+// A list above the bounds is an error naming the parameter and the limit.
+func parseFilter(r *http.Request) (filter, error) {
 	q := r.URL.Query()
-	f := filter{
-		origins:     splitList(q.Get("origins")),
-		containing:  splitList(q.Get("scenarios_containing")),
-		notContains: splitList(q.Get("scenarios_not_containing")),
+	var (
+		f   filter
+		err error
+	)
+	if f.origins, err = listParam(q, "origins"); err != nil {
+		return f, err
 	}
-	if v := q.Get("scopes"); v != "" {
+	if f.containing, err = listParam(q, "scenarios_containing"); err != nil {
+		return f, err
+	}
+	if f.notContains, err = listParam(q, "scenarios_not_containing"); err != nil {
+		return f, err
+	}
+	scopes, err := listParam(q, "scopes")
+	if err != nil {
+		return f, err
+	}
+	if q.Get("scopes") != "" {
 		f.scopes = []decisionfeed.Scope{}
-		for _, sc := range splitList(v) {
+		for _, sc := range scopes {
 			switch strings.ToLower(sc) {
 			case "ip":
 				f.scopes = append(f.scopes, decisionfeed.ScopeIP)
@@ -280,7 +439,7 @@ func parseFilter(r *http.Request) filter {
 	} else {
 		f.scopes = []decisionfeed.Scope{decisionfeed.ScopeIP} // LAPI's default: Ip only
 	}
-	return f
+	return f, nil
 }
 
 func (f *filter) match(d *decisionfeed.Decision) bool {
@@ -323,55 +482,80 @@ func (s *Server) lockReady(w http.ResponseWriter) bool {
 	return true
 }
 
+// bouncerID names a bouncer in the state without its API key: the first
+// 16 bytes of the key's SHA-256, in hex.
+func bouncerID(key string) string {
+	h := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(h[:16])
+}
+
 // stream answers GET /v1/decisions/stream for the bouncer holding key.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, key string) {
 	startup, ok := boolParam(w, r.URL.Query(), "startup", false)
 	if !ok {
 		return
 	}
-	f := parseFilter(r)
+	f, err := parseFilter(r)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, message{err.Error()})
+		return
+	}
 	if !s.lockReady(w) {
 		return
 	}
 	now := s.now()
-	st := s.sent[key]
-	if st == nil || startup {
-		st = &sentState{m: make(map[string]*sentEntry, len(s.live))}
-		s.sent[key] = st
+	s.expireLocked(now)
+	id := bouncerID(key)
+	cur, known := s.cursors[id]
+	if startup || !known || cur < s.delsMin {
+		cur = 0 // everything standing is new to this bouncer
 	}
-	// Entries seen in this pass get the new generation; those left with an
-	// older one were deleted or expired (or filtered out) since.
-	st.gen++
+	// Under the lock only pointers are copied: the adds above the cursor
+	// (the id index is in id order) and the deletions above it.
+	var adds []*entry
+	for _, e := range s.adds[sort.Search(len(s.adds), func(i int) bool { return s.adds[i].id > cur }):] {
+		if !e.removed {
+			adds = append(adds, e)
+		}
+	}
+	var dels []delEvent
+	if cur > 0 {
+		for _, ev := range s.dels[sort.Search(len(s.dels), func(i int) bool { return s.dels[i].seq > cur }):] {
+			if ev.e.id <= cur {
+				dels = append(dels, ev)
+			}
+		}
+	}
+	s.cursors[id] = s.seq
+	s.dirty = true
+	unsaved := s.state != "" && s.saved < s.seq
+	s.mu.Unlock()
+
+	if unsaved {
+		// Every decision a bouncer is sent must be in the state file, so
+		// that its deletion can be told after a restart.
+		if err := s.Save(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, message{"lapi state not saved"})
+			return
+		}
+	}
 	out := Stream{New: []Decision{}, Deleted: []Decision{}}
-	for k, e := range s.live {
-		if e.d.Expired(now) || !f.match(&e.d) {
-			continue
+	for _, e := range adds {
+		if !e.d.Expired(now) && f.match(&e.d) {
+			out.New = append(out.New, toLAPI(&e.d, e.id, now))
 		}
-		if p, ok := st.m[k]; ok && p.d.ID == e.id {
-			p.gen = st.gen
-			continue
-		}
-		d := toLAPI(&e.d, e.id, now)
-		st.m[k] = &sentEntry{d: d, until: e.d.Until, gen: st.gen}
-		out.New = append(out.New, d)
 	}
-	for k, p := range st.m {
-		if p.gen == st.gen {
+	for _, ev := range dels {
+		if !f.match(&ev.e.d) {
 			continue
 		}
-		until := p.until
-		if t, ok := s.gone[k]; ok && t.Before(until) {
-			until = t
-		}
+		d := toLAPI(&ev.e.d, ev.e.id, now)
 		// Deleted just now still lies in the past, as CrowdSec's deleted
 		// decisions always do.
-		dur := min(until.Sub(now), -time.Second)
-		p.d.Duration = formatDuration(dur)
-		out.Deleted = append(out.Deleted, p.d)
-		delete(st.m, k)
+		d.Duration = formatDuration(min(ev.at.Sub(now), -time.Second))
+		out.Deleted = append(out.Deleted, d)
 	}
-	s.mu.Unlock()
-	byID := func(a, b Decision) int { return int(a.ID - b.ID) }
+	byID := func(a, b Decision) int { return cmp.Compare(a.ID, b.ID) }
 	slices.SortFunc(out.New, byID)
 	slices.SortFunc(out.Deleted, byID)
 	writeStream(w, &out)
@@ -444,33 +628,40 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now()
-	// The candidates: an address can only be matched by its own key and by
-	// ranges, a range (contains) only by ranges and its own address, a
-	// scope and value only by their key; other queries scan the live set.
-	var keys []string
-	switch {
-	case hasIP:
-		keys = append(keys, string(decisionfeed.ScopeIP)+":"+ipP.Addr().String())
-		keys = s.appendRanges(keys)
-	case scope != "" && value != "":
-		keys = append(keys, scope+":"+value)
-	case hasRange && contains:
-		if rangeP.IsSingleIP() {
-			keys = append(keys, string(decisionfeed.ScopeIP)+":"+rangeP.Addr().Unmap().String())
-		}
-		keys = s.appendRanges(keys)
-	default:
-		keys = make([]string, 0, len(s.live))
-		for k := range s.live {
-			keys = append(keys, k)
+	// The candidates, copied under the lock and filtered outside it: an
+	// address can only be matched by its own decisions and by ranges, a
+	// range (contains) only by ranges and its own address, a scope and
+	// value only by their decisions; other queries look at every decision.
+	var cands []*entry
+	byValue := func(vk string) {
+		for e := range s.byValue[vk] {
+			cands = append(cands, e)
 		}
 	}
-	var out []Decision
-	for _, k := range keys {
-		e, ok := s.live[k]
-		if !ok {
-			continue
+	switch {
+	case hasIP:
+		byValue(string(decisionfeed.ScopeIP) + ":" + ipP.Addr().String())
+		for e := range s.ranges {
+			cands = append(cands, e)
 		}
+	case scope != "" && value != "":
+		byValue(scope + ":" + value)
+	case hasRange && contains:
+		if rangeP.IsSingleIP() {
+			byValue(string(decisionfeed.ScopeIP) + ":" + rangeP.Addr().Unmap().String())
+		}
+		for e := range s.ranges {
+			cands = append(cands, e)
+		}
+	default:
+		cands = make([]*entry, 0, len(s.live))
+		for _, e := range s.live {
+			cands = append(cands, e)
+		}
+	}
+	s.mu.Unlock()
+	var out []Decision
+	for _, e := range cands {
 		d := &e.d
 		if d.Expired(now) || (scope != "" && scope != string(d.Scope)) || (value != "" && value != d.Value) || (typ != "" && typ != string(d.Type)) {
 			continue
@@ -489,17 +680,8 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, toLAPI(d, e.id, now))
 	}
-	s.mu.Unlock()
-	slices.SortFunc(out, func(a, b Decision) int { return int(a.ID - b.ID) })
+	slices.SortFunc(out, func(a, b Decision) int { return cmp.Compare(a.ID, b.ID) })
 	writeJSON(w, http.StatusOK, out) // nil encodes as null
-}
-
-// appendRanges appends the keys of the live range decisions.
-func (s *Server) appendRanges(keys []string) []string {
-	for k := range s.ranges {
-		keys = append(keys, k)
-	}
-	return keys
 }
 
 // coversRange reports whether decision prefix p contains r (contains) or

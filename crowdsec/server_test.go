@@ -280,7 +280,7 @@ func TestServerMetrics(t *testing.T) {
 	want := `# HELP portcullis_lapi_bouncers API keys that pulled the stream at least once.
 # TYPE portcullis_lapi_bouncers gauge
 portcullis_lapi_bouncers 1
-# HELP portcullis_lapi_decisions Live decisions held (expired ones are dropped at most a minute late).
+# HELP portcullis_lapi_decisions Live decisions held (expired ones are dropped at the next feed change or stream call).
 # TYPE portcullis_lapi_decisions gauge
 portcullis_lapi_decisions 1
 # HELP portcullis_lapi_requests_total LAPI requests answered, by endpoint (stream, decisions, other) and HTTP status.

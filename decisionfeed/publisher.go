@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -28,6 +29,8 @@ type PublisherConfig struct {
 	MaxAttempts int
 	// ClientID names this client to the brokers (default "portcullis").
 	ClientID string
+	// Security is the TLS and SASL the client connects with (nil: plaintext).
+	Security *kafkaconn.Security
 }
 
 // Publisher sends decisions to the decisions topic. Every message is keyed
@@ -64,7 +67,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	if cfg.ClientID == "" {
 		cfg.ClientID = "portcullis"
 	}
-	tr := &kafka.Transport{ClientID: cfg.ClientID, MetadataTTL: 5 * time.Second}
+	tr := cfg.Security.Transport(&kafka.Transport{ClientID: cfg.ClientID, MetadataTTL: 5 * time.Second})
 	w := &kafka.Writer{
 		Addr:         kafka.TCP(cfg.Brokers...),
 		Topic:        cfg.Topic,

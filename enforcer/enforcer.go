@@ -24,6 +24,28 @@ type Entry struct {
 	Reason string
 	// Origin is where the decision came from (engine, cli, blocklist, crowdsec).
 	Origin string
+	// Remedy is what the entry asks for: a ban (the zero value) or, for
+	// the backends that enforce it (nginx, Cloudflare), a captcha. Kernel
+	// backends only ever receive bans and ignore the field.
+	Remedy Remedy
+}
+
+// Remedy is the action an entry asks of a backend.
+type Remedy uint8
+
+// The remedies. The zero value is a ban, so that an Entry built without
+// one is what every kernel backend enforces.
+const (
+	RemedyBan Remedy = iota
+	RemedyCaptcha
+)
+
+// String returns the decision type the remedy comes from.
+func (r Remedy) String() string {
+	if r == RemedyCaptcha {
+		return string(decisionfeed.TypeCaptcha)
+	}
+	return string(decisionfeed.TypeBan)
 }
 
 // Batch is a set of changes applied together.
@@ -69,7 +91,9 @@ type Lister interface {
 	List(ctx context.Context) ([]Entry, error)
 }
 
-// FromDecision converts a validated add or delete decision to an entry.
+// FromDecision converts a validated add or delete decision to an entry. A
+// captcha decision becomes a RemedyCaptcha entry, any other type a ban
+// entry: which types reach a backend at all is the policy's choice.
 func FromDecision(d *decisionfeed.Decision) (Entry, error) {
 	p, err := d.Prefix()
 	if err != nil {
@@ -79,5 +103,9 @@ func FromDecision(d *decisionfeed.Decision) (Entry, error) {
 	if reason == "" {
 		reason = d.Origin
 	}
-	return Entry{Prefix: p, Until: d.Until, Reason: reason, Origin: d.Origin}, nil
+	e := Entry{Prefix: p, Until: d.Until, Reason: reason, Origin: d.Origin}
+	if d.Type == decisionfeed.TypeCaptcha {
+		e.Remedy = RemedyCaptcha
+	}
+	return e, nil
 }

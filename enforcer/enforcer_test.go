@@ -21,6 +21,12 @@ func TestFromDecision(t *testing.T) {
 		{"ipv6 range without scenario takes the origin as reason",
 			decisionfeed.Decision{Scope: decisionfeed.ScopeRange, Value: "2001:db8::/48", Until: until, Origin: "cli"},
 			Entry{Prefix: netip.MustParsePrefix("2001:db8::/48"), Until: until, Reason: "cli", Origin: "cli"}},
+		{"captcha keeps its remedy",
+			decisionfeed.Decision{Type: decisionfeed.TypeCaptcha, Scope: decisionfeed.ScopeIP, Value: "192.0.2.9", Until: until, Origin: "cli"},
+			Entry{Prefix: netip.MustParsePrefix("192.0.2.9/32"), Until: until, Reason: "cli", Origin: "cli", Remedy: RemedyCaptcha}},
+		{"throttle is a ban entry; the policy filters it",
+			decisionfeed.Decision{Type: decisionfeed.TypeThrottle, Scope: decisionfeed.ScopeIP, Value: "192.0.2.9", Until: until, Origin: "cli"},
+			Entry{Prefix: netip.MustParsePrefix("192.0.2.9/32"), Until: until, Reason: "cli", Origin: "cli"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := FromDecision(&tc.d)

@@ -145,7 +145,7 @@ func BenchmarkMemory100kIPs(b *testing.B) {
 		const n = 100_000
 		paths := [3]string{"/a", "/b", "/missing"}
 		for i := range n {
-			a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+			a := netip.AddrFrom4([4]byte{44, byte(i >> 16), byte(i >> 8), byte(i)}) // public: private ranges are whitelisted
 			for j, p := range paths {
 				st := 200
 				if j == 2 {
@@ -184,7 +184,7 @@ func TestMemoryBounded(t *testing.T) {
 	}
 	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	for i := range 300_000 {
-		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		a := netip.AddrFrom4([4]byte{44, byte(i >> 16), byte(i >> 8), byte(i)}) // public: private ranges are whitelisted
 		for _, p := range []string{"/x", "/y"} {
 			// All within one second: no bucket drains, so only eviction bounds them.
 			eng.Event(&event.Event{Time: t0, Source: a, Type: event.TypeHTTPAccess, Path: p, Status: 200})

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -33,16 +34,22 @@ const maxBeatBytes = 4096
 // maxField bounds every text field of a beat.
 const maxField = 253
 
+// maxProblem bounds Beat.Problem; Publisher cuts a longer one.
+const maxProblem = 512
+
 // Beat is one heartbeat message.
 type Beat struct {
-	V         int       `json:"v"`
-	Name      string    `json:"name"`
-	Host      string    `json:"host"`
-	Mode      string    `json:"mode"`
-	Decisions int       `json:"decisions"`
-	Lag       int64     `json:"lag"`
-	At        time.Time `json:"at"`
-	Interval  string    `json:"interval"`
+	V         int    `json:"v"`
+	Name      string `json:"name"`
+	Host      string `json:"host"`
+	Mode      string `json:"mode"`
+	Decisions int    `json:"decisions"`
+	Lag       int64  `json:"lag"`
+	// Problem says why the bouncer is not enforcing the live set (a
+	// restore or batch that keeps failing); empty while it is.
+	Problem  string    `json:"problem,omitempty"`
+	At       time.Time `json:"at"`
+	Interval string    `json:"interval"`
 }
 
 // Key returns the message key: "name@host".
@@ -74,6 +81,12 @@ func (b *Beat) Validate() error {
 		if strings.IndexFunc(f.v, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
 			return fmt.Errorf("heartbeat: %s %q has control characters", f.name, f.v)
 		}
+	}
+	if len(b.Problem) > maxProblem {
+		return fmt.Errorf("heartbeat: problem longer than %d bytes", maxProblem)
+	}
+	if strings.IndexFunc(b.Problem, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+		return errors.New("heartbeat: problem has control characters")
 	}
 	if strings.Contains(b.Name, "@") {
 		return fmt.Errorf("heartbeat: name %q contains '@'", b.Name)
@@ -111,6 +124,23 @@ func Decode(b []byte) (Beat, error) {
 type Stats struct {
 	Decisions int
 	Lag       int64
+	// Problem is why the bouncer does not enforce the live set ("": it
+	// does); control characters become spaces and it is cut to 512 bytes.
+	Problem string
+}
+
+// cleanProblem makes a problem text fit Beat.Validate.
+func cleanProblem(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > maxProblem {
+		s = strings.ToValidUTF8(s[:maxProblem], "")
+	}
+	return s
 }
 
 // Config configures a Publisher.
@@ -133,6 +163,8 @@ type Config struct {
 	Stats func() Stats
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
+	// Security is the TLS and SASL the publisher connects with (nil: plaintext).
+	Security *kafkaconn.Security
 }
 
 // Publisher sends a bouncer's heartbeats.
@@ -165,7 +197,7 @@ func New(cfg Config) (*Publisher, error) {
 	if err := probe.Validate(); err != nil {
 		return nil, err
 	}
-	tr := &kafka.Transport{}
+	tr := cfg.Security.Transport(&kafka.Transport{})
 	return &Publisher{
 		cfg: cfg,
 		tr:  tr,
@@ -187,7 +219,7 @@ func (p *Publisher) Beat(ctx context.Context) error {
 	st := p.cfg.Stats()
 	b := Beat{
 		V: Version, Name: p.cfg.Name, Host: p.cfg.Host, Mode: p.cfg.Mode,
-		Decisions: max(st.Decisions, 0), Lag: max(st.Lag, 0),
+		Decisions: max(st.Decisions, 0), Lag: max(st.Lag, 0), Problem: cleanProblem(st.Problem),
 		At: p.cfg.Now().UTC().Truncate(time.Millisecond), Interval: p.cfg.Interval.String(),
 	}
 	v, err := json.Marshal(b)

@@ -23,11 +23,16 @@ nginx_pkgs=(libnginx-mod-http-lua)
 test_cmds=(
 	make:make gcc:gcc git:git
 	clang:clang llvm-strip:llvm # bpf2go (make generate)
-	ip:iproute2 ping:iputils-ping nft:nftables iptables:iptables ipset:ipset
+	ip:iproute2 ping:iputils-ping nft:nftables iptables:iptables ipset:ipset bpftool:bpftool
 	nsenter:util-linux setpriv:util-linux systemd-analyze:systemd # test/demo
 	nginx:nginx-light wrk:wrk kcat:kcat
+	chromium:chromium # the console's browser test
 	java:openjdk-17-jre-headless mvn:maven # test/kafka/kafka.sh
 	python3:python3
+	# test/interop: real CrowdSec bouncers against portcullis lapi. Without
+	# cscli (crowdsec is only recommended) their install scripts register
+	# nowhere, and nothing here starts their services.
+	crowdsec-firewall-bouncer:crowdsec-firewall-bouncer crowdsec-custom-bouncer:crowdsec-custom-bouncer
 )
 # Packages that bring no command of their own: checked with dpkg.
 test_pkgs=(libbpf-dev libc6-dev python3-pip "${nginx_pkgs[@]}")
@@ -62,15 +67,39 @@ if ((${#missing[@]})); then
 	apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The seed's Python consumer uses kafka-python; the interop tests run it with
-# the python3 on PATH, so install it for that interpreter. Debian's own python3
-# refuses pip installs into the system (PEP 668) unless told otherwise.
-kafka_python=kafka-python==3.0.12
-if [[ $want == test ]] && ! python3 -c 'import kafka' 2>/dev/null; then
-	echo "deps.sh: installing $kafka_python for $(command -v python3)" >&2
-	if ! python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "$kafka_python" 2>/dev/null; then
+# Python packages the tests run with the python3 on PATH: kafka-python for the
+# seed's own consumer (test/interop), aiosmtpd for the SMTP server of notify's
+# email test. Debian's own python3 refuses pip installs into the system
+# (PEP 668) unless told otherwise.
+pip_install() { # module requirement
+	python3 -c "import $1" 2>/dev/null && return 0
+	echo "deps.sh: installing $2 for $(command -v python3)" >&2
+	if ! python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "$2" 2>/dev/null; then
 		python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
-			--break-system-packages "$kafka_python" || die "pip install $kafka_python failed"
+			--break-system-packages "$2" || die "pip install $2 failed"
 	fi
-	python3 -c 'import kafka' || die "python3 still cannot import kafka after installing $kafka_python"
+	python3 -c "import $1" || die "python3 still cannot import $1 after installing $2"
+}
+if [[ $want == test ]]; then
+	pip_install kafka kafka-python==3.0.12
+	pip_install aiosmtpd aiosmtpd==1.4.6
+fi
+
+# Debian's crowdsec 1.4.6 is the oracle of the hub-format scenario tests
+# (test/crowdsecdiff). Its maintainer scripts register with CrowdSec's online
+# API and start a service, so the package is unpacked, not installed: the
+# binary, the offline hub (parsers) and the grok patterns land under
+# $crowdsec_root and nothing runs.
+crowdsec_root=/opt/portcullis/crowdsec
+if [[ $want == test && ! -x $crowdsec_root/usr/bin/crowdsec ]]; then
+	((EUID == 0)) || die "crowdsec missing under $crowdsec_root; run as root to unpack it"
+	echo "deps.sh: unpacking Debian's crowdsec into $crowdsec_root" >&2
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	(cd "$tmp" && apt-get -o DPkg::Lock::Timeout=300 download crowdsec >/dev/null 2>&1) ||
+		{ apt-get -o DPkg::Lock::Timeout=300 update -qq && (cd "$tmp" && apt-get download crowdsec >/dev/null); } ||
+		die "apt-get download crowdsec failed"
+	mkdir -p "$crowdsec_root"
+	dpkg-deb -x "$tmp"/crowdsec_*.deb "$crowdsec_root"
+	"$crowdsec_root/usr/bin/crowdsec" -version >/dev/null 2>&1 || die "unpacked crowdsec does not run"
 fi

@@ -10,6 +10,7 @@ import (
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer/cloudflare"
 	"github.com/portcullis-ips/portcullis/internal/config"
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // Config is the Cloudflare bouncer's configuration: the YAML file, then
@@ -21,6 +22,8 @@ type Config struct {
 	TokenFile string `yaml:"token_file"`
 	// Brokers are the Kafka bootstrap brokers.
 	Brokers []string `yaml:"brokers"`
+	// Kafka is the TLS and SASL the bouncer connects with.
+	Kafka kafkaconn.Config `yaml:"kafka"`
 	// Topic is the decisions topic.
 	Topic string `yaml:"topic"`
 	// Group is the per-host lag-reporting consumer group.

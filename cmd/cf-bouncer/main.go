@@ -147,9 +147,14 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *options, error) {
 	if set["metrics-listen"] || cfg.MetricsListen == "" {
 		cfg.MetricsListen = o.common.MetricsListen
 	}
-	if set["brokers"] || len(cfg.Brokers) == 0 {
-		cfg.Brokers = o.common.BrokerList()
+	// flag > environment > file > default, for the brokers and the
+	// "kafka:" section alike.
+	cfg.Brokers = o.common.ResolveBrokers(cfg.Brokers)
+	kc, err := o.common.ResolveKafka(cfg.Kafka)
+	if err != nil {
+		return nil, nil, err
 	}
+	cfg.Kafka = kc
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("config: %w", err)
 	}

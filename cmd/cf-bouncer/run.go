@@ -46,11 +46,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_, err = fmt.Fprintf(stdout, "removed rules=%d lists=%d access_rules=%d\n", rm.Rules, rm.Lists, rm.AccessRules)
 		return err
 	}
+	sec, err := cli.ConnectKafka(ctx, cfg.Kafka, cfg.Brokers, logger)
+	if err != nil {
+		return err
+	}
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
-		Brokers: cfg.Brokers,
-		Topic:   cfg.Topic,
-		Group:   cfg.Group,
-		Logger:  logger.With("part", "feed"),
+		Brokers:  cfg.Brokers,
+		Security: sec,
+		Topic:    cfg.Topic,
+		Group:    cfg.Group,
+		Logger:   logger.With("part", "feed"),
 	})
 	if err != nil {
 		return fmt.Errorf("decision feed: %w", err)

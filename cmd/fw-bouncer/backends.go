@@ -91,6 +91,9 @@ func openXDP(c *Config, log *slog.Logger) (enforcer.Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xdp: %w", err)
 	}
+	if why := e.VolatilePins(); why != "" {
+		log.Warn("xdp bans end with this process", "pin_path", c.XDP.PinPath, "why", why)
+	}
 	for _, a := range e.Attachments() {
 		l := log.With("iface", a.Interface, "xdp_mode", a.Mode, "reused", a.Reused, "replaced", a.Replaced)
 		if a.Fallback != nil {

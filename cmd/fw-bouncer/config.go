@@ -2,17 +2,16 @@ package main
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer/iptables"
 	"github.com/portcullis-ips/portcullis/enforcer/nftables"
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/enforcer/xdp"
 	"github.com/portcullis-ips/portcullis/internal/config"
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // Config is fw-bouncer's configuration: defaults, then the YAML file, then
@@ -22,6 +21,8 @@ type Config struct {
 	Mode string `yaml:"mode"`
 	// Brokers are the Kafka bootstrap brokers.
 	Brokers []string `yaml:"brokers"`
+	// Kafka is the TLS and SASL the bouncer connects with.
+	Kafka kafkaconn.Config `yaml:"kafka"`
 	// Topic is the decisions topic.
 	Topic string `yaml:"topic"`
 	// Group is the per-host consumer group offsets are committed under,
@@ -31,13 +32,10 @@ type Config struct {
 	MetricsListen string `yaml:"metrics_listen"`
 	// DryRun logs what would be applied and touches nothing.
 	DryRun bool `yaml:"dry_run"`
-	// Whitelist holds addresses and CIDR ranges that are never banned,
-	// nor is any range that overlaps them.
-	Whitelist []hostPrefix `yaml:"whitelist"`
-	// ProtectHostAddresses refuses bans covering any address of the host's
-	// interfaces (re-read every HostAddressesRefresh).
-	ProtectHostAddresses bool          `yaml:"protect_host_addresses"`
-	HostAddressesRefresh time.Duration `yaml:"host_addresses_refresh"`
+	// Policy is the whitelist, the decision filters and the protection of
+	// host addresses, shared by every bouncer (keys whitelist, types,
+	// origins, scenarios, protect_host_addresses, host_addresses_refresh).
+	Policy policy.Config `yaml:",inline"`
 	// Coalesce is how long a burst of changes is gathered into one batch.
 	Coalesce time.Duration `yaml:"coalesce"`
 	// SweepInterval is how often expired bans are deleted from the
@@ -59,17 +57,16 @@ func DefaultConfig() Config {
 		host = "localhost"
 	}
 	return Config{
-		Mode:                 "xdp",
-		Topic:                decisionfeed.TopicDecisions,
-		Group:                "portcullis-fw-bouncer-" + host,
-		ProtectHostAddresses: true,
-		HostAddressesRefresh: 30 * time.Second,
-		Coalesce:             5 * time.Millisecond,
-		SweepInterval:        time.Minute,
-		HeartbeatInterval:    30 * time.Second,
-		XDP:                  xdp.DefaultConfig(),
-		NFTables:             nftables.DefaultConfig(),
-		IPTables:             iptables.DefaultConfig(),
+		Mode:              "xdp",
+		Topic:             decisionfeed.TopicDecisions,
+		Group:             "portcullis-fw-bouncer-" + host,
+		Policy:            policy.DefaultConfig(),
+		Coalesce:          5 * time.Millisecond,
+		SweepInterval:     time.Minute,
+		HeartbeatInterval: 30 * time.Second,
+		XDP:               xdp.DefaultConfig(),
+		NFTables:          nftables.DefaultConfig(),
+		IPTables:          iptables.DefaultConfig(),
 	}
 }
 
@@ -83,13 +80,8 @@ func (c *Config) Validate() error {
 	if err := config.ValidateFeed(c.Brokers, c.Topic, c.Group, c.MetricsListen); err != nil {
 		return err
 	}
-	for i, p := range c.Whitelist {
-		if !netip.Prefix(p).IsValid() {
-			return fmt.Errorf("whitelist[%d]: invalid prefix", i)
-		}
-	}
-	if c.HostAddressesRefresh < 0 {
-		return fmt.Errorf("host_addresses_refresh: %s is negative", c.HostAddressesRefresh)
+	if err := c.Policy.Validate(supportedTypes); err != nil {
+		return err
 	}
 	if c.Coalesce < 0 || c.Coalesce > time.Second {
 		return fmt.Errorf("coalesce: %s is outside 0..1s", c.Coalesce)
@@ -106,31 +98,5 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// hostPrefix is a whitelist entry: a CIDR range, or a bare address that
-// stands for its /32 or /128.
-type hostPrefix netip.Prefix
-
-// UnmarshalYAML implements yaml.Unmarshaler; errors name the line.
-func (h *hostPrefix) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want an address or CIDR range", n.Line)
-	}
-	ps, err := config.ParsePrefixes(n.Value)
-	if err == nil && len(ps) != 1 {
-		err = fmt.Errorf("%q is not one address or range", n.Value)
-	}
-	if err != nil {
-		return fmt.Errorf("line %d: whitelist: %w", n.Line, err)
-	}
-	*h = hostPrefix(ps[0])
-	return nil
-}
-
-// whitelist returns the whitelist as prefixes.
-func (c *Config) whitelist() []netip.Prefix {
-	out := make([]netip.Prefix, len(c.Whitelist))
-	for i, p := range c.Whitelist {
-		out[i] = netip.Prefix(p)
-	}
-	return out
-}
+// supportedTypes are the decision types a kernel backend enforces.
+var supportedTypes = []decisionfeed.Type{decisionfeed.TypeBan}

@@ -44,7 +44,7 @@ xdp:
 		netip.MustParsePrefix("198.51.100.0/24"),
 		netip.MustParsePrefix("2001:db8:1::/48"),
 	}
-	if got := c.whitelist(); !slices.Equal(got, want) {
+	if got := c.Policy.Whitelist; !slices.Equal(got, want) {
 		t.Errorf("whitelist = %v, want %v", got, want)
 	}
 

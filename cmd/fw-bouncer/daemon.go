@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/enforcer/runner"
 	"github.com/portcullis-ips/portcullis/heartbeat"
 	"github.com/portcullis-ips/portcullis/internal/cli"
@@ -28,6 +30,11 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	if err != nil {
 		return err
 	}
+	if !cfg.DryRun {
+		if err := clearCleanupMark(cfg.Mode); err != nil {
+			return err
+		}
+	}
 	var be enforcer.Enforcer
 	if cfg.DryRun {
 		be = &dryRun{mode: cfg.Mode, log: log}
@@ -40,11 +47,16 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 		}
 	}()
 
+	sec, err := cli.ConnectKafka(ctx, cfg.Kafka, cfg.Brokers, log)
+	if err != nil {
+		return err
+	}
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
-		Brokers: cfg.Brokers,
-		Topic:   cfg.Topic,
-		Group:   cfg.Group,
-		Logger:  log.With("part", "feed"),
+		Brokers:  cfg.Brokers,
+		Security: sec,
+		Topic:    cfg.Topic,
+		Group:    cfg.Group,
+		Logger:   log.With("part", "feed"),
 	})
 	if err != nil {
 		return fmt.Errorf("decision feed: %w", err)
@@ -52,20 +64,34 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sub)
 
-	rcfg := runner.DefaultConfig()
-	rcfg.Whitelist = cfg.whitelist()
-	if !cfg.ProtectHostAddresses {
-		rcfg.HostAddrs = nil
+	pol, err := policy.New(ctx, cfg.Policy, policy.Options{
+		Supported:    supportedTypes,
+		Dependencies: cfg.Brokers,
+		Logger:       log.With("part", "policy"),
+	})
+	if err != nil {
+		return err
 	}
-	rcfg.HostAddrsRefresh = cfg.HostAddressesRefresh
+	rcfg := runner.DefaultConfig()
+	rcfg.Policy = pol
 	rcfg.Coalesce = cfg.Coalesce
 	rcfg.SweepInterval = cfg.SweepInterval
 	rcfg.MetricsSubsystem = "fw_bouncer"
-	rcfg.OnRefused = func(key, reason string) {
-		log.Warn("refused ban of a protected address", "key", key, "reason", reason)
-	}
 	rcfg.OnApplyError = func(err error) {
 		log.Error("backend apply failed; retrying", "err", err)
+	}
+	rcfg.Backend = cfg.Mode
+	rcfg.Deliberate = func() bool { return cleanupMarked(cfg.Mode) }
+	rcfg.OnRestore = func(cause string, n int, took time.Duration, err error) {
+		if err != nil {
+			log.Error("restore of the enforcement failed; retrying with backoff", "cause", cause, "bans", n, "err", err)
+			return
+		}
+		log.Warn("restored enforcement changed from outside", "cause", cause, "bans", n,
+			"took", took.Round(time.Millisecond))
+	}
+	rcfg.OnWatchError = func(err error) {
+		log.Error("watching the kernel state failed; restarting the watch", "err", err)
 	}
 	r, err := runner.New(rcfg, be, reg)
 	if err != nil {
@@ -75,17 +101,31 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 		return err
 	}
 	log.Info("fw-bouncer started", "mode", cfg.Mode, "dry_run", cfg.DryRun, "brokers", cfg.Brokers,
-		"topic", cfg.Topic, "group", cfg.Group, "whitelist", len(rcfg.Whitelist))
+		"topic", cfg.Topic, "group", cfg.Group, "whitelist", len(cfg.Policy.Whitelist),
+		"types", fmt.Sprint(pol.Types()), "protected_dependencies", strings.Join(pol.Dependencies(), ","))
 
-	// The runner and the heartbeats stop when the feed does, whatever the reason.
+	// The runner and the heartbeats stop when the feed does, whatever the
+	// reason; the feed stops when the runner stands down after a cleanup.
+	fctx, stopFeed := context.WithCancel(ctx)
+	defer stopFeed()
 	rctx, stopRunner := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
-	go func() { runDone <- r.Run(rctx) }()
+	go func() {
+		err := r.Run(rctx)
+		if errors.Is(err, runner.ErrStoodDown) {
+			log.Warn("fw-bouncer cleanup removed the enforcement; stopping without restoring it", "mode", cfg.Mode)
+			stopFeed()
+			err = nil
+		}
+		runDone <- err
+	}()
 	hbDone := make(chan struct{})
 	if cfg.HeartbeatInterval > 0 {
 		hb, err := heartbeat.New(heartbeat.Config{
-			Brokers: cfg.Brokers, Name: "fw-bouncer", Mode: cfg.Mode, Interval: cfg.HeartbeatInterval,
-			Stats: func() heartbeat.Stats { return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag} },
+			Brokers: cfg.Brokers, Security: sec, Name: "fw-bouncer", Mode: cfg.Mode, Interval: cfg.HeartbeatInterval,
+			Stats: func() heartbeat.Stats {
+				return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Problem: r.Health()}
+			},
 		})
 		if err != nil {
 			stopRunner()
@@ -99,11 +139,14 @@ func runDaemon(ctx context.Context, o *options) (err error) {
 	} else {
 		close(hbDone)
 	}
-	ferr := sub.Run(ctx, &feedHandler{r: r, log: log})
+	ferr := sub.Run(fctx, &feedHandler{r: r, log: log})
 	stopRunner()
 	<-hbDone
 	rerr := <-runDone
 	msg := "fw-bouncer stopped; bans stay in force in the kernel"
+	if v, ok := be.(interface{ VolatilePins() string }); ok && v.VolatilePins() != "" {
+		msg = "fw-bouncer stopped; the XDP program detaches with this process: " + v.VolatilePins()
+	}
 	if cfg.DryRun {
 		msg = "fw-bouncer stopped"
 	}

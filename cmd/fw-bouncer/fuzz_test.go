@@ -30,7 +30,7 @@ func FuzzDecodeConfig(f *testing.F) {
 			t.Fatalf("error does not name the file: %v", err)
 		}
 		if err == nil {
-			for _, p := range c.whitelist() {
+			for _, p := range c.Policy.Whitelist {
 				if !p.IsValid() || p.Masked() != p {
 					t.Fatalf("whitelist holds %v, not a valid masked prefix", p)
 				}

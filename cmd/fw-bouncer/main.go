@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/enforcer/xdp"
 	"github.com/portcullis-ips/portcullis/heartbeat"
 	"github.com/portcullis-ips/portcullis/internal/cli"
@@ -33,13 +34,29 @@ DESCRIPTION
     applies each add and delete as it arrives, coalescing bursts for a few
     milliseconds. Only decisions of type ban are enforced.
 
-    It refuses to ban the whitelist (--whitelist, config "whitelist") and
-    every address of the host's own interfaces, and any range that overlaps
-    them; refusals are logged and counted.
+    It refuses to ban the whitelist (--whitelist, config "whitelist"),
+    loopback, every address of the host's own interfaces and the addresses
+    its brokers resolve to (re-resolved every host_addresses_refresh), and
+    any range that overlaps them; refusals are logged once per decision and
+    counted (portcullis_fw_bouncer_refused_total). --types, --origins and
+    --scenarios (config "types", "origins", "scenarios") choose the
+    decisions enforced, as in every bouncer.
 
     On SIGTERM or SIGINT it stops and leaves the bans in force: the XDP
     program and its maps are pinned under bpffs, netfilter sets stay
-    loaded, and expiry keeps working in the kernel. "fw-bouncer cleanup"
+    loaded, and expiry keeps working in the kernel. XDP refuses to start
+    when its bpffs would end with the process (a private mount namespace,
+    as "ip netns exec" makes) unless --xdp-allow-volatile-pins is given.
+
+    While it runs it heals: when its table, chain, rules, sets, ipset, XDP
+    attachment or a ban is removed by someone else (nft flush ruleset,
+    iptables -F, ipset destroy, bpftool link detach, an interface created
+    again), it restores the exact live set, logs and counts it
+    (restores_total{backend,cause}); a restore that fails is retried with
+    backoff and reported unhealthy in heartbeats. nftables changes are
+    seen from kernel events at once; iptables/ipset are checked every
+    250 ms; XDP attachments from link events and every 250 ms, map
+    entries by a count that takes at most ~5%% of a core. "fw-bouncer cleanup"
     removes everything it installed (the --mode backend, or all of them)
     and nothing else: every object it creates is named portcullis*.
 
@@ -79,6 +96,8 @@ CONFIGURATION
     group: portcullis-fw-bouncer-web-1
     metrics_listen: 127.0.0.1:9101
     whitelist: [198.51.100.0/24, 192.0.2.10]
+    origins: [engine, cli]       # only these origins' bans (default: all)
+    scenarios: [crowdsecurity/*] # only these scenarios (default: all)
     protect_host_addresses: true
     coalesce: 5ms
     sweep_interval: 1m
@@ -110,6 +129,13 @@ DESCRIPTION
     portcullis*, so the host's own firewall stays as it is. Modes: %s.
     Bans stop being enforced. Without --mode every backend is cleaned.
     Run it with the --config the daemon used, for its pin path and names.
+
+    A fw-bouncer daemon heals its state when someone else removes it; it
+    does not fight cleanup: cleanup first leaves a marker under
+    /run/portcullis (per mode and network namespace), and a daemon that
+    then sees its state go stops without restoring it. A daemon that
+    starts removes the marker. Stop the service first all the same, or a
+    supervisor may restart it.
 
 EXAMPLES
     fw-bouncer cleanup
@@ -195,11 +221,12 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	o := &options{}
 	o.common.Register(fs)
 	mode := fs.String("mode", "xdp", "backend: "+modeNames())
-	var ifaces, whitelist stringList
+	var ifaces stringList
 	fs.Var(&ifaces, "iface", "interface to enforce on (repeatable, or comma-separated)")
 	xdpMode := fs.String("xdp-mode", "auto", "XDP attach mode: native, generic or auto (native, falling back to generic with a warning)")
 	dryRun := fs.Bool("dry-run", false, "log what would be applied; touch nothing")
-	fs.Var(&whitelist, "whitelist", "addresses or CIDR ranges never to ban (repeatable, or comma-separated), added to the config's")
+	polFlags := policy.RegisterFlags(fs)
+	volatilePins := fs.Bool("xdp-allow-volatile-pins", false, "run even when the XDP pins are on a bpffs that ends with the process (ip netns exec); bans then stop with it")
 	topic := fs.String("topic", "", "decisions topic (default "+DefaultConfig().Topic+")")
 	heartbeatEvery := fs.Duration("heartbeat-interval", DefaultConfig().HeartbeatInterval, "time between heartbeats on "+heartbeat.Topic+" (0: none)")
 	if err := fs.Parse(args); err != nil {
@@ -223,9 +250,14 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	if set["mode"] {
 		cfg.Mode = *mode
 	}
-	if set["brokers"] || len(cfg.Brokers) == 0 {
-		cfg.Brokers = o.common.BrokerList()
+	// flag > environment > file > default, for the brokers and the
+	// "kafka:" section alike.
+	cfg.Brokers = o.common.ResolveBrokers(cfg.Brokers)
+	kc, err := o.common.ResolveKafka(cfg.Kafka)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Kafka = kc
 	if set["metrics-listen"] {
 		cfg.MetricsListen = o.common.MetricsListen
 	}
@@ -241,14 +273,11 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
 	if set["xdp-mode"] {
 		cfg.XDP.Mode = xdp.Mode(*xdpMode)
 	}
-	if len(whitelist) > 0 {
-		ps, err := config.ParsePrefixes(strings.Join(whitelist, ","))
-		if err != nil {
-			return nil, fmt.Errorf("--whitelist: %w", err)
-		}
-		for _, p := range ps {
-			cfg.Whitelist = append(cfg.Whitelist, hostPrefix(p))
-		}
+	if set["xdp-allow-volatile-pins"] {
+		cfg.XDP.AllowVolatilePins = *volatilePins
+	}
+	if err := polFlags.Apply(&cfg.Policy); err != nil {
+		return nil, err
 	}
 	b, err := lookupBackend(cfg.Mode)
 	if err != nil {
@@ -298,6 +327,11 @@ func runCleanup(args []string, stdout, stderr io.Writer) error {
 	var errs []error
 	for _, b := range backends {
 		if *mode != "" && b.name != *mode {
+			continue
+		}
+		// A daemon still running here takes what follows as deliberate.
+		if err := markCleanup(b.name); err != nil {
+			errs = append(errs, fmt.Errorf("cleanup %s: %w", b.name, err))
 			continue
 		}
 		if err := b.cleanup(&cfg); err != nil {

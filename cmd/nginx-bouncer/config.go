@@ -13,7 +13,9 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer/banfile"
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/internal/config"
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // FailMode says what /check answers before the feed delivered its snapshot.
@@ -42,6 +44,8 @@ type Config struct {
 	BanTemplate string `yaml:"ban_template"`
 	// Brokers are the Kafka bootstrap brokers.
 	Brokers []string `yaml:"brokers"`
+	// Kafka is the TLS and SASL the bouncer connects with.
+	Kafka kafkaconn.Config `yaml:"kafka"`
 	// Topic is the decisions topic.
 	Topic string `yaml:"topic"`
 	// Group is the per-host lag-reporting consumer group.
@@ -54,10 +58,18 @@ type Config struct {
 	// HeartbeatInterval is the time between two heartbeats on the
 	// heartbeat topic ("portcullis bouncers list"); 0 turns them off.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// Policy is the whitelist, the decision filters and the protection of
+	// loopback and host addresses, shared by every bouncer (keys
+	// whitelist, types, origins, scenarios, protect_host_addresses,
+	// host_addresses_refresh).
+	Policy policy.Config `yaml:",inline"`
 	// BanFile is the file the in-nginx Lua check maps
 	// (contrib/nginx/portcullis/portcullis.lua); empty: auth_request only.
 	BanFile string `yaml:"ban_file"`
 }
+
+// supportedTypes are the decision types nginx-bouncer enforces.
+var supportedTypes = []decisionfeed.Type{decisionfeed.TypeBan, decisionfeed.TypeCaptcha}
 
 // DefaultConfig returns the configuration used for what is not set.
 func DefaultConfig() Config {
@@ -74,6 +86,7 @@ func DefaultConfig() Config {
 		SweepInterval:  time.Minute,
 
 		HeartbeatInterval: 30 * time.Second,
+		Policy:            policy.DefaultConfig(),
 	}
 }
 
@@ -112,7 +125,7 @@ func (c *Config) Validate() error {
 	if c.HeartbeatInterval < 0 {
 		return fmt.Errorf("heartbeat_interval: %s is negative", c.HeartbeatInterval)
 	}
-	return nil
+	return c.Policy.Validate(supportedTypes)
 }
 
 // PrefixList is a list of prefixes that YAML and flags may also write as

@@ -95,16 +95,23 @@ func TestParseArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The file beats defaults and the environment; flags beat the file.
+	// The file beats defaults, the environment beats the file (DESIGN.md:
+	// flag > environment > file > default); flags beat both.
 	if cfg.Listen != "127.0.0.1:7000" || cfg.FailMode != FailOpen || cfg.Topic != "from-file" ||
-		strings.Join(cfg.Brokers, ",") != "file:9092" ||
+		strings.Join(cfg.Brokers, ",") != "env:9092" ||
 		len(cfg.TrustedProxies) != 2 || cfg.TrustedProxies[0] != netip.MustParsePrefix("10.0.0.1/32") {
 		t.Errorf("parsed %+v", cfg)
 	}
 	cfg, _, err = parseArgs([]string{"--config", file, "--brokers", "flag:9092"}, io.Discard)
 	if err != nil || strings.Join(cfg.Brokers, ",") != "flag:9092" {
-		t.Errorf("--brokers over the file: %v %v", cfg, err)
+		t.Errorf("--brokers over the environment: %v %v", cfg, err)
 	}
+	t.Setenv("PORTCULLIS_BROKERS", "")
+	cfg, _, err = parseArgs([]string{"--config", file}, io.Discard)
+	if err != nil || strings.Join(cfg.Brokers, ",") != "file:9092" {
+		t.Errorf("the file without the environment: %v %v", cfg, err)
+	}
+	t.Setenv("PORTCULLIS_BROKERS", "env:9092")
 	cfg, _, err = parseArgs(nil, io.Discard)
 	if err != nil || strings.Join(cfg.Brokers, ",") != "env:9092" || cfg.FailMode != FailOpen {
 		t.Errorf("defaults: %+v %v", cfg, err)

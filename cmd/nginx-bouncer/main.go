@@ -25,8 +25,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/banfile"
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/enforcer/prefixset"
+	"github.com/portcullis-ips/portcullis/enforcer/runner"
 	"github.com/portcullis-ips/portcullis/heartbeat"
 	"github.com/portcullis-ips/portcullis/internal/cli"
 	"github.com/portcullis-ips/portcullis/internal/config"
@@ -43,11 +46,17 @@ It follows the decisions topic and answers, for the client nginx names:
   GET /ban     the ban page (an html/template file, --ban-template)
   GET /ready   200 once the decisions are loaded, 503 before; JSON with the fail mode
 
+It enforces ban and captcha decisions (--types to narrow, --origins and
+--scenarios to filter) and never bans the whitelist (--whitelist, repeatable),
+loopback, the host's own addresses or its brokers: such bans are refused,
+logged once and counted (portcullis_nginx_bouncer_refused_total).
+
 Examples:
   nginx-bouncer --listen 127.0.0.1:8090 --brokers kafka-1:9092,kafka-2:9092
   nginx-bouncer --config /etc/portcullis/nginx-bouncer.yaml --metrics-listen 127.0.0.1:9101
   nginx-bouncer --trusted-proxy 127.0.0.1,10.0.0.0/24 --fail-mode closed
   nginx-bouncer --listen unix:/run/portcullis/nginx-bouncer.sock --ban-file /dev/shm/portcullis-nginx.bans
+  nginx-bouncer --types captcha --whitelist 198.51.100.0/24 --origins engine,cli
 
 With --ban-file the decisions also go to a file that nginx's Lua module maps
 and searches in every worker (contrib/nginx/portcullis/lua-*.conf), so a
@@ -92,6 +101,7 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *cli.Common, error) {
 	group := fs.String("group", def.Group, "per-host consumer group for lag reporting")
 	banFile := fs.String("ban-file", "", "also write the decisions to this file for the in-nginx Lua check (contrib/nginx/portcullis/portcullis.lua), e.g. /dev/shm/portcullis-nginx.bans")
 	heartbeatEvery := fs.Duration("heartbeat-interval", def.HeartbeatInterval, "time between heartbeats on "+heartbeat.Topic+" (0: none)")
+	polFlags := policy.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
@@ -138,10 +148,16 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *cli.Common, error) {
 	if o.set["metrics-listen"] || cfg.MetricsListen == "" {
 		cfg.MetricsListen = o.common.MetricsListen
 	}
-	// --brokers defaults to PORTCULLIS_BROKERS, then 127.0.0.1:9092; the
-	// file's list is used unless the flag was given.
-	if o.set["brokers"] || len(cfg.Brokers) == 0 {
-		cfg.Brokers = o.common.BrokerList()
+	// flag > environment > file > default, for the brokers and the
+	// "kafka:" section alike.
+	cfg.Brokers = o.common.ResolveBrokers(cfg.Brokers)
+	kc, err := o.common.ResolveKafka(cfg.Kafka)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Kafka = kc
+	if err := polFlags.Apply(&cfg.Policy); err != nil {
+		return nil, nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("config: %w", err)
@@ -184,34 +200,44 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	sec, err := cli.ConnectKafka(ctx, cfg.Kafka, cfg.Brokers, logger)
+	if err != nil {
+		return err
+	}
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
-		Brokers: cfg.Brokers,
-		Topic:   cfg.Topic,
-		Group:   cfg.Group,
-		Logger:  logger.With("part", "feed"),
+		Brokers:  cfg.Brokers,
+		Security: sec,
+		Topic:    cfg.Topic,
+		Group:    cfg.Group,
+		Logger:   logger.With("part", "feed"),
 	})
 	if err != nil {
 		return fmt.Errorf("decision feed: %w", err)
 	}
 
+	// The prefix set is the enforcer the runner drives and /check reads.
 	set := prefixset.New()
 	defer func() { _ = set.Close() }()
-	var file *banfile.File
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sub)
+	var backend enforcer.Enforcer = set
 	if cfg.BanFile != "" {
 		bc := banfile.DefaultConfig()
 		bc.Path = cfg.BanFile
 		bc.OnError = func(err error) { logger.Error("write ban file", "err", err) }
-		if file, err = banfile.New(bc); err != nil {
+		file, err := banfile.New(bc)
+		if err != nil {
 			return err
 		}
 		defer func() { _ = file.Close() }()
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sub)
-	m := newMetrics(reg, set)
-	if file != nil {
 		registerBanFileMetrics(reg, file)
+		backend = tee{set, file}
 	}
+	r, pol, err := newRunner(ctx, cfg, backend, reg, logger)
+	if err != nil {
+		return err
+	}
+	m := newMetrics(reg, set)
 	var ready atomic.Bool
 	srv := newServer(set, cfg, &ready, banPage, m, logger)
 
@@ -233,13 +259,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	logger.Info("serving auth_request", "listen", ln.Addr().String(), "fail_mode", cfg.FailMode,
-		"trusted_proxies", fmt.Sprint(cfg.TrustedProxies), "brokers", strings.Join(cfg.Brokers, ","), "topic", cfg.Topic)
+		"trusted_proxies", fmt.Sprint(cfg.TrustedProxies), "brokers", strings.Join(cfg.Brokers, ","), "topic", cfg.Topic,
+		"types", fmt.Sprint(pol.Types()), "whitelist", len(cfg.Policy.Whitelist), "protected_dependencies", strings.Join(pol.Dependencies(), ","))
 
 	var hb *heartbeat.Publisher
 	if cfg.HeartbeatInterval > 0 {
 		hb, err = heartbeat.New(heartbeat.Config{
-			Brokers: cfg.Brokers, Name: "nginx-bouncer", Mode: mode(cfg), Interval: cfg.HeartbeatInterval,
-			Stats: func() heartbeat.Stats { return heartbeat.Stats{Decisions: set.Len(), Lag: sub.Stats().Lag} },
+			Brokers: cfg.Brokers, Security: sec, Name: "nginx-bouncer", Mode: mode(cfg), Interval: cfg.HeartbeatInterval,
+			Stats: func() heartbeat.Stats { return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag} },
 		})
 		if err != nil {
 			_ = ln.Close() // nothing served yet
@@ -251,11 +278,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	wg.Go(func() {
-		if err := sub.Run(ctx, &feedHandler{set: set, file: file, ready: &ready, logger: logger}); err != nil {
+		if err := sub.Run(ctx, &feedHandler{r: r, ready: &ready, logger: logger}); err != nil {
 			errc <- fmt.Errorf("decision feed: %w", err)
 		}
 	})
-	wg.Go(func() { sweep(ctx, set, cfg.SweepInterval, m, logger) })
+	wg.Go(func() { _ = r.Run(ctx) })
 	if hb != nil {
 		wg.Go(func() { hb.Run(ctx, func(err error) { logger.Warn("heartbeat", "err", err) }) })
 	}
@@ -315,21 +342,27 @@ func listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// sweep drops expired entries from memory every interval.
-func sweep(ctx context.Context, set *prefixset.Set, every time.Duration, m *metrics, logger *slog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			n, err := set.Sweep(now)
-			if err != nil {
-				logger.Error("sweep expired entries", "err", err)
-				continue
-			}
-			m.swept.Add(float64(n))
-		}
+// newRunner builds the policy and the runner that drive backend: the
+// decision→enforcer path every bouncer shares. The brokers are the
+// dependencies nginx-bouncer never bans.
+func newRunner(ctx context.Context, cfg *Config, backend enforcer.Enforcer, reg prometheus.Registerer, logger *slog.Logger) (*runner.Runner, *policy.Policy, error) {
+	pol, err := policy.New(ctx, cfg.Policy, policy.Options{
+		Supported:    supportedTypes,
+		Dependencies: cfg.Brokers,
+		Logger:       logger.With("part", "policy"),
+	})
+	if err != nil {
+		return nil, nil, err
 	}
+	rcfg := runner.DefaultConfig()
+	rcfg.Policy = pol
+	rcfg.Coalesce = time.Millisecond
+	rcfg.SweepInterval = cfg.SweepInterval
+	rcfg.MetricsSubsystem = "nginx_bouncer"
+	rcfg.OnApplyError = func(err error) { logger.Error("prefix set apply failed; retrying", "err", err) }
+	r, err := runner.New(rcfg, backend, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, pol, nil
 }

@@ -14,7 +14,6 @@ type metrics struct {
 	bansServed *prometheus.CounterVec
 	lookup     prometheus.Histogram
 	badAddress *prometheus.CounterVec
-	swept      prometheus.Counter
 
 	// The checks counter's children, resolved once for the hot path.
 	allow, ban, captcha, unreadyOpen, unreadyClosed prometheus.Counter
@@ -40,16 +39,12 @@ func newMetrics(reg prometheus.Registerer, set *prefixset.Set) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "client_address_invalid_total",
 			Help: "Requests whose client address header (or peer) could not be used; the peer address was judged instead.",
 		}, []string{"header"}),
-		swept: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "expired_swept_total",
-			Help: "Expired entries dropped from memory.",
-		}),
 	}
 	prefixes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Subsystem: sub, Name: "prefixes",
 		Help: "Prefixes held in memory, expired ones not yet swept included.",
 	}, func() float64 { return float64(set.Len()) })
-	reg.MustRegister(m.checks, m.bansServed, m.lookup, m.badAddress, m.swept, prefixes)
+	reg.MustRegister(m.checks, m.bansServed, m.lookup, m.badAddress, prefixes)
 	m.allow = m.checks.WithLabelValues(verdictAllow)
 	m.ban = m.checks.WithLabelValues(verdictBan)
 	m.captcha = m.checks.WithLabelValues(verdictCaptcha)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/internal/bouncertest"
 )
 
@@ -104,4 +105,95 @@ func TestRunFollowsFeed(t *testing.T) {
 
 func containsLine(text, line string) bool {
 	return slices.Contains(strings.Split(text, "\n"), line)
+}
+
+// TestRunRefusesProtectedBans: the office (--whitelist), loopback and the
+// host's own address are answered 204 although banned on the feed, and the
+// refusals are counted as in every bouncer.
+func TestRunRefusesProtectedBans(t *testing.T) {
+	brokers, topic, pub := bouncertest.Feed(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	host := ""
+	addrs, err := policy.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if a.Is4() && !a.IsLoopback() {
+			host = a.String()
+			break
+		}
+	}
+	banned := []string{"203.0.113.5", "198.51.100.7", "127.0.0.1", "::1"}
+	if host != "" {
+		banned = append(banned, host)
+	}
+	for _, ip := range banned {
+		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.MustParsePrefix(ip+"/"+bits(ip)), time.Hour, "cli", time.Now())
+		if err := pub.Publish(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listen, metricsAddr := bouncertest.FreeAddr(t), bouncertest.FreeAddr(t)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(runCtx, []string{"--listen", listen, "--metrics-listen", metricsAddr, "--brokers", brokers[0],
+			"--topic", topic, "--group", "-", "--whitelist", "198.51.100.0/24", "--log-level", "error"}, io.Discard)
+	}()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	client := &http.Client{Timeout: 2 * time.Second}
+	check := func(ip string) int {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+listen+"/check", nil)
+		req.Header.Set("X-Real-IP", ip)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for check("203.0.113.5") != 403 {
+		if time.Now().After(deadline) {
+			t.Fatal("the unprotected ban is never enforced")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, ip := range banned[1:] {
+		if got := check(ip); got != 204 {
+			t.Errorf("protected %s: %d, want 204", ip, got)
+		}
+	}
+	resp, err := client.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	want := []string{
+		`portcullis_nginx_bouncer_refused_total{reason="whitelist"} 1`,
+		`portcullis_nginx_bouncer_refused_total{reason="loopback"} 2`,
+	}
+	if host != "" {
+		want = append(want, `portcullis_nginx_bouncer_refused_total{reason="host_address"} 1`)
+	}
+	for _, w := range want {
+		if !containsLine(string(body), w) {
+			t.Errorf("metrics lack %q", w)
+		}
+	}
+}
+
+func bits(ip string) string {
+	if strings.Contains(ip, ":") {
+		return "128"
+	}
+	return "32"
 }

@@ -19,9 +19,6 @@ import (
 	"github.com/portcullis-ips/portcullis/internal/cli"
 )
 
-// maxAlertBytes bounds one alert message; an alert is a few hundred bytes.
-const maxAlertBytes = 64 << 10
-
 func runAlerts(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "list" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
@@ -78,7 +75,11 @@ portcullis alerts list --ip 185.220.101.5 -o json
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	msgs, err := readTopic(ctx, common.BrokerList(), topic)
+	k, err := connectKafka(ctx, &common, "alerts")
+	if err != nil {
+		return err
+	}
+	msgs, err := readTopic(ctx, k, topic)
 	if err != nil {
 		return fmt.Errorf("alerts list: %w", err)
 	}
@@ -86,7 +87,7 @@ portcullis alerts list --ip 185.220.101.5 -o json
 	alerts := []engine.Alert{}
 	bad := 0
 	for _, m := range msgs {
-		a, err := decodeAlert(m.Value)
+		a, err := engine.DecodeAlert(m.Value)
 		if err != nil {
 			bad++
 			continue
@@ -129,38 +130,16 @@ portcullis alerts list --ip 185.220.101.5 -o json
 	return nil
 }
 
-// decodeAlert reads one alert message: schema v1, a valid source address
-// and a scenario.
-func decodeAlert(b []byte) (engine.Alert, error) {
-	var a engine.Alert
-	if len(b) > maxAlertBytes {
-		return a, fmt.Errorf("alert of %d bytes: above %d", len(b), maxAlertBytes)
-	}
-	if err := json.Unmarshal(b, &a); err != nil {
-		return a, fmt.Errorf("alert: %w", err)
-	}
-	if a.V != engine.AlertVersion {
-		return a, fmt.Errorf("alert: version %d, want %d", a.V, engine.AlertVersion)
-	}
-	if _, err := netip.ParseAddr(a.IP); err != nil {
-		return a, fmt.Errorf("alert: ip %q: %w", a.IP, err)
-	}
-	if a.Scenario == "" {
-		return a, errors.New("alert: no scenario")
-	}
-	return a, nil
-}
-
 // readTopic returns the messages of every partition of topic from the
 // earliest offset up to the high-water marks taken at start.
 //
 // It fetches with the client rather than a kafka.Reader: a Reader prefetches
 // in the background, and at the end of the log that prefetch is a long poll
 // of MaxWait that Close waits out on a real broker, so every read paid it.
-func readTopic(ctx context.Context, brokers []string, topic string) ([]kafka.Message, error) {
-	tr := &kafka.Transport{}
+func readTopic(ctx context.Context, k kafkaTarget, topic string) ([]kafka.Message, error) {
+	tr := k.sec.Transport(&kafka.Transport{})
 	defer tr.CloseIdleConnections()
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+	c := &kafka.Client{Addr: kafka.TCP(k.brokers...), Transport: tr}
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return nil, fmt.Errorf("metadata of %s: %w", topic, err)

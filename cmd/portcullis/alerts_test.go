@@ -97,7 +97,7 @@ func FuzzDecodeAlert(f *testing.F) {
 	f.Add([]byte(`{"v":1,"ip":"::ffff:1.2.3.4","scenario":"s","decision":null}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		a, err := decodeAlert(b)
+		a, err := engine.DecodeAlert(b)
 		if err != nil {
 			return
 		}

@@ -134,7 +134,11 @@ portcullis blocklist import scanners.txt --name scanners --type captcha -o json
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	live, err := liveSet(ctx, common.BrokerList(), topic, log)
+	k, err := connectKafka(ctx, &common, "blocklist")
+	if err != nil {
+		return err
+	}
+	live, err := liveSet(ctx, k, topic, log)
 	if err != nil {
 		return fmt.Errorf("blocklist import: %w", err)
 	}
@@ -153,10 +157,10 @@ portcullis blocklist import scanners.txt --name scanners --type captcha -o json
 	for _, le := range res.Skipped {
 		sum.Skipped = append(sum.Skipped, le.Error())
 	}
-	if err := writeRecords(ctx, common.BrokerList(), intelTopic, intel.Records(list, sum.ImportID, res.Prefixes, now)); err != nil {
+	if err := writeRecords(ctx, k, intelTopic, intel.Records(list, sum.ImportID, res.Prefixes, now)); err != nil {
 		return fmt.Errorf("blocklist import: %w", err)
 	}
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: common.BrokerList(), Topic: topic})
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: k.brokers, Topic: topic, Security: k.sec})
 	if err != nil {
 		return err
 	}
@@ -188,11 +192,11 @@ portcullis blocklist import scanners.txt --name scanners --type captcha -o json
 }
 
 // writeRecords writes an import's records to the threat-intel topic.
-func writeRecords(ctx context.Context, brokers []string, topic string, recs []intel.Record) error {
-	tr := &kafka.Transport{}
+func writeRecords(ctx context.Context, k kafkaTarget, topic string, recs []intel.Record) error {
+	tr := k.sec.Transport(&kafka.Transport{})
 	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{
-		Addr:         kafka.TCP(brokers...),
+		Addr:         kafka.TCP(k.brokers...),
 		Topic:        topic,
 		RequiredAcks: kafka.RequireAll,
 		BatchTimeout: time.Millisecond,

@@ -61,7 +61,11 @@ portcullis bouncers list -o json | jq -r '.[] | select(.stale) | .host'
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	msgs, err := readTopic(ctx, common.BrokerList(), topic)
+	k, err := connectKafka(ctx, &common, "bouncers")
+	if err != nil {
+		return err
+	}
+	msgs, err := readTopic(ctx, k, topic)
 	if err != nil && !errors.Is(err, kafka.UnknownTopicOrPartition) {
 		return fmt.Errorf("bouncers list: %w", err)
 	}
@@ -94,8 +98,11 @@ portcullis bouncers list -o json | jq -r '.[] | select(.stale) | .host'
 	_, _ = fmt.Fprintln(tw, "NAME\tHOST\tMODE\tDECISIONS\tLAST SEEN\tLAG\tSTATUS")
 	for _, r := range rows {
 		st := "ok"
-		if r.Stale {
+		switch {
+		case r.Stale:
 			st = "stale"
+		case r.Problem != "":
+			st = "unhealthy: " + r.Problem
 		}
 		mode := r.Mode
 		if mode == "" {

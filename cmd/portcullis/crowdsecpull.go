@@ -67,7 +67,11 @@ portcullis crowdsec-pull --lapi-url http://crowdsec:8080 --once   # full set onc
 	if err != nil {
 		return fmt.Errorf("%w: crowdsec-pull: %w", errUsage, err)
 	}
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: common.BrokerList(), Topic: topic})
+	k, err := connectKafka(ctx, &common, "crowdsec-pull")
+	if err != nil {
+		return err
+	}
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: k.brokers, Topic: topic, Security: k.sec})
 	if err != nil {
 		return err
 	}
@@ -78,7 +82,7 @@ portcullis crowdsec-pull --lapi-url http://crowdsec:8080 --once   # full set onc
 		return err
 	}
 	for {
-		n, err := pullOnce(ctx, p, pub, common.BrokerList(), topic, publishTimeout, log, m)
+		n, err := pullOnce(ctx, p, pub, k, topic, publishTimeout, log, m)
 		if once {
 			if err != nil {
 				return err
@@ -99,7 +103,7 @@ portcullis crowdsec-pull --lapi-url http://crowdsec:8080 --once   # full set onc
 
 // pullOnce polls the stream and publishes what it returned; after a startup
 // poll, also deletes for the crowdsec decisions of the feed it lacks.
-func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publisher, brokers []string, topic string, timeout time.Duration, log *slog.Logger, m *pullMetrics) (int, error) {
+func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publisher, k kafkaTarget, topic string, timeout time.Duration, log *slog.Logger, m *pullMetrics) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	res, err := p.Poll(ctx)
@@ -112,7 +116,7 @@ func pullOnce(ctx context.Context, p *crowdsec.Puller, pub *decisionfeed.Publish
 	if res.Startup {
 		// What the LAPI deleted while no poll ran is absent from the full
 		// set; it is still live on the feed.
-		live, err := liveSet(ctx, brokers, topic, log)
+		live, err := liveSet(ctx, k, topic, log)
 		if err != nil {
 			p.Reset()
 			return 0, fmt.Errorf("read the live set to find stale crowdsec decisions: %w", err)

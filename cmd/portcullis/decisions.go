@@ -19,10 +19,10 @@ import (
 	"github.com/portcullis-ips/portcullis/internal/cli"
 )
 
-// runDecisions dispatches "decisions add|delete|list".
+// runDecisions dispatches "decisions add|delete|list|prune".
 func runDecisions(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: decisions: want add, delete or list", errUsage)
+		return fmt.Errorf("%w: decisions: want add, delete, list or prune", errUsage)
 	}
 	switch args[0] {
 	case "add":
@@ -31,6 +31,8 @@ func runDecisions(ctx context.Context, args []string, stdout io.Writer) error {
 		return decisionsPublish(ctx, decisionfeed.OpDelete, args[1:], stdout)
 	case "list":
 		return decisionsList(ctx, args[1:], stdout)
+	case "prune":
+		return decisionsPrune(ctx, args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		_, err := fmt.Fprint(stdout, `NAME
     portcullis decisions - manage ban decisions on the decision feed
@@ -39,12 +41,13 @@ SYNOPSIS
     portcullis decisions add --ip IP|--range CIDR --duration D [--type T] [--reason TEXT] [--scenario S]
     portcullis decisions delete --ip IP|--range CIDR|--scenario S|--all
     portcullis decisions list [--ip IP] [--scenario S] [--origin O] [--type T] [-o table|json]
+    portcullis decisions prune [--dry-run]
 
-    Run "portcullis decisions add --help" (delete, list) for the options.
+    Run "portcullis decisions add --help" (delete, list, prune) for the options.
 `)
 		return err
 	}
-	return fmt.Errorf("%w: decisions: unknown subcommand %q (want add, delete or list)", errUsage, args[0])
+	return fmt.Errorf("%w: decisions: unknown subcommand %q (want add, delete, list or prune)", errUsage, args[0])
 }
 
 // target parses --ip or --range (exactly one).
@@ -144,12 +147,16 @@ portcullis decisions delete --all
 	if err := d.Validate(decisionfeed.DefaultLimits()); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: common.BrokerList(), Topic: topic})
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	k, err := connectKafka(ctx, &common, "decisions")
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: k.brokers, Topic: topic, Security: k.sec})
+	if err != nil {
+		return err
+	}
 	err = pub.Publish(ctx, d)
 	if cerr := pub.Close(); err == nil {
 		err = cerr
@@ -229,7 +236,11 @@ PORTCULLIS_BROKERS=kafka-1:9092 portcullis decisions list
 	}
 	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	live, err := liveSet(tctx, common.BrokerList(), topic, log)
+	k, err := connectKafka(tctx, &common, "decisions")
+	if err != nil {
+		return err
+	}
+	live, err := liveSet(tctx, k, topic, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -275,9 +286,10 @@ func printTable(w io.Writer, ds []decisionfeed.Decision, now time.Time) error {
 
 // liveSet rebuilds the live decision set of topic as every bouncer does at
 // start, and returns it once read up to the high-water marks.
-func liveSet(ctx context.Context, brokers []string, topic string, log *slog.Logger) ([]decisionfeed.Decision, error) {
+func liveSet(ctx context.Context, k kafkaTarget, topic string, log *slog.Logger) ([]decisionfeed.Decision, error) {
 	sub, err := decisionfeed.NewSubscriber(decisionfeed.SubscriberConfig{
-		Brokers:  brokers,
+		Brokers:  k.brokers,
+		Security: k.sec,
 		Topic:    topic,
 		Group:    "-", // a one-off read is no consumer worth reporting lag for
 		DLQTopic: "-", // the bouncers copy invalid messages already
@@ -367,7 +379,11 @@ func deleteMatching(ctx context.Context, common *cli.Common, topic string, f dec
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	live, err := liveSet(ctx, common.BrokerList(), topic, log)
+	k, err := connectKafka(ctx, common, "decisions")
+	if err != nil {
+		return err
+	}
+	live, err := liveSet(ctx, k, topic, log)
 	if err != nil {
 		return fmt.Errorf("decisions delete: %w", err)
 	}
@@ -385,7 +401,7 @@ func deleteMatching(ctx context.Context, common *cli.Common, topic string, f dec
 		dels = append(dels, d)
 	}
 	if len(dels) > 0 {
-		pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: common.BrokerList(), Topic: topic})
+		pub, err := decisionfeed.NewPublisher(decisionfeed.PublisherConfig{Brokers: k.brokers, Topic: topic, Security: k.sec})
 		if err != nil {
 			return err
 		}

@@ -100,7 +100,7 @@ func TestDecisionsUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"decisions"}, "want add, delete or list"},
+		{[]string{"decisions"}, "want add, delete, list or prune"},
 		{[]string{"decisions", "ban"}, `unknown subcommand "ban"`},
 		{[]string{"decisions", "add", "--duration", "1h"}, "give --ip or --range"},
 		{[]string{"decisions", "add", "--ip", "192.0.2.1", "--range", "192.0.2.0/24"}, "not both"},

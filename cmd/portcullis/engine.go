@@ -20,7 +20,8 @@ alert-notifications (keyed by source address).
 
 The config file (engine.yaml) names the acquis.yaml, the scenarios
 directory and the profiles file (both default to the shipped ones), the
-brokers (else --brokers) and the topics. With "rekey: true" parsed events
+brokers (--brokers and PORTCULLIS_BROKERS override them), the topics and,
+in its "kafka:" section, TLS and SASL (overridden by the --kafka-* flags). With "rekey: true" parsed events
 are re-keyed by source address through the portcullis-events topic, so
 several engines sharing the server-logs consumer group count each address
 in one place; one engine needs no re-keying.
@@ -57,7 +58,12 @@ func runEngine(ctx context.Context, args []string, _ io.Writer) error {
 	if err := cli.ServeMetrics(ctx, common.MetricsListen, reg, log); err != nil {
 		return err
 	}
-	d, err := daemon.New(cfg, daemon.Options{Logger: log, Registry: reg, Brokers: common.BrokerList()})
+	brokers := common.ResolveBrokers(cfg.Brokers)
+	sec, err := common.KafkaSecurity(ctx, cfg.Kafka, brokers, log)
+	if err != nil {
+		return err
+	}
+	d, err := daemon.New(cfg, daemon.Options{Logger: log, Registry: reg, Brokers: brokers, Security: sec})
 	if err != nil {
 		return err
 	}

@@ -30,12 +30,15 @@ var commands = []command{
 	{"blocklist", "import an IP blocklist as decisions (adds and deletes against its last import)", runBlocklist},
 	{"bouncers", "list the bouncers from their heartbeats", runBouncers},
 	{"broker", "run the embedded Kafka-protocol broker (one host, tests)", runBroker},
+	{"console", "serve the web console: alerts, decisions, bouncers, live", runConsole},
 	{"crowdsec-pull", "republish a CrowdSec LAPI decision stream onto the decision feed", runCrowdsecPull},
 	{"decisions", "list, add or delete ban decisions on the decision feed", runDecisions},
 	{"engine", "run the detection engine live over the sources of an acquis.yaml", runEngine},
 	{"lapi", "serve the CrowdSec Local API bouncer endpoints from the decision feed", runLAPI},
 	{"metrics", "show engine counters per parser and scenario, and topic and consumer-lag health", runMetrics},
+	{"notify", "send the engine's alerts to webhooks, Slack and email", runNotify},
 	{"replay", "run detection over log files offline and print the alerts", runReplay},
+	{"scenarios", "list the loaded scenarios, or inspect one: file, thresholds, remedy, duration", runScenarios},
 }
 
 // errUsage marks an error in the command line; main exits with status 2.

@@ -82,9 +82,13 @@ portcullis metrics --topics crowdsec-decisions
 		}
 		rep.Engine = &e
 	}
-	tr := &kafka.Transport{}
+	k, err := connectKafka(ctx, &common, "metrics")
+	if err != nil {
+		return err
+	}
+	tr := k.sec.Transport(&kafka.Transport{})
 	defer tr.CloseIdleConnections()
-	q, err := health.SampleQueue(ctx, &kafka.Client{Addr: kafka.TCP(common.BrokerList()...), Transport: tr},
+	q, err := health.SampleQueue(ctx, &kafka.Client{Addr: kafka.TCP(k.brokers...), Transport: tr},
 		health.QueueConfig{Topics: topicList, Interval: interval, LagThreshold: threshold})
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)

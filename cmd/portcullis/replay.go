@@ -12,12 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/portcullis-ips/portcullis/config/scenarios"
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/engine"
 	logparse "github.com/portcullis-ips/portcullis/engine/parse"
 	"github.com/portcullis-ips/portcullis/engine/profile"
-	"github.com/portcullis-ips/portcullis/engine/scenario"
 )
 
 const replayDescription = `Runs the detection engine over log files, offline, and prints the alerts.
@@ -31,7 +29,10 @@ lines carry no year: it is inferred relative to each file's modification
 time, or to --reference-time.
 
 Scenarios and profiles default to the shipped ones (config/scenarios,
-config/profiles.yaml); the profiles' whitelist always holds this host's
+config/profiles.yaml). --scenarios also loads CrowdSec hub-format scenario
+files unchanged (their data: files from --data-dir). The profiles'
+whitelist always holds this host's addresses and, unless the profiles say
+whitelist_private: false, loopback, RFC 1918, link-local and unique-local
 addresses. Malformed lines are reported on stderr as FILE:LINE: reason
 (the first 20, then a count) and skipped.
 `
@@ -39,18 +40,19 @@ addresses. Malformed lines are reported on stderr as FILE:LINE: reason
 const replayExamples = `portcullis replay --type nginx /var/log/nginx/access.log
 portcullis replay --type sshd /var/log/auth.log --json | jq .
 portcullis replay --type nginx --scenarios ./scenarios --profiles ./profiles.yaml access.log.1 access.log
+portcullis replay --type nginx --scenarios /etc/crowdsec/scenarios --data-dir /var/lib/crowdsec/data access.log
 `
 
 // maxReportedErrors is how many malformed lines replay prints before counting silently.
 const maxReportedErrors = 20
 
 func runReplay(ctx context.Context, args []string, stdout io.Writer) (err error) {
-	fs := newFlagSet("replay", "portcullis replay --type nginx|sshd|syslog [--json] [--scenarios DIR] [--profiles FILE] FILE...",
+	fs := newFlagSet("replay", "portcullis replay --type nginx|sshd|syslog [--json] [--scenarios DIR] [--data-dir DIR] [--profiles FILE] FILE...",
 		replayDescription, replayExamples)
 	typ := fs.String("type", "", "log format of the files: nginx, apache, sshd or syslog (required)")
 	asJSON := fs.Bool("json", false, "print one alert JSON object per line instead of the operator view")
-	scenDir := fs.String("scenarios", "", "directory of scenario YAML files (default: the shipped scenarios)")
-	profFile := fs.String("profiles", "", "profiles YAML file (default: the shipped profiles)")
+	var sf scenarioFlags
+	sf.register(fs)
 	refTime := fs.String("reference-time", "", "RFC 3339 time syslog years are inferred against (default: each file's modification time)")
 	files, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -72,20 +74,9 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer) (err error)
 			return fmt.Errorf("%w: replay: --reference-time %q is not RFC 3339", errUsage, *refTime)
 		}
 	}
-	var scs []*scenario.Scenario
-	if *scenDir != "" {
-		scs, err = scenario.LoadFS(os.DirFS(*scenDir), ".")
-	} else {
-		scs, err = scenario.LoadFS(scenarios.FS, ".")
-	}
+	scs, pcfg, err := sf.load(os.Stderr)
 	if err != nil {
-		return fmt.Errorf("load scenarios: %w", err)
-	}
-	pcfg := profile.DefaultConfig()
-	if *profFile != "" {
-		if pcfg, err = profile.Load(*profFile); err != nil {
-			return fmt.Errorf("load profiles: %w", err)
-		}
+		return err
 	}
 	prof, err := profile.New(pcfg)
 	if err != nil {

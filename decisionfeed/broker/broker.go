@@ -49,7 +49,23 @@ type Config struct {
 	CleanerInterval time.Duration
 	// MaxMessageBytes is the largest record batch accepted (default 1 MiB).
 	MaxMessageBytes int
+	// TLSCert and TLSKey are PEM files; with them the listener is TLS only.
+	TLSCert, TLSKey string
+	// Users turns on SASL authentication (PLAIN, SCRAM-SHA-256 and
+	// SCRAM-SHA-512, see LoadUsers) and ACLs: only Admin may delete
+	// topics or records.
+	Users []User
+	// Admin is the user allowed to delete topics and records (default
+	// DefaultAdmin); it must be among Users.
+	Admin string
+	// AllowInsecureListen lets the broker listen beyond loopback without
+	// both TLS and SASL. Without it Start refuses: anyone who reaches such
+	// a listener can publish, delete and read every decision.
+	AllowInsecureListen bool
 }
+
+// Secure reports whether clients must use TLS and authenticate.
+func (c *Config) Secure() bool { return c.TLSCert != "" && len(c.Users) > 0 }
 
 // DefaultTopics returns the topics of DESIGN.md with their partition
 // counts, the decisions topic compacted, and the decisions' dead-letter topic.
@@ -93,6 +109,16 @@ func Start(cfg Config) (*Broker, error) {
 	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen address %q: %w", cfg.Listen, err)
 	}
+	if !isLoopback(cfg.Listen) && !cfg.Secure() && !cfg.AllowInsecureListen {
+		return nil, fmt.Errorf("listen %s: beyond loopback the broker needs TLS and SASL (--tls-cert, --tls-key, --sasl-users); anyone reaching it could publish and delete decisions", cfg.Listen)
+	}
+	auth, err := authOpts(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := resetAuthState(&cfg); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
@@ -131,6 +157,7 @@ func Start(cfg Config) (*Broker, error) {
 	if cfg.SyncWrites {
 		opts = append(opts, kfake.SyncWrites())
 	}
+	opts = append(opts, auth...)
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		if !used {

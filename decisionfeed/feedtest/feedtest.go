@@ -18,6 +18,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/decisionfeed/broker"
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -32,6 +33,30 @@ var (
 
 // External reports whether the tests run against external brokers.
 func External() bool { return os.Getenv(EnvBrokers) != "" }
+
+// Security returns the TLS and SASL settings of the external brokers, read
+// from the PORTCULLIS_KAFKA_* environment as every program reads it (nil
+// for the embedded broker, which is plaintext). Bad settings fail the test.
+func Security(t testing.TB) *kafkaconn.Security {
+	t.Helper()
+	s, err := envSecurity()
+	if err != nil {
+		t.Fatalf("kafka security from the environment: %v", err)
+	}
+	return s
+}
+
+func envSecurity() (*kafkaconn.Security, error) {
+	if !External() {
+		return nil, nil
+	}
+	var f kafkaconn.Flags
+	cfg, err := f.Resolve(kafkaconn.Config{}, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return kafkaconn.Build(cfg)
+}
 
 // Brokers returns the brokers of this test: those of PORTCULLIS_TEST_BROKERS
 // when it is set, else the address of an embedded broker started for the
@@ -121,9 +146,14 @@ func TopicWithConfigs(t testing.TB, partitions int, configs map[string]string) s
 }
 
 // CreateTopic creates a topic and waits until its metadata shows every
-// partition with a leader.
+// partition with a leader. On external brokers it connects with the
+// security settings of the environment (see Security).
 func CreateTopic(ctx context.Context, brokers []string, name string, partitions int, configs map[string]string) error {
-	tr := &kafka.Transport{}
+	sec, err := envSecurity()
+	if err != nil {
+		return err
+	}
+	tr := sec.Transport(&kafka.Transport{})
 	defer tr.CloseIdleConnections()
 	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
 	tc := kafka.TopicConfig{Topic: name, NumPartitions: partitions, ReplicationFactor: 1}

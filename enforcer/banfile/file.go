@@ -58,12 +58,10 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// ErrClosed is returned by calls on a closed File.
-var ErrClosed = errors.New("ban file closed")
-
 // File is the ban file enforcer. It implements enforcer.Enforcer for ban
-// entries; ApplyRemedies and ReconcileRemedies also take captchas. Writes
-// are safe for concurrent use.
+// and captcha entries (enforcer.Entry.Remedy); ApplyRemedies and
+// ReconcileRemedies take prefixset's entries. Writes are safe for
+// concurrent use.
 type File struct {
 	cfg Config
 
@@ -126,21 +124,25 @@ func New(cfg Config) (*File, error) {
 	return f, nil
 }
 
-// Apply applies ban entries. It implements enforcer.Enforcer.
+// Apply queues ban and captcha entries. It implements enforcer.Enforcer.
 func (f *File) Apply(ctx context.Context, b enforcer.Batch) error {
-	return f.ApplyRemedies(ctx, prefixset.Batch{Add: asBans(b.Add), Delete: b.Delete})
+	return f.ApplyRemedies(ctx, prefixset.Batch{Add: withRemedies(b.Add), Delete: b.Delete})
 }
 
-// Reconcile makes the file hold exactly the given bans. It implements
-// enforcer.Enforcer.
+// Reconcile makes the file hold exactly the given ban and captcha
+// entries. It implements enforcer.Enforcer.
 func (f *File) Reconcile(ctx context.Context, entries []enforcer.Entry) error {
-	return f.ReconcileRemedies(ctx, asBans(entries))
+	return f.ReconcileRemedies(ctx, withRemedies(entries))
 }
 
-func asBans(es []enforcer.Entry) []prefixset.Entry {
+func withRemedies(es []enforcer.Entry) []prefixset.Entry {
 	out := make([]prefixset.Entry, len(es))
 	for i, e := range es {
-		out[i] = prefixset.Entry{Entry: e, Remedy: prefixset.RemedyBan}
+		r := prefixset.RemedyBan
+		if e.Remedy == enforcer.RemedyCaptcha {
+			r = prefixset.RemedyCaptcha
+		}
+		out[i] = prefixset.Entry{Entry: e, Remedy: r}
 	}
 	return out
 }
@@ -153,7 +155,7 @@ func (f *File) ApplyRemedies(ctx context.Context, b prefixset.Batch) error {
 	}
 	dels := make([]netip.Prefix, len(b.Delete))
 	for i, p := range b.Delete {
-		c, err := canonical(p)
+		c, err := enforcer.Canonical(p)
 		if err != nil {
 			return fmt.Errorf("apply: delete %d: %w", i, err)
 		}
@@ -170,7 +172,7 @@ func (f *File) ApplyRemedies(ctx context.Context, b prefixset.Batch) error {
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
-		return fmt.Errorf("apply: %w", ErrClosed)
+		return fmt.Errorf("apply: %w", enforcer.ErrClosed)
 	}
 	for _, p := range dels {
 		f.pending[p] = change{r: recFor(p), del: true}
@@ -204,7 +206,7 @@ func (f *File) ReconcileRemedies(ctx context.Context, entries []prefixset.Entry)
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
-		return fmt.Errorf("reconcile: %w", ErrClosed)
+		return fmt.Errorf("reconcile: %w", enforcer.ErrClosed)
 	}
 	clear(f.pending)
 	f.mu.Unlock()
@@ -225,7 +227,7 @@ func (f *File) Flush(ctx context.Context) error {
 	f.buildMu.Lock()
 	defer f.buildMu.Unlock()
 	if f.isClosed() {
-		return fmt.Errorf("flush: %w", ErrClosed)
+		return fmt.Errorf("flush: %w", enforcer.ErrClosed)
 	}
 	if err := f.buildLocked(time.Now()); err != nil {
 		return fmt.Errorf("flush: %w", err)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/prefixset"
 )
 
@@ -97,21 +98,6 @@ func putBE64(b []byte, v uint64) {
 	}
 }
 
-// canonical returns p masked, an IPv4-mapped prefix as its IPv4 prefix.
-func canonical(p netip.Prefix) (netip.Prefix, error) {
-	if !p.IsValid() {
-		return netip.Prefix{}, fmt.Errorf("prefix %q: invalid", p)
-	}
-	a := p.Addr().WithZone("")
-	if a.Is4In6() {
-		if p.Bits() < 96 {
-			return netip.Prefix{}, fmt.Errorf("prefix %s: IPv4-mapped with fewer than 96 bits", p)
-		}
-		return netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked(), nil
-	}
-	return netip.PrefixFrom(a, p.Bits()).Masked(), nil
-}
-
 // attrKey is one kind of decision: what the reader needs besides the range.
 type attrKey struct {
 	remedy         prefixset.Remedy
@@ -153,7 +139,7 @@ func (a *attrs) intern(k attrKey) uint32 {
 func toRecs(es []prefixset.Entry, at *attrs) ([]rec, error) {
 	out := make([]rec, len(es))
 	for i, e := range es {
-		p, err := canonical(e.Prefix)
+		p, err := enforcer.Canonical(e.Prefix)
 		if err != nil {
 			return nil, fmt.Errorf("entry %d: %w", i, err)
 		}

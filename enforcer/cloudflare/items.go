@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/portcullis-ips/portcullis/enforcer"
 )
 
 // Action is what Cloudflare does to a listed address.
@@ -55,19 +57,11 @@ type listItem struct {
 // longer prefix (a single address included) widened to its /64. note
 // says what was changed, for the item comment.
 func normalize(p netip.Prefix) (ip, note string, err error) {
-	if !p.IsValid() {
-		return "", "", fmt.Errorf("invalid prefix")
+	p, err = enforcer.Canonical(p)
+	if err != nil {
+		return "", "", err
 	}
 	addr := p.Addr()
-	if addr.Is4In6() {
-		bits := p.Bits() - 96
-		if bits < 0 {
-			return "", "", fmt.Errorf("%s: IPv4-mapped prefix shorter than ::ffff:0:0/96", p)
-		}
-		p = netip.PrefixFrom(addr.Unmap(), bits)
-		addr = p.Addr()
-	}
-	p = p.Masked()
 	if addr.Is4() {
 		if p.Bits() < 8 {
 			return "", "", fmt.Errorf("%s: IPv4 prefixes shorter than /8 are not accepted by Cloudflare lists", p)
@@ -199,13 +193,10 @@ func comment(scenario, note string) string {
 // /64). A longer IPv6 prefix is widened to its /64; other lengths are
 // refused, as widening an IPv4 range would block bystanders.
 func accessValue(p netip.Prefix) (value, note string, err error) {
-	if !p.IsValid() {
-		return "", "", fmt.Errorf("invalid prefix")
+	p, err = enforcer.Canonical(p)
+	if err != nil {
+		return "", "", err
 	}
-	if p.Addr().Is4In6() && p.Bits() >= 96 {
-		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-	}
-	p = p.Masked()
 	switch {
 	case p.Bits() == p.Addr().BitLen():
 		return p.Addr().String(), "", nil

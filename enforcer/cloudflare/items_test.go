@@ -19,7 +19,7 @@ func TestNormalize(t *testing.T) {
 		{in: "8.0.0.0/7", err: "8.0.0.0/7: IPv4 prefixes shorter than /8 are not accepted by Cloudflare lists"},
 		{in: "::ffff:203.0.113.7/128", ip: "203.0.113.7"},
 		{in: "::ffff:198.51.100.0/120", ip: "198.51.100.0/24"},
-		{in: "::ffff:0.0.0.0/95", err: "::ffff:0.0.0.0/95: IPv4-mapped prefix shorter than ::ffff:0:0/96"},
+		{in: "::ffff:0.0.0.0/95", ip: "::/64", note: "widened from ::fffe:0:0/95 to its /64 (Cloudflare lists hold IPv6 up to /64)"},
 		{in: "2001:db8::1/128", ip: "2001:db8::/64", note: "widened from 2001:db8::1/128 to its /64 (Cloudflare lists hold IPv6 up to /64)"},
 		{in: "2001:db8:0:1:2::/80", ip: "2001:db8:0:1::/64", note: "widened from 2001:db8:0:1:2::/80 to its /64 (Cloudflare lists hold IPv6 up to /64)"},
 		{in: "2001:db8::/64", ip: "2001:db8::/64"},

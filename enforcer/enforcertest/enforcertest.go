@@ -8,6 +8,7 @@ package enforcertest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -42,7 +43,10 @@ func TestEnforcer(t *testing.T, newEnforcer func(t *testing.T) enforcer.Enforcer
 		{"ExpiredAddIsNotEnforced", testExpiredAdd},
 		{"KernelExpiry", testExpiry},
 		{"ReAddRefreshesExpiry", testRefresh},
+		{"CanonicalForms", testCanonicalForms},
+		{"InvalidPrefixRefused", testInvalidPrefix},
 		{"DoubleClose", testDoubleClose},
+		{"ClosedIsErrClosed", testClosed},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -268,6 +272,59 @@ func testDoubleClose(t *testing.T, e enforcer.Enforcer) {
 	}
 	if err := e.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// testCanonicalForms hands the backend prefixes in every form
+// enforcer.Canonical accepts and expects them back canonical; a delete
+// written in another form of the same prefix removes it.
+func testCanonicalForms(t *testing.T, e enforcer.Enforcer) {
+	until := time.Now().Add(time.Hour).Truncate(time.Second)
+	in := entries(until, "198.51.100.77/24", "::ffff:192.0.2.9/128", "::ffff:203.0.113.0/120", "2001:db8:5::7/48")
+	apply(t, e, enforcer.Batch{Add: in})
+	want := entries(until, "198.51.100.0/24", "192.0.2.9/32", "203.0.113.0/24", "2001:db8:5::/48")
+	expect(t, e, want)
+	apply(t, e, enforcer.Batch{Delete: []netip.Prefix{
+		netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("::ffff:192.0.2.9/128"),
+	}})
+	expect(t, e, want[2:])
+	reconcile(t, e, entries(until, "::ffff:192.0.2.10/128", "2001:db8:5::1/48"))
+	expect(t, e, entries(until, "192.0.2.10/32", "2001:db8:5::/48"))
+}
+
+// testInvalidPrefix checks that a batch or snapshot holding a prefix
+// enforcer.Canonical refuses is refused whole, leaving the backend as it was.
+func testInvalidPrefix(t *testing.T, e enforcer.Enforcer) {
+	until := time.Now().Add(time.Hour).Truncate(time.Second)
+	base := entries(until, "192.0.2.40/32")
+	apply(t, e, enforcer.Batch{Add: base})
+	bad := []netip.Prefix{{}, netip.PrefixFrom(netip.MustParseAddr("192.0.2.41"), 33)}
+	for _, p := range bad {
+		add := append(entries(until, "192.0.2.42/32"), enforcer.Entry{Prefix: p, Until: until})
+		if err := e.Apply(context.Background(), enforcer.Batch{Add: add}); err == nil {
+			t.Errorf("Apply with an add of %#v: no error", p)
+		}
+		if err := e.Apply(context.Background(), enforcer.Batch{Delete: []netip.Prefix{base[0].Prefix, p}}); err == nil {
+			t.Errorf("Apply with a delete of %#v: no error", p)
+		}
+		if err := e.Reconcile(context.Background(), add); err == nil {
+			t.Errorf("Reconcile with %#v: no error", p)
+		}
+	}
+	expect(t, e, base)
+}
+
+// testClosed checks that writes after Close fail with enforcer.ErrClosed.
+func testClosed(t *testing.T, e enforcer.Enforcer) {
+	if err := e.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	add := entries(time.Now().Add(time.Hour), mixed[0])
+	if err := e.Apply(context.Background(), enforcer.Batch{Add: add}); !errors.Is(err, enforcer.ErrClosed) {
+		t.Errorf("Apply after Close = %v, want enforcer.ErrClosed", err)
+	}
+	if err := e.Reconcile(context.Background(), add); !errors.Is(err, enforcer.ErrClosed) {
+		t.Errorf("Reconcile after Close = %v, want enforcer.ErrClosed", err)
 	}
 }
 

@@ -2,7 +2,6 @@ package enforcertest
 
 import (
 	"context"
-	"errors"
 	"net/netip"
 	"sync"
 	"testing"
@@ -24,13 +23,16 @@ func (e *memEnforcer) Apply(_ context.Context, b enforcer.Batch) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return errors.New("closed")
+		return enforcer.ErrClosed
+	}
+	if err := enforcer.CheckBatch(b); err != nil {
+		return err
 	}
 	for _, p := range b.Delete {
-		delete(e.m, p.Masked())
+		delete(e.m, enforcer.MustCanonical(p))
 	}
 	for _, en := range b.Add {
-		e.m[en.Prefix.Masked()] = en.Until
+		e.m[enforcer.MustCanonical(en.Prefix)] = en.Until
 	}
 	return nil
 }
@@ -39,12 +41,16 @@ func (e *memEnforcer) Reconcile(_ context.Context, entries []enforcer.Entry) err
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return errors.New("closed")
+		return enforcer.ErrClosed
+	}
+	if err := enforcer.CheckEntries(entries); err != nil {
+		return err
 	}
 	e.m = map[netip.Prefix]time.Time{}
 	for _, en := range entries {
-		if old, ok := e.m[en.Prefix.Masked()]; !ok || en.Until.After(old) {
-			e.m[en.Prefix.Masked()] = en.Until
+		p := enforcer.MustCanonical(en.Prefix)
+		if old, ok := e.m[p]; !ok || en.Until.After(old) {
+			e.m[p] = en.Until
 		}
 	}
 	return nil

@@ -418,14 +418,14 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return errors.New("iptables enforcer: apply after close")
+		return fmt.Errorf("iptables apply: %w", enforcer.ErrClosed)
+	}
+	if err := enforcer.CheckBatch(b); err != nil {
+		return fmt.Errorf("iptables apply: %w", err)
 	}
 	now := time.Now()
 	for _, p := range b.Delete {
-		if !p.IsValid() {
-			continue
-		}
-		p = canonical(p)
+		p = enforcer.MustCanonical(p)
 		f, err := e.familyOf(p)
 		if err != nil {
 			continue // nothing of that family is installed
@@ -444,10 +444,7 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 	}
 	adds := map[*family]map[netip.Prefix]time.Time{}
 	for _, en := range b.Add {
-		if !en.Prefix.IsValid() {
-			continue
-		}
-		p := canonical(en.Prefix)
+		p := enforcer.MustCanonical(en.Prefix)
 		f, err := e.familyOf(p)
 		if err != nil {
 			return err
@@ -494,7 +491,10 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return errors.New("iptables enforcer: reconcile after close")
+		return fmt.Errorf("iptables reconcile: %w", enforcer.ErrClosed)
+	}
+	if err := enforcer.CheckEntries(entries); err != nil {
+		return fmt.Errorf("iptables reconcile: %w", err)
 	}
 	now := time.Now()
 	want := map[*family]map[netip.Prefix]time.Time{}
@@ -502,13 +502,10 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 		want[f] = map[netip.Prefix]time.Time{}
 	}
 	for _, en := range entries {
-		if !en.Prefix.IsValid() {
-			continue
-		}
 		if _, live := timeoutSecs(en.Until, now); !live {
 			continue
 		}
-		p := canonical(en.Prefix)
+		p := enforcer.MustCanonical(en.Prefix)
 		f, err := e.familyOf(p)
 		if err != nil {
 			return err
@@ -591,7 +588,7 @@ func (e *Enforcer) List(ctx context.Context) ([]enforcer.Entry, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return nil, errors.New("iptables enforcer: list after close")
+		return nil, fmt.Errorf("iptables list: %w", enforcer.ErrClosed)
 	}
 	now := time.Now()
 	var out []enforcer.Entry
@@ -631,7 +628,7 @@ func (e *Enforcer) Counters() (enforcer.Counters, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return enforcer.Counters{}, errors.New("iptables enforcer: counters after close")
+		return enforcer.Counters{}, fmt.Errorf("iptables counters: %w", enforcer.ErrClosed)
 	}
 	out := enforcer.Counters{ByReason: map[string]enforcer.Count{}}
 	err := inNS(e.ns, func() error {
@@ -775,14 +772,4 @@ func removeChain(ipt *goipt.IPTables, chain string) error {
 		return fmt.Errorf("delete chain %s: %w", chain, err)
 	}
 	return nil
-}
-
-// canonical masks p and turns an IPv4-mapped IPv6 prefix into the IPv4 one
-// it means, so it lands in the set that IPv4 packets are matched against.
-func canonical(p netip.Prefix) netip.Prefix {
-	p = p.Masked()
-	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
-		return netip.PrefixFrom(a.Unmap(), p.Bits()-96)
-	}
-	return p
 }

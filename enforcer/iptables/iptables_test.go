@@ -3,6 +3,7 @@ package iptables
 import (
 	"encoding/binary"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,6 +169,34 @@ func TestAddMessage(t *testing.T) {
 	for i := range want {
 		if entries[i] != want[i] {
 			t.Errorf("entry %d = %+v, want %+v", i, entries[i], want[i])
+		}
+	}
+}
+
+func TestMissing(t *testing.T) {
+	const full = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:PORTCULLIS - [0:0]
+-A INPUT -j PORTCULLIS
+-A PORTCULLIS -m set --match-set portcullis-v4 src -j DROP
+COMMIT
+`
+	for _, c := range []struct {
+		name, save string
+		hooks      []string
+		want       string
+	}{
+		{"intact", full, []string{"INPUT"}, ""},
+		{"docker hook absent", full, []string{"INPUT", "DOCKER-USER"}, ""},
+		{"flushed", "*filter\n:INPUT ACCEPT [0:0]\n:PORTCULLIS - [0:0]\nCOMMIT\n", []string{"INPUT"}, "rule_removed"},
+		{"chain gone", "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", []string{"INPUT"}, "rule_removed"},
+		{"jump gone", strings.Replace(full, "-A INPUT -j PORTCULLIS\n", "", 1), []string{"INPUT"}, "jump_removed"},
+		{"forward jump gone", full, []string{"INPUT", "FORWARD"}, "jump_removed"},
+		{"other set", strings.Replace(full, "portcullis-v4 src", "other src", 1), []string{"INPUT"}, "rule_removed"},
+	} {
+		if got := missing([]byte(c.save), "PORTCULLIS", "portcullis-v4", 1, c.hooks); got != c.want {
+			t.Errorf("%s: missing = %q, want %q", c.name, got, c.want)
 		}
 	}
 }

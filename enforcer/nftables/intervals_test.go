@@ -10,6 +10,7 @@ import (
 
 	nft "github.com/google/nftables"
 
+	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
 )
 
@@ -215,8 +216,8 @@ func TestCanonical(t *testing.T) {
 		"::ffff:0:0/80":        "::/80",
 		"2001:db8::1/32":       "2001:db8::/32",
 	} {
-		if got := canonical(netip.MustParsePrefix(in)); got.String() != want {
-			t.Errorf("canonical(%s) = %s, want %s", in, got, want)
+		if got, err := enforcer.Canonical(netip.MustParsePrefix(in)); err != nil || got.String() != want {
+			t.Errorf("Canonical(%s) = %s, %v; want %s", in, got, err, want)
 		}
 	}
 }

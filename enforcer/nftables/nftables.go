@@ -96,6 +96,10 @@ type Enforcer struct {
 	ranges [numKinds]map[netip.Prefix]time.Time
 	// synced is false until the live sets are known to equal the maps.
 	synced bool
+	// monitor is Watch's event subscription, closed (paused true) while
+	// the backend loads a generation of sets itself.
+	monitor *nft.Monitor
+	paused  bool
 }
 
 var (
@@ -600,7 +604,10 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return errors.New("nftables enforcer: apply after close")
+		return fmt.Errorf("nftables apply: %w", enforcer.ErrClosed)
+	}
+	if err := enforcer.CheckBatch(b); err != nil {
+		return fmt.Errorf("nftables apply: %w", err)
 	}
 	t := &txn{e: e, now: time.Now()}
 	var u undo
@@ -613,7 +620,7 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 	var addrs []touched
 	var rangeKinds [numKinds]bool
 	touch := func(p netip.Prefix, until time.Time, present bool) {
-		p = canonical(p)
+		p = enforcer.MustCanonical(p)
 		k := kindOf(p)
 		if isRange(k) {
 			if _, known := e.ranges[k][p]; !present && !known && !e.synced {
@@ -634,9 +641,6 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 		}
 	}
 	for _, en := range b.Add {
-		if !en.Prefix.IsValid() {
-			continue
-		}
 		_, live := timeoutOf(en.Until, t.now)
 		touch(en.Prefix, en.Until, live)
 	}
@@ -721,13 +725,10 @@ func desired(entries []enforcer.Entry, now time.Time) (addrs [numKinds]map[netip
 		ranges[k] = map[netip.Prefix]time.Time{}
 	}
 	for _, en := range entries {
-		if !en.Prefix.IsValid() {
-			continue
-		}
 		if _, live := timeoutOf(en.Until, now); !live {
 			continue
 		}
-		p := canonical(en.Prefix)
+		p := enforcer.MustCanonical(en.Prefix)
 		k := kindOf(p)
 		if isRange(k) {
 			if old, ok := ranges[k][p]; ok {
@@ -754,7 +755,10 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return errors.New("nftables enforcer: reconcile after close")
+		return fmt.Errorf("nftables reconcile: %w", enforcer.ErrClosed)
+	}
+	if err := enforcer.CheckEntries(entries); err != nil {
+		return fmt.Errorf("nftables reconcile: %w", err)
 	}
 	now := time.Now()
 	addrs, ranges := desired(entries, now)
@@ -795,6 +799,7 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 // swap loads the snapshot into a new generation of sets, then in one
 // transaction points the rules at them and deletes the old sets.
 func (e *Enforcer) swap(ctx context.Context, addrs [numKinds]map[netip.Addr]time.Time, ranges [numKinds]map[netip.Prefix]time.Time, now time.Time) error {
+	e.pauseMonitor()
 	gen := e.gen + 1
 	var sets [numKinds]*nft.Set
 	for k := range numKinds {
@@ -860,7 +865,7 @@ func (e *Enforcer) List(ctx context.Context) ([]enforcer.Entry, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return nil, errors.New("nftables enforcer: list after close")
+		return nil, fmt.Errorf("nftables list: %w", enforcer.ErrClosed)
 	}
 	now := time.Now()
 	var out []enforcer.Entry
@@ -953,7 +958,7 @@ func (e *Enforcer) Counters() (enforcer.Counters, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return enforcer.Counters{}, errors.New("nftables enforcer: counters after close")
+		return enforcer.Counters{}, fmt.Errorf("nftables counters: %w", enforcer.ErrClosed)
 	}
 	out := enforcer.Counters{ByReason: map[string]enforcer.Count{}}
 	for _, name := range kindNames {
@@ -982,6 +987,7 @@ func (e *Enforcer) Close() error {
 		return nil
 	}
 	e.closed = true
+	e.pauseMonitor()
 	e.closeConn()
 	return nil
 }
@@ -1014,14 +1020,4 @@ func Cleanup(cfg Config) error {
 		return fmt.Errorf("delete table %s: %w", cfg.Table, err)
 	}
 	return nil
-}
-
-// canonical masks p and turns an IPv4-mapped IPv6 prefix into the IPv4 one
-// it means, so it lands in the set that IPv4 packets are matched against.
-func canonical(p netip.Prefix) netip.Prefix {
-	p = p.Masked()
-	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
-		return netip.PrefixFrom(a.Unmap(), p.Bits()-96)
-	}
-	return p
 }

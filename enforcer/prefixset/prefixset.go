@@ -10,7 +10,6 @@ package prefixset
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -67,9 +66,6 @@ type Match struct {
 	Origin string
 	Until  time.Time
 }
-
-// ErrClosed is returned by writes to a closed set.
-var ErrClosed = errors.New("prefix set closed")
 
 // value is what the table stores per prefix. It is immutable once stored,
 // so the shallow copies made by the table's copy-on-write are safe. Reasons
@@ -172,21 +168,26 @@ func slowLookup(t *bart.Table[value], host netip.Prefix, now int64) (Match, bool
 // Len returns the number of prefixes stored, expired ones not yet swept included.
 func (s *Set) Len() int { return s.tbl.Load().Size() }
 
-// Apply applies a batch of ban entries. It implements enforcer.Enforcer.
+// Apply applies a batch of ban and captcha entries (enforcer.Entry.Remedy).
+// It implements enforcer.Enforcer.
 func (s *Set) Apply(ctx context.Context, b enforcer.Batch) error {
-	return s.ApplyRemedies(ctx, Batch{Add: asBans(b.Add), Delete: b.Delete})
+	return s.ApplyRemedies(ctx, Batch{Add: withRemedies(b.Add), Delete: b.Delete})
 }
 
-// Reconcile makes the set hold exactly the given ban entries. It implements
-// enforcer.Enforcer.
+// Reconcile makes the set hold exactly the given ban and captcha entries.
+// It implements enforcer.Enforcer.
 func (s *Set) Reconcile(ctx context.Context, entries []enforcer.Entry) error {
-	return s.ReconcileRemedies(ctx, asBans(entries))
+	return s.ReconcileRemedies(ctx, withRemedies(entries))
 }
 
-func asBans(es []enforcer.Entry) []Entry {
+func withRemedies(es []enforcer.Entry) []Entry {
 	out := make([]Entry, len(es))
 	for i, e := range es {
-		out[i] = Entry{Entry: e, Remedy: RemedyBan}
+		r := RemedyBan
+		if e.Remedy == enforcer.RemedyCaptcha {
+			r = RemedyCaptcha
+		}
+		out[i] = Entry{Entry: e, Remedy: r}
 	}
 	return out
 }
@@ -206,7 +207,7 @@ func (s *Set) ApplyRemedies(ctx context.Context, b Batch) error {
 	}
 	dels := make([]netip.Prefix, len(b.Delete))
 	for i, p := range b.Delete {
-		if dels[i], err = normalizePrefix(p); err != nil {
+		if dels[i], err = enforcer.Canonical(p); err != nil {
 			return fmt.Errorf("apply: delete %d: %w", i, err)
 		}
 	}
@@ -215,7 +216,7 @@ func (s *Set) ApplyRemedies(ctx context.Context, b Batch) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return fmt.Errorf("apply: %w", ErrClosed)
+		return fmt.Errorf("apply: %w", enforcer.ErrClosed)
 	}
 	cur := s.tbl.Load()
 	var next *bart.Table[value]
@@ -278,7 +279,7 @@ func (s *Set) ReconcileRemedies(ctx context.Context, entries []Entry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return fmt.Errorf("reconcile: %w", ErrClosed)
+		return fmt.Errorf("reconcile: %w", enforcer.ErrClosed)
 	}
 	s.nextExpiry = min
 	s.tbl.Store(next)
@@ -301,7 +302,7 @@ func (s *Set) Sweep(now time.Time) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return 0, fmt.Errorf("sweep: %w", ErrClosed)
+		return 0, fmt.Errorf("sweep: %w", enforcer.ErrClosed)
 	}
 	if s.nextExpiry == 0 || s.nextExpiry > n {
 		return 0, nil
@@ -345,6 +346,9 @@ func (s *Set) List(ctx context.Context) ([]enforcer.Entry, error) {
 	out := make([]enforcer.Entry, len(es))
 	for i, e := range es {
 		out[i] = e.Entry
+		if e.Remedy == RemedyCaptcha {
+			out[i].Remedy = enforcer.RemedyCaptcha
+		}
 	}
 	return out, nil
 }
@@ -369,7 +373,7 @@ func (s *Set) Entries(ctx context.Context) ([]Entry, error) {
 	return out, nil
 }
 
-// Close empties the set; later writes fail with ErrClosed and lookups find
+// Close empties the set; later writes fail with enforcer.ErrClosed and lookups find
 // nothing. Closing twice is harmless.
 func (s *Set) Close() error {
 	s.mu.Lock()
@@ -391,7 +395,7 @@ const never = int64(1<<63 - 1)
 func normalize(es []Entry) ([]normalized, error) {
 	out := make([]normalized, len(es))
 	for i, e := range es {
-		p, err := normalizePrefix(e.Prefix)
+		p, err := enforcer.Canonical(e.Prefix)
 		if err != nil {
 			return nil, fmt.Errorf("entry %d: %w", i, err)
 		}
@@ -411,20 +415,4 @@ func normalize(es []Entry) ([]normalized, error) {
 		}}
 	}
 	return out, nil
-}
-
-// normalizePrefix returns p masked, with an IPv4-mapped address turned into
-// its IPv4 prefix so that it matches the IPv4 lookups it is meant for.
-func normalizePrefix(p netip.Prefix) (netip.Prefix, error) {
-	if !p.IsValid() {
-		return netip.Prefix{}, fmt.Errorf("prefix %q: invalid", p)
-	}
-	a := p.Addr().WithZone("")
-	if a.Is4In6() {
-		if p.Bits() < 96 {
-			return netip.Prefix{}, fmt.Errorf("prefix %s: IPv4-mapped with fewer than 96 bits", p)
-		}
-		return netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked(), nil
-	}
-	return netip.PrefixFrom(a, p.Bits()).Masked(), nil
 }

@@ -174,7 +174,7 @@ func TestInvalidBatchLeavesSetUntouched(t *testing.T) {
 	bad := []Batch{
 		{Add: []Entry{entry("203.0.113.2/32", RemedyBan, hour, "r"), {Entry: enforcer.Entry{Until: hour}, Remedy: RemedyBan}}},
 		{Add: []Entry{entry("203.0.113.2/32", 9, hour, "r")}},
-		{Add: []Entry{entry("::ffff:0.0.0.0/90", RemedyBan, hour, "r")}},
+		{Add: []Entry{{Entry: enforcer.Entry{Prefix: netip.PrefixFrom(netip.MustParseAddr("192.0.2.1"), 33), Until: hour}, Remedy: RemedyBan}}},
 		{Delete: []netip.Prefix{{}}},
 	}
 	for i, b := range bad {
@@ -256,13 +256,13 @@ func TestClose(t *testing.T) {
 	if _, ok := s.Lookup(netip.MustParseAddr("203.0.113.1"), time.Now()); ok {
 		t.Error("closed set still matches")
 	}
-	if err := s.Apply(ctx, enforcer.Batch{}); !errors.Is(err, ErrClosed) {
+	if err := s.Apply(ctx, enforcer.Batch{}); !errors.Is(err, enforcer.ErrClosed) {
 		t.Errorf("Apply after Close: %v, want ErrClosed", err)
 	}
-	if err := s.Reconcile(ctx, nil); !errors.Is(err, ErrClosed) {
+	if err := s.Reconcile(ctx, nil); !errors.Is(err, enforcer.ErrClosed) {
 		t.Errorf("Reconcile after Close: %v, want ErrClosed", err)
 	}
-	if _, err := s.Sweep(time.Now()); !errors.Is(err, ErrClosed) {
+	if _, err := s.Sweep(time.Now()); !errors.Is(err, enforcer.ErrClosed) {
 		t.Errorf("Sweep after Close: %v, want ErrClosed", err)
 	}
 }

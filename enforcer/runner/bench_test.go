@@ -31,8 +31,7 @@ func BenchmarkSnapshot1M(b *testing.B) {
 		live[i] = decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.PrefixFrom(a, 32), time.Hour, "blocklist", now)
 	}
 	cfg := DefaultConfig()
-	cfg.HostAddrs = func() ([]netip.Addr, error) { return []netip.Addr{netip.MustParseAddr("192.0.2.1")}, nil }
-	cfg.Whitelist = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
+	cfg.Policy = testPolicy(func() ([]netip.Addr, error) { return []netip.Addr{netip.MustParseAddr("192.0.2.1")}, nil })
 	r, err := New(cfg, nopBackend{}, nil)
 	if err != nil {
 		b.Fatal(err)

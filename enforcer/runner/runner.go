@@ -3,11 +3,14 @@
 // Reconcile of the backend, and changes are coalesced for a few milliseconds
 // and applied in batches, retried with backoff when the backend fails.
 //
-// The runner is where policy lives, so that every backend gets the same:
-// only ban decisions are enforced, and a decision whose prefix overlaps a
-// protected address (a configured whitelist and every address of the host's
-// own interfaces) is refused. It keeps the authoritative set of active bans,
-// sweeps out expired ones, and exports Prometheus metrics. The feed's own
+// The runner is the one decision→enforcer path of every bouncer, so that
+// every backend gets the same policy (enforcer/policy): decisions outside
+// the filters (type, origin, scenario) are not enforced, and a ban whose
+// prefix overlaps a protected address (whitelist, loopback, the host's own
+// addresses, the bouncer's dependencies) is refused, counted and logged,
+// and enforced after all if the protection goes away. It keeps the
+// authoritative set of active entries, sweeps out expired ones, and exports
+// Prometheus metrics. The feed's own
 // metrics (lag, invalid messages) come from the subscriber, which is a
 // collector of its own.
 package runner
@@ -16,30 +19,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
-	"github.com/gaissmai/bart"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
 )
 
 // Config tunes a Runner. Start from DefaultConfig.
 type Config struct {
-	// Whitelist holds prefixes that are never banned, nor is any range
-	// that overlaps them.
-	Whitelist []netip.Prefix
-	// HostAddrs returns the host's own addresses, which are protected like
-	// the whitelist. Nil means no host addresses are protected; use
-	// InterfaceAddrs for the addresses of every interface.
-	HostAddrs func() ([]netip.Addr, error)
-	// HostAddrsRefresh is how often HostAddrs is called again (0: only at New).
-	HostAddrsRefresh time.Duration
+	// Policy filters the decisions and protects addresses; Run refreshes
+	// it every Policy.RefreshInterval. Nil means bans only and loopback
+	// protected, nothing else.
+	Policy *policy.Policy
 	// Coalesce is how long a burst of changes is collected before it is
 	// applied as one batch.
 	Coalesce time.Duration
@@ -52,12 +49,22 @@ type Config struct {
 	SweepInterval time.Duration
 	// MetricsSubsystem is the Prometheus subsystem of the runner's metrics.
 	MetricsSubsystem string
-	// OnRefused, when set, is told of every ban refused because it covers
-	// a protected address (key is the decision's key). OnApplyError is
-	// told of every failed backend call that Run will retry. Both are
-	// called with the runner's lock held and must not call back into it.
-	OnRefused    func(key, reason string)
+	// OnApplyError, when set, is told of every failed backend call that
+	// Run will retry. It is called with the runner's lock held and must not
+	// call back into it.
 	OnApplyError func(err error)
+	// Backend names the backend in the restores_total metric.
+	Backend string
+	// Deliberate, when set, is asked before every restore of a backend
+	// that implements enforcer.Healer; true means the state was removed
+	// on purpose (fw-bouncer cleanup) and Run returns ErrStoodDown
+	// instead of fighting it.
+	Deliberate func() bool
+	// OnRestore is told of every restore (err nil: it succeeded, with n
+	// bans, taking took); OnWatchError of every failure of the backend's
+	// Watch, which is restarted. Both are called without the runner's lock.
+	OnRestore    func(cause string, n int, took time.Duration, err error)
+	OnWatchError func(err error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -65,8 +72,6 @@ type Config struct {
 // DefaultConfig returns the configuration used by fw-bouncer.
 func DefaultConfig() Config {
 	return Config{
-		HostAddrs:        InterfaceAddrs,
-		HostAddrsRefresh: 30 * time.Second,
 		Coalesce:         5 * time.Millisecond,
 		MaxBatch:         65536,
 		RetryMin:         100 * time.Millisecond,
@@ -78,14 +83,7 @@ func DefaultConfig() Config {
 
 // Validate reports the first invalid field.
 func (c *Config) Validate() error {
-	for _, p := range c.Whitelist {
-		if !p.IsValid() {
-			return errors.New("whitelist: invalid prefix")
-		}
-	}
 	switch {
-	case c.HostAddrsRefresh < 0:
-		return fmt.Errorf("host_addrs_refresh: negative duration %s", c.HostAddrsRefresh)
 	case c.Coalesce < 0:
 		return fmt.Errorf("coalesce: negative duration %s", c.Coalesce)
 	case c.MaxBatch <= 0:
@@ -99,32 +97,6 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
-
-// InterfaceAddrs returns the addresses of every interface of the host (of
-// the calling process's network namespace).
-func InterfaceAddrs() ([]netip.Addr, error) {
-	as, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil, fmt.Errorf("list interface addresses: %w", err)
-	}
-	out := make([]netip.Addr, 0, len(as))
-	for _, a := range as {
-		ipn, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
-			out = append(out, ip.Unmap())
-		}
-	}
-	return out, nil
-}
-
-// Refusal reasons, as they appear in the refused_total metric.
-const (
-	RefusedWhitelist   = "whitelist"
-	RefusedHostAddress = "host_address"
-)
 
 // change is one pending operation on a prefix: an add when add is true.
 type change struct {
@@ -147,15 +119,19 @@ type Runner struct {
 	// a batch never interleave.
 	backendMu sync.Mutex
 
-	mu        sync.Mutex
-	whitelist *bart.Lite
-	hosts     *bart.Lite
-	active    map[netip.Prefix]enforcer.Entry
-	counts    map[labelKey]int
-	pending   map[netip.Prefix]change
-	order     []netip.Prefix // pending prefixes in arrival order
-	strs      map[string]string
-	synced    bool
+	pol *policy.Policy
+
+	mu      sync.Mutex
+	active  map[netip.Prefix]enforcer.Entry
+	refused map[netip.Prefix]refusal // bans refused, enforced if unprotected later
+	counts  map[labelKey]int
+	pending map[netip.Prefix]change
+	order   []netip.Prefix // pending prefixes in arrival order
+	strs    map[string]string
+	synced  bool
+	problem string // see Health
+
+	heal *healer // nil when the backend cannot heal
 
 	wake chan struct{}
 	m    metrics
@@ -169,11 +145,18 @@ type metrics struct {
 	errors   *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	batch    prometheus.Histogram
+	restores *prometheus.CounterVec
+	healthy  prometheus.Gauge
+}
+
+// refusal is a ban refused by the policy and the decision key it came from.
+type refusal struct {
+	key   string
+	entry enforcer.Entry
 }
 
 // New returns a Runner for backend. Its metrics are registered on reg
-// (nil: not registered). HostAddrs is called once here, so a host whose
-// addresses cannot be read is an error at start.
+// (nil: not registered).
 func New(cfg Config, backend enforcer.Enforcer, reg prometheus.Registerer) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("runner config: %w", err)
@@ -182,27 +165,32 @@ func New(cfg Config, backend enforcer.Enforcer, reg prometheus.Registerer) (*Run
 		return nil, errors.New("runner: nil backend")
 	}
 	r := &Runner{
-		cfg:       cfg,
-		backend:   backend,
-		now:       cfg.Now,
-		whitelist: &bart.Lite{},
-		hosts:     &bart.Lite{},
-		active:    make(map[netip.Prefix]enforcer.Entry),
-		counts:    make(map[labelKey]int),
-		pending:   make(map[netip.Prefix]change),
-		strs:      make(map[string]string),
-		wake:      make(chan struct{}, 1),
+		cfg:     cfg,
+		backend: backend,
+		now:     cfg.Now,
+		pol:     cfg.Policy,
+		active:  make(map[netip.Prefix]enforcer.Entry),
+		refused: make(map[netip.Prefix]refusal),
+		counts:  make(map[labelKey]int),
+		pending: make(map[netip.Prefix]change),
+		strs:    make(map[string]string),
+		wake:    make(chan struct{}, 1),
 	}
 	if r.now == nil {
 		r.now = time.Now
 	}
-	for _, p := range cfg.Whitelist {
-		r.whitelist.Insert(normPrefix(p))
+	if r.pol == nil {
+		pol, err := policy.New(context.Background(), policy.Config{}, policy.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("runner: default policy: %w", err)
+		}
+		r.pol = pol
+	}
+	if h, ok := backend.(enforcer.Healer); ok {
+		r.heal = &healer{h: h, wake: make(chan struct{}, 1)}
 	}
 	r.m = newMetrics(cfg.MetricsSubsystem)
-	if err := r.refreshHosts(); err != nil {
-		return nil, err
-	}
+	r.m.healthy.Set(1)
 	if reg != nil {
 		if err := r.register(reg); err != nil {
 			return nil, err
@@ -224,15 +212,15 @@ func newMetrics(sub string) metrics {
 		}, []string{"op"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "refused_total",
-			Help: "Ban decisions refused because they cover a protected address, by reason.",
+			Help: "Ban decisions refused because they cover a protected address, by reason (whitelist, loopback, host_address, dependency).",
 		}, []string{"reason"}),
 		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "ignored_total",
-			Help: "Decisions not enforced, by reason (type: not a ban; expired; invalid: not convertible).",
+			Help: "Decisions not enforced, by reason (type, origin, scenario: outside the filters; expired; invalid: not convertible).",
 		}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "errors_total",
-			Help: "Backend calls that failed, by operation (apply, reconcile, counters, host_addrs).",
+			Help: "Backend calls that failed, by operation (apply, reconcile, counters), and policy refreshes (policy_refresh).",
 		}, []string{"op"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "apply_duration_seconds",
@@ -244,12 +232,20 @@ func newMetrics(sub string) metrics {
 			Help:    "Changes per Apply call.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
 		}),
+		restores: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "restores_total",
+			Help: "Full restores of the backend's kernel state after someone else changed it, by backend and cause.",
+		}, []string{"backend", "cause"}),
+		healthy: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "healthy",
+			Help: "1 while the backend holds the live set as far as the runner knows; 0 while a restore or batch keeps failing.",
+		}),
 	}
 }
 
 func (r *Runner) register(reg prometheus.Registerer) error {
 	cs := []prometheus.Collector{r.m.active, r.m.applied, r.m.refused, r.m.ignored,
-		r.m.errors, r.m.duration, r.m.batch}
+		r.m.errors, r.m.duration, r.m.batch, r.m.restores, r.m.healthy}
 	ns, sub := "portcullis", r.cfg.MetricsSubsystem
 	if cr, ok := r.backend.(enforcer.CounterReader); ok {
 		cs = append(cs, &dropCollector{
@@ -295,62 +291,45 @@ func (d *dropCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// normPrefix unmaps IPv4-in-IPv6 and masks, the form bart expects.
-func normPrefix(p netip.Prefix) netip.Prefix {
-	a := p.Addr()
-	if a.Is4In6() {
-		bits := p.Bits() - 96
-		if bits < 0 {
-			bits = 0
-		}
-		return netip.PrefixFrom(a.Unmap(), bits).Masked()
+// refreshPolicy reads the protected addresses again. A ban in force that
+// now covers one is withdrawn, as it would have been refused; a refused ban
+// that no longer covers one is enforced.
+func (r *Runner) refreshPolicy(ctx context.Context) error {
+	changed, err := r.pol.Refresh(ctx)
+	if !changed {
+		return err
 	}
-	return p.Masked()
-}
-
-func (r *Runner) refreshHosts() error {
-	if r.cfg.HostAddrs == nil {
-		return nil
-	}
-	addrs, err := r.cfg.HostAddrs()
-	if err != nil {
-		return fmt.Errorf("host addresses: %w", err)
-	}
-	t := &bart.Lite{}
-	for _, a := range addrs {
-		a = a.Unmap().WithZone("")
-		if a.IsValid() {
-			t.Insert(netip.PrefixFrom(a, a.BitLen()))
-		}
-	}
+	now := r.now()
 	r.mu.Lock()
-	r.hosts = t
-	// A ban already in force that now covers one of the host's addresses
-	// is withdrawn, as it would have been refused.
 	n := 0
-	for p := range r.active {
-		if t.OverlapsPrefix(p) {
+	for p, e := range r.active {
+		if why := r.pol.Protected(p); why != "" {
+			if c, ok := r.pending[p]; ok && !c.add {
+				continue // already on its way out
+			}
 			r.queueLocked(p, change{entry: enforcer.Entry{Prefix: p}})
-			r.m.refused.WithLabelValues(RefusedHostAddress).Inc()
+			r.refused[p] = refusal{key: p.String(), entry: e}
+			r.m.refused.WithLabelValues(why).Inc()
+			r.pol.Refused(p.String(), p, why)
 			n++
 		}
+	}
+	for p, rf := range r.refused {
+		if r.pol.Protected(p) != "" {
+			continue
+		}
+		delete(r.refused, p)
+		if _, ok := r.pending[p]; ok || !rf.entry.Until.After(now) {
+			continue
+		}
+		r.queueLocked(p, change{add: true, entry: rf.entry})
+		n++
 	}
 	r.mu.Unlock()
 	if n > 0 {
 		r.signal()
 	}
-	return nil
-}
-
-// protectedLocked returns the refusal reason for p, or "" when p may be banned.
-func (r *Runner) protectedLocked(p netip.Prefix) string {
-	switch {
-	case r.whitelist.OverlapsPrefix(p):
-		return RefusedWhitelist
-	case r.hosts.OverlapsPrefix(p):
-		return RefusedHostAddress
-	}
-	return ""
+	return err
 }
 
 // intern returns one shared copy of s, so a million bans with the same
@@ -367,28 +346,32 @@ func (r *Runner) intern(s string) string {
 // that the decision does not concern the backend at all (ok false).
 func (r *Runner) convertLocked(d *decisionfeed.Decision, now time.Time) (p netip.Prefix, c change, ok bool) {
 	e, err := enforcer.FromDecision(d)
+	if err == nil {
+		e.Prefix, err = enforcer.Canonical(e.Prefix)
+	}
 	if err != nil {
 		r.m.ignored.WithLabelValues("invalid").Inc()
 		return netip.Prefix{}, change{}, false
 	}
-	p = normPrefix(e.Prefix)
-	e.Prefix = p
-	switch {
-	case d.Op == decisionfeed.OpDelete:
+	p = e.Prefix
+	// Whatever the key held before, this decision replaces it.
+	delete(r.refused, p)
+	if d.Op == decisionfeed.OpDelete {
 		return p, change{entry: e}, true
-	case d.Type != decisionfeed.TypeBan:
-		// Another remedy replaces whatever the key held before.
-		r.m.ignored.WithLabelValues("type").Inc()
+	}
+	if why := r.pol.Filter(d); why != "" {
+		r.m.ignored.WithLabelValues(why).Inc()
 		return p, change{entry: e}, true
-	case d.Expired(now):
+	}
+	if d.Expired(now) {
 		r.m.ignored.WithLabelValues("expired").Inc()
 		return p, change{entry: e}, true
 	}
-	if why := r.protectedLocked(p); why != "" {
+	if why := r.pol.Protected(p); why != "" {
 		r.m.refused.WithLabelValues(why).Inc()
-		if r.cfg.OnRefused != nil {
-			r.cfg.OnRefused(d.Key(), why)
-		}
+		r.pol.Refused(d.Key(), p, why)
+		e.Reason, e.Origin = r.intern(e.Reason), r.intern(e.Origin)
+		r.refused[p] = refusal{key: d.Key(), entry: e}
 		return p, change{entry: e}, true
 	}
 	e.Reason, e.Origin = r.intern(e.Reason), r.intern(e.Origin)
@@ -403,6 +386,7 @@ func (r *Runner) Snapshot(ctx context.Context, live []decisionfeed.Decision) err
 
 	r.mu.Lock()
 	now := r.now()
+	clear(r.refused)
 	want := make(map[netip.Prefix]enforcer.Entry, len(live))
 	for i := range live {
 		p, c, ok := r.convertLocked(&live[i], now)
@@ -499,22 +483,61 @@ func (r *Runner) countLocked(e enforcer.Entry, d int) {
 // addresses until ctx ends. Changes still queued then are given one last
 // attempt of at most a second; whatever is lost is rebuilt from the topic
 // at the next start.
+//
+// For a backend that implements enforcer.Healer, Run also runs its Watch
+// and answers each drift it reports, and each failed batch, with a full
+// Restore of the live set, retried with backoff while it fails (Health
+// says why meanwhile). When Config.Deliberate reports that the state was
+// removed on purpose, Run returns ErrStoodDown instead.
 func (r *Runner) Run(ctx context.Context) error {
-	var sweep, hosts <-chan time.Time
+	var sweep, refresh <-chan time.Time
 	if r.cfg.SweepInterval > 0 {
 		t := time.NewTicker(r.cfg.SweepInterval)
 		defer t.Stop()
 		sweep = t.C
 	}
-	if r.cfg.HostAddrsRefresh > 0 && r.cfg.HostAddrs != nil {
-		t := time.NewTicker(r.cfg.HostAddrsRefresh)
+	if every := r.pol.RefreshInterval(); every > 0 {
+		t := time.NewTicker(every)
 		defer t.Stop()
-		hosts = t.C
+		refresh = t.C
 	}
 	backoff := r.cfg.RetryMin
 	var retry <-chan time.Time
+	applyFailing := false
+	var heal <-chan struct{}
+	if r.heal != nil {
+		heal = r.heal.wake
+		wctx, stopWatch := context.WithCancel(ctx)
+		watchDone := make(chan struct{})
+		go func() {
+			defer close(watchDone)
+			r.watch(wctx)
+		}()
+		defer func() {
+			stopWatch()
+			<-watchDone
+		}()
+	}
 	for {
 		select {
+		case <-heal:
+			if retry != nil {
+				// A retry is scheduled and restores; news of the
+				// backend (an interface back) brings it forward.
+				retry = time.After(r.cfg.RetryMin)
+				continue
+			}
+			failed, err := r.restorePending(ctx)
+			if err != nil {
+				return err
+			}
+			if failed {
+				retry = time.After(backoff)
+				backoff = min(backoff*2, r.cfg.RetryMax)
+			} else {
+				backoff = r.cfg.RetryMin
+			}
+			continue
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			_ = r.flush(fctx)
@@ -535,20 +558,42 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		case <-retry:
 			retry = nil
+			if r.heal != nil {
+				failed, err := r.restorePending(ctx)
+				if err != nil {
+					return err
+				}
+				if failed {
+					retry = time.After(backoff)
+					backoff = min(backoff*2, r.cfg.RetryMax)
+					continue
+				}
+			}
 		case <-sweep:
 			r.Sweep()
-		case <-hosts:
-			if err := r.refreshHosts(); err != nil {
-				r.m.errors.WithLabelValues("host_addrs").Inc()
+		case <-refresh:
+			if err := r.refreshPolicy(ctx); err != nil {
+				r.m.errors.WithLabelValues("policy_refresh").Inc()
 			}
 		}
 		if err := r.flush(ctx); err != nil {
 			if ctx.Err() != nil {
 				continue
 			}
+			if r.heal != nil {
+				// A batch against a table or set that is gone fails
+				// for ever: replace it with a full restore.
+				r.drift(CauseApplyFailed)
+			}
+			r.setHealth("apply failed: " + err.Error())
+			applyFailing = true
 			retry = time.After(backoff)
 			backoff = min(backoff*2, r.cfg.RetryMax)
 			continue
+		}
+		if applyFailing {
+			applyFailing = false
+			r.setHealth("")
 		}
 		backoff = r.cfg.RetryMin
 	}

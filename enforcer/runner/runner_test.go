@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/enforcer/policy"
 )
 
 // call is one recorded backend call.
@@ -156,13 +157,23 @@ type clock struct {
 func (c *clock) now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
+// testPolicy protects a whitelist and the host addresses hosts returns.
+func testPolicy(hosts func() ([]netip.Addr, error)) *policy.Policy {
+	pc := policy.DefaultConfig()
+	pc.Whitelist = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/28"), netip.MustParsePrefix("2001:db8:ffff::/48")}
+	pc.HostAddressesRefresh = 0
+	pol, err := policy.New(context.Background(), pc, policy.Options{HostAddrs: hosts})
+	if err != nil {
+		panic(err)
+	}
+	return pol
+}
+
 func testConfig(clk *clock) Config {
 	cfg := DefaultConfig()
-	cfg.Whitelist = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/28"), netip.MustParsePrefix("2001:db8:ffff::/48")}
-	cfg.HostAddrs = func() ([]netip.Addr, error) {
+	cfg.Policy = testPolicy(func() ([]netip.Addr, error) {
 		return []netip.Addr{netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("2001:db8:1::1")}, nil
-	}
-	cfg.HostAddrsRefresh = 0
+	})
 	cfg.Coalesce = 20 * time.Millisecond
 	cfg.RetryMin = time.Millisecond
 	cfg.RetryMax = 4 * time.Millisecond
@@ -233,7 +244,7 @@ func TestSnapshotFiltersAndReconcilesOnce(t *testing.T) {
 	if !r.Synced() {
 		t.Fatal("Synced() = false after a snapshot")
 	}
-	for reason, n := range map[string]float64{RefusedWhitelist: 3, RefusedHostAddress: 2} {
+	for reason, n := range map[string]float64{policy.RefusedWhitelist: 3, policy.RefusedHostAddress: 2} {
 		if got := testutil.ToFloat64(r.m.refused.WithLabelValues(reason)); got != n {
 			t.Errorf("refused_total{reason=%s} = %v, want %v", reason, got, n)
 		}
@@ -398,11 +409,11 @@ func TestHostAddressRefreshWithdrawsBan(t *testing.T) {
 	cfg := testConfig(clk)
 	var mu sync.Mutex
 	hosts := []netip.Addr{netip.MustParseAddr("203.0.113.1")}
-	cfg.HostAddrs = func() ([]netip.Addr, error) {
+	cfg.Policy = testPolicy(func() ([]netip.Addr, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(hosts), nil
-	}
+	})
 	r := startRunner(t, cfg, f, nil)
 	if err := r.Snapshot(context.Background(), []decisionfeed.Decision{ban("192.0.2.0/24"), ban("192.0.2.99")}); err != nil {
 		t.Fatal(err)
@@ -410,7 +421,7 @@ func TestHostAddressRefreshWithdrawsBan(t *testing.T) {
 	mu.Lock()
 	hosts = append(hosts, netip.MustParseAddr("192.0.2.50"))
 	mu.Unlock()
-	if err := r.refreshHosts(); err != nil {
+	if err := r.refreshPolicy(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	f.waitCalls(t, 2)
@@ -450,13 +461,11 @@ portcullis_fw_bouncer_dropped_packets_total{reason="crowdsecurity/ssh-bf"} 7
 
 func TestConfigValidate(t *testing.T) {
 	for name, mut := range map[string]func(*Config){
-		"max batch":  func(c *Config) { c.MaxBatch = 0 },
-		"retry":      func(c *Config) { c.RetryMax = c.RetryMin / 2 },
-		"coalesce":   func(c *Config) { c.Coalesce = -1 },
-		"whitelist":  func(c *Config) { c.Whitelist = []netip.Prefix{{}} },
-		"subsystem":  func(c *Config) { c.MetricsSubsystem = "" },
-		"sweep":      func(c *Config) { c.SweepInterval = -time.Second },
-		"host fresh": func(c *Config) { c.HostAddrsRefresh = -time.Second },
+		"max batch": func(c *Config) { c.MaxBatch = 0 },
+		"retry":     func(c *Config) { c.RetryMax = c.RetryMin / 2 },
+		"coalesce":  func(c *Config) { c.Coalesce = -1 },
+		"subsystem": func(c *Config) { c.MetricsSubsystem = "" },
+		"sweep":     func(c *Config) { c.SweepInterval = -time.Second },
 	} {
 		c := DefaultConfig()
 		mut(&c)
@@ -493,5 +502,98 @@ func TestManyChangesAreSplitIntoBatches(t *testing.T) {
 	}
 	if got := len(r.Active()); got != 250 {
 		t.Fatalf("active = %d, want 250", got)
+	}
+}
+
+// TestRefusedBanEnforcedWhenProtectionEnds: a ban refused because it
+// covered a host address is enforced once the host no longer has it, and
+// withdrawn again when the address comes back.
+func TestRefusedBanEnforcedWhenProtectionEnds(t *testing.T) {
+	clk := &clock{t: t0}
+	f := newRecorder()
+	cfg := testConfig(clk)
+	var mu sync.Mutex
+	hosts := []netip.Addr{netip.MustParseAddr("192.0.2.50")}
+	cfg.Policy = testPolicy(func() ([]netip.Addr, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(hosts), nil
+	})
+	reg := prometheus.NewRegistry()
+	r := startRunner(t, cfg, f, reg)
+	if err := r.Snapshot(context.Background(), []decisionfeed.Decision{ban("192.0.2.0/24"), ban("192.0.2.99")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, state := f.snapshot(); !slices.Equal(state, []string{"192.0.2.99/32"}) {
+		t.Fatalf("state = %v, want the range refused", state)
+	}
+	setHosts := func(as ...string) {
+		mu.Lock()
+		hosts = hosts[:0]
+		for _, a := range as {
+			hosts = append(hosts, netip.MustParseAddr(a))
+		}
+		mu.Unlock()
+		if err := r.refreshPolicy(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setHosts("203.0.113.1")
+	f.waitCalls(t, 2)
+	if _, state := f.snapshot(); !slices.Equal(state, []string{"192.0.2.0/24", "192.0.2.99/32"}) {
+		t.Fatalf("state = %v, want the range enforced once unprotected", state)
+	}
+	setHosts("192.0.2.50")
+	f.waitCalls(t, 3)
+	if _, state := f.snapshot(); !slices.Equal(state, []string{"192.0.2.99/32"}) {
+		t.Fatalf("state = %v, want the range withdrawn again", state)
+	}
+	if got := testutil.ToFloat64(r.m.refused.WithLabelValues(policy.RefusedHostAddress)); got != 2 {
+		t.Fatalf("refused{host_address} = %v, want 2", got)
+	}
+}
+
+// TestFiltersDecideWhatReachesTheBackend: origin and type filters, and a
+// filtered decision replacing what its key held.
+func TestFiltersDecideWhatReachesTheBackend(t *testing.T) {
+	clk := &clock{t: t0}
+	f := newRecorder()
+	cfg := testConfig(clk)
+	pc := policy.DefaultConfig()
+	pc.Origins = []string{"engine", "cli"}
+	pc.Types = []decisionfeed.Type{decisionfeed.TypeBan, decisionfeed.TypeCaptcha}
+	pol, err := policy.New(context.Background(), pc, policy.Options{
+		Supported: []decisionfeed.Type{decisionfeed.TypeBan, decisionfeed.TypeCaptcha},
+		HostAddrs: func() ([]netip.Addr, error) { return nil, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Policy = pol
+	r := startRunner(t, cfg, f, nil)
+	fromList := ban("192.0.2.3")
+	fromList.Origin = "blocklist"
+	captcha := dec(decisionfeed.OpAdd, decisionfeed.TypeCaptcha, "192.0.2.4", t0.Add(time.Hour))
+	throttle := dec(decisionfeed.OpAdd, decisionfeed.TypeThrottle, "192.0.2.5", t0.Add(time.Hour))
+	if err := r.Snapshot(context.Background(), []decisionfeed.Decision{ban("192.0.2.1"), fromList, captcha, throttle}); err != nil {
+		t.Fatal(err)
+	}
+	act := r.Active()
+	if len(act) != 2 || act[0].Prefix.String() != "192.0.2.1/32" || act[1].Prefix.String() != "192.0.2.4/32" ||
+		act[0].Remedy != enforcer.RemedyBan || act[1].Remedy != enforcer.RemedyCaptcha {
+		t.Fatalf("active = %+v, want the engine ban and the captcha", act)
+	}
+	moved := ban("192.0.2.1")
+	moved.Origin = "crowdsec"
+	_ = r.Changes(context.Background(), []decisionfeed.Decision{moved})
+	f.waitCalls(t, 2)
+	settle(r)
+	if got := r.Len(); got != 1 {
+		t.Fatalf("active = %d, want the filtered decision to withdraw its key's ban", got)
+	}
+	for reason, want := range map[string]float64{"origin": 2, "type": 1} {
+		if got := testutil.ToFloat64(r.m.ignored.WithLabelValues(reason)); got != want {
+			t.Errorf("ignored{%s} = %v, want %v", reason, got, want)
+		}
 	}
 }

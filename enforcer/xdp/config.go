@@ -54,6 +54,11 @@ type Config struct {
 	// MaxExactV4 = 1,048,576). Without it memory follows the number of
 	// bans. Changing it requires a cleanup, as with the sizes.
 	Prealloc bool `yaml:"prealloc"`
+	// AllowVolatilePins lets New go on when the pin directory is on a
+	// bpffs that will not outlive the process (one mounted in a private
+	// mount namespace, as `ip netns exec` makes): the program then
+	// detaches when the process ends. By default New refuses.
+	AllowVolatilePins bool `yaml:"allow_volatile_pins"`
 }
 
 // Limits on map sizes, so that a typo cannot ask the kernel for gigabytes.

@@ -339,7 +339,7 @@ func (e *Enforcer) Reconcile(ctx context.Context, entries []enforcer.Entry) erro
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return ErrClosed
+		return fmt.Errorf("reconcile: %w", enforcer.ErrClosed)
 	}
 	clk, err := readClock()
 	if err != nil {
@@ -421,7 +421,7 @@ func (e *Enforcer) GC(ctx context.Context) (int, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return 0, ErrClosed
+		return 0, fmt.Errorf("gc: %w", enforcer.ErrClosed)
 	}
 	clk, err := readClock()
 	if err != nil {
@@ -475,7 +475,7 @@ func (e *Enforcer) List(ctx context.Context) ([]enforcer.Entry, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return nil, ErrClosed
+		return nil, fmt.Errorf("list: %w", enforcer.ErrClosed)
 	}
 	clk, err := readClock()
 	if err != nil {
@@ -531,7 +531,7 @@ func (e *Enforcer) Counters() (enforcer.Counters, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return enforcer.Counters{}, ErrClosed
+		return enforcer.Counters{}, fmt.Errorf("counters: %w", enforcer.ErrClosed)
 	}
 	out := enforcer.Counters{ByReason: make(map[string]enforcer.Count)}
 	var perCPU []bpf.XdpDropCount

@@ -328,10 +328,10 @@ func TestClosed(t *testing.T) {
 	if err := e.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if err := e.Apply(context.Background(), enforcer.Batch{}); !errors.Is(err, ErrClosed) {
+	if err := e.Apply(context.Background(), enforcer.Batch{}); !errors.Is(err, enforcer.ErrClosed) {
 		t.Fatalf("Apply after Close: %v", err)
 	}
-	if err := e.Reconcile(context.Background(), nil); !errors.Is(err, ErrClosed) {
+	if err := e.Reconcile(context.Background(), nil); !errors.Is(err, enforcer.ErrClosed) {
 		t.Fatalf("Reconcile after Close: %v", err)
 	}
 }

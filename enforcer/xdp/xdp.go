@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"sync"
 
@@ -18,9 +17,6 @@ import (
 	"github.com/portcullis-ips/portcullis/bpf"
 	"github.com/portcullis-ips/portcullis/enforcer"
 )
-
-// ErrClosed is returned by methods called after Close.
-var ErrClosed = errors.New("xdp enforcer closed")
 
 // Interface checks.
 var (
@@ -39,6 +35,11 @@ type Enforcer struct {
 	attach  []Attachment
 	reasons *reasonTable
 	closed  bool
+	// progID is the kernel's id of the loaded program, to recognise it on
+	// an interface.
+	progID uint32
+	// volatile is why the pins will not outlive the process ("": they do).
+	volatile string
 }
 
 // New validates cfg, mounts bpffs if needed, loads the program with its maps
@@ -61,10 +62,20 @@ func New(cfg Config) (*Enforcer, error) {
 	if err := os.MkdirAll(cfg.PinPath, 0o700); err != nil {
 		return nil, fmt.Errorf("create pin directory: %w", err)
 	}
+	volatile, err := volatilePins(cfg.PinPath)
+	if err != nil {
+		return nil, err
+	}
+	if volatile != "" && !cfg.AllowVolatilePins {
+		return nil, fmt.Errorf("pin_path %s: %s, so the program would detach when fw-bouncer stops; "+
+			"run it in the host's mount namespace (nsenter --net=/run/netns/NAME rather than ip netns exec), "+
+			"or set xdp.allow_volatile_pins to accept that", cfg.PinPath, volatile)
+	}
 	e, err := open(cfg, cfg.PinPath)
 	if err != nil {
 		return nil, err
 	}
+	e.volatile = volatile
 	for _, name := range cfg.Interfaces {
 		if err := e.attachTo(name); err != nil {
 			return nil, errors.Join(fmt.Errorf("attach to %s: %w", name, err), e.Close())
@@ -117,8 +128,21 @@ func open(cfg Config, pinPath string) (*Enforcer, error) {
 	if err != nil {
 		return nil, errors.Join(err, e.objs.Close())
 	}
+	info, err := e.objs.PortcullisXdp.Info()
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("xdp program info: %w", err), e.objs.Close())
+	}
+	id, ok := info.ID()
+	if !ok {
+		return nil, errors.Join(errors.New("xdp program info: kernel reports no program id"), e.objs.Close())
+	}
+	e.progID = uint32(id)
 	return e, nil
 }
+
+// VolatilePins returns why the pins will not outlive the process, or ""
+// when they do (the bans then stay enforced after the process ends).
+func (e *Enforcer) VolatilePins() string { return e.volatile }
 
 // Attachments reports how the program is attached to each interface.
 func (e *Enforcer) Attachments() []Attachment {
@@ -156,7 +180,7 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return ErrClosed
+		return fmt.Errorf("apply: %w", enforcer.ErrClosed)
 	}
 	clk, err := readClock()
 	if err != nil {
@@ -164,7 +188,7 @@ func (e *Enforcer) Apply(ctx context.Context, b enforcer.Batch) error {
 	}
 	var w writes
 	for i, p := range b.Delete {
-		np, err := normalize(p)
+		np, err := enforcer.Canonical(p)
 		if err != nil {
 			return fmt.Errorf("apply: delete %d: %w", i, err)
 		}
@@ -204,7 +228,7 @@ func (e *Enforcer) planAdds(entries []enforcer.Entry, clk clock, w *writes) erro
 	)
 	for i := range entries {
 		en := &entries[i]
-		p, err := normalize(en.Prefix)
+		p, err := enforcer.Canonical(en.Prefix)
 		if err != nil {
 			return fmt.Errorf("add %d: %w", i, err)
 		}
@@ -226,17 +250,4 @@ func (e *Enforcer) planAdds(entries []enforcer.Entry, clk clock, w *writes) erro
 	}
 	w.finish()
 	return nil
-}
-
-// normalize returns p masked, with IPv4-mapped IPv6 prefixes turned into
-// IPv4 ones, or an error for an invalid prefix.
-func normalize(p netip.Prefix) (netip.Prefix, error) {
-	if !p.IsValid() {
-		return netip.Prefix{}, fmt.Errorf("invalid prefix %q", p)
-	}
-	a := p.Addr()
-	if a.Is4In6() && p.Bits() >= 96 {
-		return netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked(), nil
-	}
-	return p.Masked(), nil
 }

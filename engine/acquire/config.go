@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // Source kinds an acquis.yaml document may name with "source:". A document
@@ -105,7 +107,9 @@ type SASLConfig struct {
 	// Mechanism is SASLPlain, SASLSCRAMSHA256 or SASLSCRAMSHA512.
 	Mechanism string
 	Username  string
-	Password  string
+	// Password prints as kafkaconn.Redacted, so logging a source's
+	// configuration does not leak it.
+	Password kafkaconn.Secret
 }
 
 // ConfigError is a problem at one place of an acquis.yaml file.
@@ -544,7 +548,9 @@ func (d *decoder) sasl(v *yaml.Node) (*SASLConfig, error) {
 		case "username":
 			s.Username, err = d.nonEmpty(k, v)
 		case "password":
-			s.Password, err = d.str(k, v)
+			var pw string
+			pw, err = d.str(k, v)
+			s.Password = kafkaconn.Secret(pw)
 		default:
 			err = d.errf(k, "sasl: unknown key %q", k.Value)
 		}

@@ -3,23 +3,18 @@ package acquire
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
-	"os"
 	"strconv"
 	"time"
 
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl"
-	"github.com/segmentio/kafka-go/sasl/plain"
-	"github.com/segmentio/kafka-go/sasl/scram"
 )
 
 // KafkaCommitInterval is how often a Kafka source commits its group offsets:
@@ -61,50 +56,23 @@ func NewKafkaSource(c SourceConfig, o Options) (*KafkaSource, error) {
 }
 
 // NewKafkaDialer returns a kafka-go dialer with the given TLS and SASL
-// options; nil options mean plaintext and no authentication.
+// options; nil options mean plaintext and no authentication. The options
+// keep CrowdSec's acquis.yaml names; the files are loaded and checked by
+// kafkaconn, as for every other Kafka client.
 func NewKafkaDialer(t *TLSConfig, s *SASLConfig) (*kafka.Dialer, error) {
-	d := &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}
+	var c kafkaconn.Config
 	if t != nil {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // operator's explicit choice
-		if t.CACert != "" {
-			pem, err := os.ReadFile(t.CACert)
-			if err != nil {
-				return nil, fmt.Errorf("tls ca_cert: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("tls ca_cert %s: no PEM certificate found", t.CACert)
-			}
-			tc.RootCAs = pool
-		}
-		if t.ClientCert != "" {
-			cert, err := tls.LoadX509KeyPair(t.ClientCert, t.ClientKey)
-			if err != nil {
-				return nil, fmt.Errorf("tls client_cert/client_key: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
-		}
-		d.TLS = tc
+		c.TLS = true
+		c.TLSCA, c.TLSCert, c.TLSKey, c.InsecureSkipVerify = t.CACert, t.ClientCert, t.ClientKey, t.InsecureSkipVerify
 	}
 	if s != nil {
-		var m sasl.Mechanism
-		var err error
-		switch s.Mechanism {
-		case SASLPlain:
-			m = plain.Mechanism{Username: s.Username, Password: s.Password}
-		case SASLSCRAMSHA256:
-			m, err = scram.Mechanism(scram.SHA256, s.Username, s.Password)
-		case SASLSCRAMSHA512:
-			m, err = scram.Mechanism(scram.SHA512, s.Username, s.Password)
-		default:
-			err = fmt.Errorf("unknown mechanism %q", s.Mechanism)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("sasl: %w", err)
-		}
-		d.SASLMechanism = m
+		c.SASLMechanism, c.SASLUsername, c.SASLPassword = s.Mechanism, s.Username, s.Password
 	}
-	return d, nil
+	sec, err := kafkaconn.Build(c)
+	if err != nil {
+		return nil, err
+	}
+	return sec.Dialer(&kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}), nil
 }
 
 // Name implements Source.

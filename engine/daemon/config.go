@@ -10,6 +10,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/engine/internal/strictyaml"
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // Default names of the engine's own topics and group.
@@ -23,6 +24,9 @@ const (
 	// DefaultDetectGroup is the consumer group of the detect stage on the
 	// events topic.
 	DefaultDetectGroup = "portcullis-engine-detect"
+	// DefaultPruneInterval is the wait between two pruning passes over a
+	// partition of the decisions topic.
+	DefaultPruneInterval = 5 * time.Minute
 	// DefaultDrainTimeout bounds how long a stopping daemon keeps
 	// publishing what it has already detected.
 	DefaultDrainTimeout = 10 * time.Second
@@ -36,9 +40,13 @@ type Config struct {
 	Scenarios string `yaml:"scenarios"`
 	// Profiles is the profiles file; empty means the shipped defaults.
 	Profiles string `yaml:"profiles"`
-	// Brokers are the Kafka brokers of the outputs and of re-keying; empty
-	// means the --brokers flag.
+	// Brokers are the Kafka brokers of the outputs and of re-keying;
+	// --brokers and PORTCULLIS_BROKERS override them.
 	Brokers []string `yaml:"brokers"`
+	// Kafka is the TLS and SASL of the engine's Kafka clients, the same
+	// section as in every program's configuration; the --kafka-* flags and
+	// PORTCULLIS_KAFKA_* variables override it.
+	Kafka kafkaconn.Config `yaml:"kafka"`
 	// Host names this engine in alerts and decisions; empty means the host name.
 	Host string `yaml:"host"`
 	// Timezone is the zone of log timestamps that carry no offset (RFC 3164
@@ -60,6 +68,14 @@ type Config struct {
 	MaxBuckets int `yaml:"max_buckets"`
 	// DrainTimeout bounds the publishing of pending output at shutdown.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// PruneInterval is the wait between two passes that tombstone the
+	// expired and deleted keys of the decisions topic (default
+	// DefaultPruneInterval); a negative value turns pruning off.
+	PruneInterval time.Duration `yaml:"prune_interval"`
+	// PruneGroup is the consumer group the engine instances share the
+	// pruning in, one instance per partition (default
+	// decisionfeed.DefaultPruneGroup).
+	PruneGroup string `yaml:"prune_group"`
 
 	// dir is the directory of the engine.yaml file; relative paths are
 	// taken from there.
@@ -84,6 +100,8 @@ func DefaultConfig() Config {
 		RekeyGroup:       DefaultDetectGroup,
 		EventsPartitions: DefaultEventsPartitions,
 		DrainTimeout:     DefaultDrainTimeout,
+		PruneInterval:    DefaultPruneInterval,
+		PruneGroup:       decisionfeed.DefaultPruneGroup,
 	}
 }
 
@@ -133,6 +151,12 @@ func ParseConfig(file string, b []byte) (Config, error) {
 	}
 	if c.EventsPartitions < 1 || c.EventsPartitions > 1024 {
 		return Config{}, bad([]string{"events_partitions"}, "events_partitions: %d is not between 1 and 1024", c.EventsPartitions)
+	}
+	if c.PruneGroup == "" || strings.ContainsFunc(c.PruneGroup, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+		return Config{}, bad([]string{"prune_group"}, "prune_group: %q is not a group name", c.PruneGroup)
+	}
+	if c.PruneInterval == 0 {
+		c.PruneInterval = DefaultPruneInterval
 	}
 	if c.MaxBuckets < 0 {
 		return Config{}, bad([]string{"max_buckets"}, "max_buckets: negative")

@@ -28,6 +28,7 @@ import (
 	"github.com/portcullis-ips/portcullis/engine/parse"
 	"github.com/portcullis-ips/portcullis/engine/profile"
 	"github.com/portcullis-ips/portcullis/engine/scenario"
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 )
 
 // Options are what the daemon gets besides its config file.
@@ -36,8 +37,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Registry receives the daemon's metrics; nil registers none.
 	Registry prometheus.Registerer
-	// Brokers are used when the config names none (the --brokers flag).
+	// Brokers, when not empty, replace the config's brokers: the caller
+	// has resolved --brokers > PORTCULLIS_BROKERS > file > default.
 	Brokers []string
+	// Security is the TLS and SASL of every Kafka client of the daemon
+	// (publisher, alerts and events writers, events reader, admin client);
+	// nil is plaintext. Kafka sources of the acquis.yaml keep their own.
+	Security *kafkaconn.Security
 }
 
 // Daemon is a configured engine, ready to Run once.
@@ -46,6 +52,7 @@ type Daemon struct {
 	log     *slog.Logger
 	host    string
 	brokers []string
+	sec     *kafkaconn.Security
 	sources []acquire.Source
 	scs     []*scenario.Scenario
 	prof    *profile.Profiles
@@ -69,9 +76,9 @@ func New(cfg Config, o Options) (_ *Daemon, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Daemon{cfg: cfg, log: log, host: cfg.Host, brokers: cfg.Brokers}
+	d := &Daemon{cfg: cfg, log: log, host: cfg.Host, brokers: o.Brokers, sec: o.Security}
 	if len(d.brokers) == 0 {
-		d.brokers = o.Brokers
+		d.brokers = cfg.Brokers
 	}
 	if len(d.brokers) == 0 {
 		return nil, errors.New("engine: no Kafka brokers (set brokers in the config or --brokers)")
@@ -125,11 +132,11 @@ func New(cfg Config, o Options) (_ *Daemon, err error) {
 	}
 	d.parser = parse.New(parse.Config{Location: loc})
 	if d.pub, err = decisionfeed.NewPublisher(decisionfeed.PublisherConfig{
-		Brokers: d.brokers, Topic: cfg.Topics.Decisions, ClientID: "portcullis-engine",
+		Brokers: d.brokers, Topic: cfg.Topics.Decisions, ClientID: "portcullis-engine", Security: d.sec,
 	}); err != nil {
 		return nil, fmt.Errorf("decision publisher: %w", err)
 	}
-	d.transport = &kafka.Transport{ClientID: "portcullis-engine"}
+	d.transport = d.sec.Transport(&kafka.Transport{ClientID: "portcullis-engine"})
 	d.alerts = &kafka.Writer{
 		Addr: kafka.TCP(d.brokers...), Topic: cfg.Topics.Alerts, Balancer: &kafka.Hash{},
 		BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll, MaxAttempts: 5,
@@ -296,15 +303,57 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer close(outDone)
 		d.publish(pubCtx, out)
 	}()
+	pruneDone := d.startPruning(runCtx)
 	d.log.Info("engine running", "sources", len(d.sources), "scenarios", len(d.scs), "rekey", d.events != nil, "host", d.host)
 	<-runCtx.Done()
 	d.log.Info("engine stopping, draining")
 	<-outDone
+	<-pruneDone
 	if err := context.Cause(runCtx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	d.log.Info("engine stopped")
 	return nil
+}
+
+// startPruning tombstones the expired and deleted keys of the decisions
+// topic until ctx ends, sharing the partitions with the other engine
+// instances through the prune consumer group. The returned channel closes
+// when it has stopped.
+func (d *Daemon) startPruning(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	if d.cfg.PruneInterval < 0 {
+		close(done)
+		return done
+	}
+	pr, err := decisionfeed.NewPruner(decisionfeed.PrunerConfig{
+		Brokers: d.brokers, Topic: d.cfg.Topics.Decisions, ClientID: "portcullis-engine-prune",
+	})
+	if err != nil {
+		d.log.Error("pruning off", "err", err)
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		defer pr.Close()
+		err := pr.RunGroup(ctx, decisionfeed.PruneLoopConfig{
+			Group: d.cfg.PruneGroup, Interval: d.cfg.PruneInterval, Logger: d.log.With("stage", "prune"),
+			OnPass: func(_ int, st decisionfeed.PruneStats, err error) {
+				if err != nil {
+					d.met.pruneErrors.Inc()
+					return
+				}
+				d.met.pruned.WithLabelValues("expired").Add(float64(st.Expired))
+				d.met.pruned.WithLabelValues("deleted").Add(float64(st.Deleted))
+				d.met.pruned.WithLabelValues("republished").Add(float64(st.Republished))
+			},
+		})
+		if err != nil {
+			d.log.Error("pruning stopped", "err", err)
+		}
+	}()
+	return done
 }
 
 func (d *Daemon) newEngine(s engine.Sink) (*engine.Engine, error) {
@@ -390,6 +439,7 @@ func (d *Daemon) detectRekeyed(ctx context.Context, eng *engine.Engine) {
 	defer d.snapshot(eng, true)
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: d.brokers, GroupID: d.cfg.RekeyGroup, Topic: d.cfg.Topics.Events,
+		Dialer:      d.sec.Dialer(&kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}),
 		StartOffset: kafka.FirstOffset, CommitInterval: acquire.KafkaCommitInterval,
 		MaxWait: 100 * time.Millisecond, MaxBytes: 8 << 20,
 		ReadBackoffMin: time.Millisecond, ReadBackoffMax: time.Second, // see acquire.KafkaSource
@@ -509,7 +559,7 @@ func (d *Daemon) retry(ctx context.Context, what string, f func(context.Context)
 func (d *Daemon) ensureEventsTopic(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	tr := &kafka.Transport{ClientID: "portcullis-engine"}
+	tr := d.sec.Transport(&kafka.Transport{ClientID: "portcullis-engine"})
 	defer tr.CloseIdleConnections()
 	c := &kafka.Client{Addr: kafka.TCP(d.brokers...), Transport: tr}
 	res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{

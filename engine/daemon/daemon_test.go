@@ -273,6 +273,8 @@ func testTopics(t *testing.T) (Config, []string) {
 	cfg.DrainTimeout = 5 * time.Second
 	cfg.Topics.Decisions = feedtest.CompactedTopic(t, decisionfeed.PartitionsDecisions)
 	cfg.Topics.Alerts = feedtest.Topic(t, decisionfeed.PartitionsAlerts)
+	// A group per test: on a shared Kafka the tests must not prune together.
+	cfg.PruneGroup = "prune-" + cfg.Topics.Decisions
 	return cfg, brokers
 }
 

@@ -23,6 +23,8 @@ type metrics struct {
 	rekeyIn       prometheus.Counter
 	rekeyBad      prometheus.Counter
 	unkeyed       prometheus.Counter
+	pruned        *prometheus.CounterVec
+	pruneErrors   prometheus.Counter
 
 	// byType caches the events counter of the known event types, so the
 	// hot path makes no label lookup.
@@ -52,6 +54,8 @@ func newMetrics(reg prometheus.Registerer, d *Daemon) (*metrics, error) {
 		rekeyIn:       c("rekey_events_consumed_total", "Re-keyed events consumed from the events topic."),
 		rekeyBad:      c("rekey_bad_events_total", "Events that could not be encoded or decoded for re-keying, skipped."),
 		unkeyed:       c("rekey_events_without_source_total", "Parsed events without a client address, not re-keyed (nothing to count them by)."),
+		pruned:        cv("pruned_total", "Keys of the decisions topic tombstoned, by why (expired, deleted), and records written again after a racing tombstone (republished).", "why"),
+		pruneErrors:   c("prune_errors_total", "Pruning passes that failed (the partition is read again from the start)."),
 		byType:        map[string]prometheus.Counter{},
 	}
 	for _, t := range []string{event.TypeHTTPAccess, event.TypeHTTPError, event.TypeSSHFailedAuth,
@@ -62,7 +66,7 @@ func newMetrics(reg prometheus.Registerer, d *Daemon) (*metrics, error) {
 		return m, nil
 	}
 	for _, col := range []prometheus.Collector{m.events, m.alerts, m.decisions, m.published, m.publishErrors,
-		m.dropped, m.rekeyOut, m.rekeyIn, m.rekeyBad, m.unkeyed, &statsCollector{d: d}} {
+		m.dropped, m.rekeyOut, m.rekeyIn, m.rekeyBad, m.unkeyed, m.pruned, m.pruneErrors, &statsCollector{d: d}} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("register engine metrics: %w", err)
 		}

@@ -54,7 +54,12 @@ type Config struct {
 	// Whitelist holds addresses and CIDR ranges never acted on. The host's
 	// own addresses are added at New whatever the file says.
 	Whitelist []string `yaml:"whitelist"`
-	GeoIP     GeoIP    `yaml:"geoip"`
+	// WhitelistPrivate (default true) adds PrivateRanges to the whitelist:
+	// loopback, RFC 1918, link-local and unique-local addresses are never
+	// acted on, as with CrowdSec's default whitelist. `whitelist_private:
+	// false` turns that off.
+	WhitelistPrivate *bool `yaml:"whitelist_private"`
+	GeoIP            GeoIP `yaml:"geoip"`
 }
 
 // Names of the shipped scenarios that have their own default durations.
@@ -95,8 +100,9 @@ func DefaultConfig() Config {
 			SensitiveFiles:    d(4),
 			L7Flood:           d(12),
 		},
-		Escalation: Escalation{Multiplier: 2, MaxDuration: 7 * 24 * time.Hour, Window: 7 * 24 * time.Hour},
-		Whitelist:  []string{"127.0.0.0/8", "::1"},
+		Escalation:       Escalation{Multiplier: 2, MaxDuration: 7 * 24 * time.Hour, Window: 7 * 24 * time.Hour},
+		Whitelist:        []string{"127.0.0.0/8", "::1"},
+		WhitelistPrivate: func() *bool { b := true; return &b }(),
 	}
 }
 
@@ -212,6 +218,11 @@ func New(cfg Config) (*Profiles, error) {
 		return nil, err
 	}
 	p := &Profiles{cfg: cfg}
+	if cfg.PrivateWhitelisted() {
+		for _, pfx := range PrivateRanges {
+			p.allow(pfx)
+		}
+	}
 	for _, w := range cfg.Whitelist {
 		pfx, _ := parsePrefix(w) // validated
 		p.allow(pfx)
@@ -240,6 +251,22 @@ func New(cfg Config) (*Profiles, error) {
 
 func (p *Profiles) allow(pfx netip.Prefix) { p.whitelist.Insert(pfx) }
 
+// PrivateRanges are the ranges WhitelistPrivate adds: loopback, RFC 1918,
+// link-local (IPv4 and IPv6) and IPv6 unique-local addresses.
+var PrivateRanges = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("::1/128"),
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("fe80::/10"),
+	netip.MustParsePrefix("fc00::/7"),
+}
+
+// PrivateWhitelisted reports whether the private ranges are whitelisted.
+func (c *Config) PrivateWhitelisted() bool { return c.WhitelistPrivate == nil || *c.WhitelistPrivate }
+
 // Close releases the country database.
 func (p *Profiles) Close() error {
 	if p.geo != nil {
@@ -251,7 +278,7 @@ func (p *Profiles) Close() error {
 }
 
 // Whitelisted reports whether a is covered by the whitelist.
-func (p *Profiles) Whitelisted(a netip.Addr) bool { return p.whitelist.Lookup(a) }
+func (p *Profiles) Whitelisted(a netip.Addr) bool { return p.whitelist.Lookup(a.Unmap()) }
 
 // Country returns the ISO 3166 alpha-2 code of a, or "" when unknown or
 // no database is configured.
@@ -270,9 +297,13 @@ func (p *Profiles) Country(a netip.Addr) (string, error) {
 }
 
 // Remedy returns the remedy for a scenario, defaults filled in.
-func (p *Profiles) Remedy(scenario string) Remedy {
-	r := p.cfg.Default
-	if s, ok := p.cfg.Scenarios[scenario]; ok {
+func (p *Profiles) Remedy(scenario string) Remedy { return p.cfg.RemedyFor(scenario) }
+
+// RemedyFor is the remedy the configuration gives a scenario: its entry
+// over the default.
+func (c *Config) RemedyFor(scenario string) Remedy {
+	r := c.Default
+	if s, ok := c.Scenarios[scenario]; ok {
 		if s.Type != "" {
 			r.Type = s.Type
 		}

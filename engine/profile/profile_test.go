@@ -192,3 +192,57 @@ func closeProfiles(t *testing.T, p *Profiles) {
 		t.Error(err)
 	}
 }
+
+// Safe defaults: private, loopback, link-local and unique-local addresses
+// are never acted on, unless the profiles say whitelist_private: false.
+func TestPrivateWhitelist(t *testing.T) {
+	private := []string{"127.0.0.1", "::1", "10.1.2.3", "172.16.0.1", "172.31.255.254", "192.168.1.100",
+		"169.254.10.10", "fe80::1", "fd12:3456::1", "fc00::5", "::ffff:192.168.0.1"}
+	public := []string{"172.32.0.1", "11.0.0.1", "192.169.0.1", "203.0.113.5", "2001:db8::5", "fec0::1"}
+	on, err := Parse("p.yaml", []byte("whitelist: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, err := Parse("p.yaml", []byte("whitelist_private: false\nwhitelist: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pOn, err := New(on)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pOff, err := New(off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range private {
+		a := netip.MustParseAddr(s)
+		if !pOn.Whitelisted(a) {
+			t.Errorf("default: %s not whitelisted", s)
+		}
+		if pOff.Whitelisted(a) && !a.Unmap().IsLoopback() && !hostAddr(t, a) {
+			t.Errorf("whitelist_private false: %s still whitelisted", s)
+		}
+	}
+	for _, s := range public {
+		if pOn.Whitelisted(netip.MustParseAddr(s)) {
+			t.Errorf("default: public %s whitelisted", s)
+		}
+	}
+}
+
+// hostAddr reports whether a is one of this host's addresses (always whitelisted).
+func hostAddr(t *testing.T, a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range addrs {
+		if n, ok := x.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a.Unmap() {
+				return true
+			}
+		}
+	}
+	return false
+}

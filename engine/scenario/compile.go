@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/vm"
 
 	"github.com/portcullis-ips/portcullis/engine/event"
 )
@@ -18,11 +19,41 @@ type evalState struct {
 	lits *literals
 	done []bool
 	mask []uint64
+
+	// The hub view of ev, filled on first use by a hub scenario.
+	hubEv   HubEvent
+	hubDone bool
+	env     hubEnv
+	vm      vm.VM
+	addrs   addrCache
 }
 
 func (st *evalState) reset(ev *event.Event) {
 	st.ev = *ev
 	clear(st.done)
+	st.hubDone = false
+}
+
+// hub returns the hub view of the current event.
+func (st *evalState) hub() *HubEvent {
+	if !st.hubDone {
+		fillHub(&st.hubEv, &st.ev, &st.addrs)
+		st.hubDone = true
+		st.env.Evt = &st.hubEv
+	}
+	return &st.hubEv
+}
+
+// hubFilter compiles a hub scenario's filter.
+func hubFilter(p *hubProgs) pred {
+	types, prog := p.logTypes, p.filter
+	return func(st *evalState) bool {
+		h := st.hub()
+		if types != nil && !contains(types, h.Meta.LogType) {
+			return false
+		}
+		return runBool(&st.vm, prog, &st.env)
+	}
 }
 
 // found returns the mask of the patterns of matcher m present in the event.

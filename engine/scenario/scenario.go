@@ -33,6 +33,13 @@ const (
 	Leaky Kind = "leaky"
 	// Trigger scenarios overflow on the first matching event.
 	Trigger Kind = "trigger"
+	// Window scenarios overflow on the Count-th matching event inside any
+	// span of Window: "N in any T" means what it says.
+	Window Kind = "window"
+	// Counter (hub format) counts events for Duration and then overflows.
+	Counter Kind = "counter"
+	// Conditional (hub format) overflows when its condition holds.
+	Conditional Kind = "conditional"
 )
 
 // Labels are the scenario's descriptive labels, as CrowdSec scenarios carry them.
@@ -68,8 +75,15 @@ type Scenario struct {
 	Capacity int `yaml:"capacity"`
 	// LeakSpeed is the time one event takes to leak out.
 	LeakSpeed time.Duration `yaml:"leakspeed"`
+	// Count and Window define a window scenario: it overflows on the
+	// Count-th event within any Window.
+	Count  int           `yaml:"count"`
+	Window time.Duration `yaml:"window"`
 	// Blackhole silences a group for this long after it overflowed.
 	Blackhole time.Duration `yaml:"blackhole"`
+	// IPv6Prefix, when set (32..128), makes the decision cover the
+	// offender's IPv6 prefix of that length instead of its address.
+	IPv6Prefix int `yaml:"ipv6_prefix"`
 	// Priority orders scenarios: for one event the overflow of the higher
 	// priority is reported first and so names the decision.
 	Priority int    `yaml:"priority"`
@@ -77,6 +91,16 @@ type Scenario struct {
 
 	// File is where the scenario was loaded from.
 	File string `yaml:"-"`
+
+	// Hub reports a CrowdSec hub-format scenario; the fields below are
+	// used by hub scenarios only.
+	Hub       bool          `yaml:"-"`
+	Duration  time.Duration `yaml:"-"`
+	CancelOn  string        `yaml:"-"`
+	Condition string        `yaml:"-"`
+	Reprocess bool          `yaml:"-"`
+	CacheSize int           `yaml:"-"`
+	hub       *hubProgs
 
 	filter   *node      // the lowered filter
 	match    pred       // the filter compiled alone, for Match
@@ -89,6 +113,10 @@ type Scenario struct {
 
 // MaxDistinct bounds the distinct values a bucket remembers.
 const MaxDistinct = 64
+
+// MaxWindowCount bounds a window scenario's count (each bucket keeps the
+// times of up to Count events).
+const MaxWindowCount = 100_000
 
 // Parse decodes and compiles one scenario file. Errors name the file and line.
 func Parse(file string, data []byte) (*Scenario, error) {
@@ -118,6 +146,19 @@ func Parse(file string, data []byte) (*Scenario, error) {
 		if time.Duration(s.Capacity+1)*s.LeakSpeed > 30*24*time.Hour {
 			return nil, bad("leakspeed", "leakspeed: bucket takes longer than 30 days to drain")
 		}
+	case Window:
+		if s.Count < 1 {
+			return nil, bad("count", "count: %d, a window needs at least 1", s.Count)
+		}
+		if s.Count > MaxWindowCount {
+			return nil, bad("count", "count: %d, at most %d", s.Count, MaxWindowCount)
+		}
+		if s.Window <= 0 || s.Window > 30*24*time.Hour {
+			return nil, bad("window", "window: must be a positive duration up to 30 days")
+		}
+		if s.Capacity != 0 || s.LeakSpeed != 0 {
+			return nil, bad("capacity", "capacity/leakspeed: not used by a window (count, window)")
+		}
 	case Trigger:
 		if s.Capacity != 0 || s.LeakSpeed != 0 {
 			return nil, bad("capacity", "capacity/leakspeed: not used by a trigger")
@@ -126,9 +167,15 @@ func Parse(file string, data []byte) (*Scenario, error) {
 			return nil, bad("distinct", "distinct: not used by a trigger")
 		}
 	case "":
-		return nil, bad("type", "type: missing (leaky or trigger)")
+		return nil, bad("type", "type: missing (leaky, window or trigger)")
 	default:
-		return nil, bad("type", "type: %q is not leaky or trigger", s.Type)
+		return nil, bad("type", "type: %q is not leaky, window or trigger", s.Type)
+	}
+	if s.Type != Window && (s.Count != 0 || s.Window != 0) {
+		return nil, bad("count", "count/window: used by a window scenario only")
+	}
+	if s.IPv6Prefix != 0 && (s.IPv6Prefix < 32 || s.IPv6Prefix > 128) {
+		return nil, bad("ipv6_prefix", "ipv6_prefix: %d, want 32..128", s.IPv6Prefix)
 	}
 	if s.Blackhole < 0 {
 		return nil, bad("blackhole", "blackhole: negative")
@@ -262,8 +309,25 @@ func (s *Scenario) Match(ev *event.Event) bool {
 // LoadFS loads every *.yaml and *.yml file below dir in fsys, sorted by
 // descending priority then name. Duplicate names are an error.
 func LoadFS(fsys fs.FS, dir string) ([]*Scenario, error) {
+	return LoadFSWith(fsys, dir, LoadOptions{})
+}
+
+// LoadFSWith is LoadFS with options: files may hold several documents, in
+// this repository's format or CrowdSec's hub format. Without
+// opt.SkipBad the first bad file or scenario is the error; with it, each
+// is passed to opt.OnSkip and loading goes on.
+func LoadFSWith(fsys fs.FS, dir string, opt LoadOptions) ([]*Scenario, error) {
 	var out []*Scenario
 	seen := map[string]string{}
+	fail := func(err error) error {
+		if !opt.SkipBad {
+			return err
+		}
+		if opt.OnSkip != nil {
+			opt.OnSkip(err)
+		}
+		return nil
+	}
 	err := fs.WalkDir(fsys, dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("read %s: %w", p, err)
@@ -273,17 +337,26 @@ func LoadFS(fsys fs.FS, dir string) ([]*Scenario, error) {
 		}
 		data, err := fs.ReadFile(fsys, p)
 		if err != nil {
-			return fmt.Errorf("read %s: %w", p, err)
+			return fail(fmt.Errorf("read %s: %w", p, err))
 		}
-		s, err := Parse(p, data)
+		file := p
+		if opt.Root != "" {
+			file = path.Join(opt.Root, p)
+		}
+		scs, err := ParseFile(file, data, opt)
 		if err != nil {
-			return err
+			return fail(err)
 		}
-		if prev, dup := seen[s.Name]; dup {
-			return fmt.Errorf("%s: scenario %q already defined in %s", p, s.Name, prev)
+		for _, s := range scs {
+			if prev, dup := seen[s.Name]; dup {
+				if err := fail(fmt.Errorf("%s: scenario %q already defined in %s", file, s.Name, prev)); err != nil {
+					return err
+				}
+				continue
+			}
+			seen[s.Name] = file
+			out = append(out, s)
 		}
-		seen[s.Name] = p
-		out = append(out, s)
 		return nil
 	})
 	if err != nil {

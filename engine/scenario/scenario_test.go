@@ -239,7 +239,7 @@ func TestParseErrors(t *testing.T) {
 		{"name: a\ntype: leaky\nfilter: Status == 1\ncapacity: 0\nleakspeed: 1s\n", "test.yaml:4: capacity: 0, a leaky bucket needs at least 1"},
 		{"name: a\ntype: leaky\nfilter: Status == 1\ncapacity: 2\nleakspeed: fast\n", "test.yaml:5: cannot unmarshal !!str `fast` into time.Duration"},
 		{"name: a\ntype: leaky\nfilter: Status == 1\ncapacity: 2\nleakspeed: 1s\ncolour: red\n", "test.yaml:6: field colour not found in type scenario.Scenario"},
-		{"name: a\ntype: bucket\nfilter: Status == 1\n", `test.yaml:2: type: "bucket" is not leaky or trigger`},
+		{"name: a\ntype: bucket\nfilter: Status == 1\n", `test.yaml:2: type: "bucket" is not leaky, window or trigger`},
 		{"name: a\ntype: trigger\nfilter: Statu == 1\n", "test.yaml:3: filter: unknown name Statu (1:1)"},
 		{"name: a\ntype: trigger\nfilter: Status\n", "test.yaml:3: filter: expected bool, but got int"},
 		{"name: a\ntype: trigger\nfilter: Path matches \"(\"\n", "test.yaml:3: filter: error parsing regexp: missing closing ): `(` (1:6)"},

@@ -49,6 +49,7 @@ type Set struct {
 	byType map[string][]*runner
 	any    []*runner // scenarios whose filter names no event type
 	all    []*runner
+	hubs   []*runner // hub-format scenarios, for reprocessed overflows
 	stats  Stats
 }
 
@@ -62,7 +63,14 @@ func NewSet(scs []*Scenario, opt Options) *Set {
 	s := &Set{byType: map[string][]*runner{}}
 	lits := newLiterals()
 	for _, sc := range scs {
-		r := &runner{sc: sc, filter: compile(sc.filter, lits), store: newStore(max)}
+		r := &runner{sc: sc, store: newStore(max)}
+		if sc.Hub {
+			r.filter = hubFilter(sc.hub)
+			r.hub = newHubRunner(max)
+			s.hubs = append(s.hubs, r)
+		} else {
+			r.filter = compile(sc.filter, lits)
+		}
 		s.all = append(s.all, r)
 		if sc.types == nil {
 			s.any = append(s.any, r)
@@ -107,20 +115,74 @@ func (s *Set) Event(ev *event.Event, out []Overflow) []Overflow {
 	}
 	now := ev.Time.UnixNano()
 	s.st.reset(ev)
+	first := len(out)
 	for _, r := range runners {
 		if !r.filter(s.st) {
 			continue
 		}
 		s.stats.Matched++
-		var o Overflow
-		switch r.pour(&s.st.ev, now, &o) {
-		case poured:
-		case overflowed:
-			s.stats.Overflows++
-			out = append(out, o)
-		case silenced:
-			s.stats.Silenced++
+		if r.hub != nil {
+			var res outcome
+			out, res = r.hubPour(s.st, now, ev.Source, out)
+			s.count(res)
+			continue
 		}
+		var o Overflow
+		res := r.pour(&s.st.ev, now, &o)
+		s.count(res)
+		if res == overflowed {
+			out = append(out, o)
+		}
+	}
+	if len(s.hubs) > 0 && len(out) > first {
+		out = s.reprocess(now, out, first, 0)
+	}
+	return out
+}
+
+func (s *Set) count(res outcome) {
+	switch res {
+	case overflowed:
+		s.stats.Overflows++
+	case silenced:
+		s.stats.Silenced++
+	}
+}
+
+// maxReprocess bounds how many times an overflow may be reprocessed into
+// further overflows.
+const maxReprocess = 4
+
+// reprocess offers the overflows out[from:] of scenarios marked reprocess
+// to the hub scenarios as OVFLW events, as CrowdSec does.
+func (s *Set) reprocess(now int64, out []Overflow, from, depth int) []Overflow {
+	if depth >= maxReprocess {
+		return out
+	}
+	end := len(out)
+	for i := from; i < end; i++ {
+		o := out[i]
+		if !o.Scenario.Reprocess {
+			continue
+		}
+		st := s.st
+		st.hubEv = HubEvent{Type: "OVFLW", Time: o.Last}
+		st.hubEv.Meta.SourceIP = o.Source.String()
+		st.hubEv.Overflow.Alert = HubAlert{Scenario: o.Scenario.Name, EventsCount: o.Events}
+		st.hubDone = true
+		st.env.Evt = &st.hubEv
+		for _, r := range s.hubs {
+			if !r.filter(st) {
+				continue
+			}
+			s.stats.Matched++
+			var res outcome
+			out, res = r.hubPour(st, now, o.Source, out)
+			s.count(res)
+		}
+	}
+	if len(out) > end {
+		out = s.reprocess(now, out, end, depth+1)
 	}
 	return out
 }
@@ -148,6 +210,7 @@ type runner struct {
 	sc     *Scenario
 	filter pred
 	store  *store
+	hub    *hubRunner // hub-format scenarios keep their own buckets
 }
 
 var distinctSeed = maphash.MakeSeed()
@@ -173,6 +236,9 @@ func (r *runner) pour(ev *event.Event, now int64, o *Overflow) outcome {
 	}
 	if b.blackhole > now {
 		return silenced
+	}
+	if sc.Type == Window {
+		return r.windowPour(b, ev, now, o)
 	}
 	if sc.Type == Trigger {
 		*o = Overflow{Scenario: sc, Source: ev.Source, Group: sc.group(k.s), Events: 1, First: ev.Time, Last: ev.Time}
@@ -205,6 +271,50 @@ func (r *runner) pour(ev *event.Event, now int64, o *Overflow) outcome {
 		First: time.Unix(0, b.first).UTC(), Last: ev.Time}
 	b.tat, b.count = now, 0
 	b.resetDistinct()
+	b.blackhole = now + int64(sc.Blackhole)
+	return overflowed
+}
+
+// windowPour counts ev in a window bucket: the events of the last Window
+// are kept (times, and distinct hashes), and the Count-th of them
+// overflows it. An event at t counts against earlier ones later than
+// t-Window, so Count events spanning less than Window fire.
+func (r *runner) windowPour(b *bucket, ev *event.Event, now int64, o *Overflow) outcome {
+	sc := r.sc
+	w := int64(sc.Window)
+	// Drop events that left the window (they arrive in time order within
+	// a bucket: now never runs backwards above). The live events are
+	// win[wh:]; the slice is compacted once half of it is dead, so a
+	// pour costs O(1) amortised.
+	for int(b.wh) < len(b.win) && b.win[b.wh].t <= now-w {
+		b.wh++
+	}
+	if int(b.wh) == len(b.win) {
+		b.win, b.wh = b.win[:0], 0
+	} else if int(b.wh) > len(b.win)/2 {
+		n := copy(b.win, b.win[b.wh:])
+		b.win, b.wh = b.win[:n], 0
+	}
+	var h uint64
+	if sc.distinct != nil {
+		h = maphash.String(distinctSeed, sc.distinct(ev))
+		for _, e := range b.win[b.wh:] {
+			if e.h == h {
+				b.last = now
+				return poured
+			}
+		}
+	}
+	b.win = append(b.win, winEntry{t: now, h: h})
+	b.last = now
+	b.tat = now + w // when the window will be empty again, for gc
+	live := b.win[b.wh:]
+	if len(live) < sc.Count {
+		return poured
+	}
+	*o = Overflow{Scenario: sc, Source: ev.Source, Group: sc.group(b.k.s), Events: len(live),
+		First: time.Unix(0, live[0].t).UTC(), Last: ev.Time}
+	b.win, b.wh = b.win[:0], 0
 	b.blackhole = now + int64(sc.Blackhole)
 	return overflowed
 }

@@ -20,11 +20,19 @@ type bucket struct {
 	last      int64
 	blackhole int64 // silenced until
 	count     uint32
-	used      bool     // the slot holds a bucket
-	ref       bool     // used since the eviction hand last passed
-	dpos      uint8    // next slot to overwrite once distinct is full
-	distinct  []uint64 // hashes of the distinct values counted
+	used      bool       // the slot holds a bucket
+	ref       bool       // used since the eviction hand last passed
+	dpos      uint8      // next slot to overwrite once distinct is full
+	distinct  []uint64   // hashes of the distinct values counted
+	win       []winEntry // window scenarios: the events inside the window, from wh
+	wh        int32
 	k         key
+}
+
+// winEntry is one event counted by a window scenario.
+type winEntry struct {
+	t int64  // event time
+	h uint64 // hash of its distinct value, if the scenario has one
 }
 
 func (b *bucket) resetDistinct() { b.distinct, b.dpos = b.distinct[:0], 0 }
@@ -103,8 +111,8 @@ func (s *store) get(k key, now int64) (*bucket, int32) {
 		i = int32(len(s.slab) - 1)
 	}
 	b := &s.slab[i]
-	d := b.distinct[:0]
-	*b = bucket{tat: now, first: now, last: now, used: true, ref: true, distinct: d}
+	d, w := b.distinct[:0], b.win[:0]
+	*b = bucket{tat: now, first: now, last: now, used: true, ref: true, distinct: d, win: w}
 	if k.s == "" {
 		s.byIP[k.ip] = i
 	} else {
@@ -145,6 +153,10 @@ func (s *store) remove(i int32) {
 	b.k = key{}
 	b.used = false
 	b.resetDistinct()
+	b.wh = 0
+	if cap(b.win) > 64 {
+		b.win = nil // a flood's window is not kept for the next tenant
+	}
 	s.free = append(s.free, i)
 }
 

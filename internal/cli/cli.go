@@ -1,6 +1,7 @@
 // Package cli holds what every Portcullis binary shares on its command line:
-// the common flags (--brokers, --config, --metrics-listen, --log-level), the
-// logger, the signal-bound context and the Prometheus endpoint.
+// the common flags (--brokers, --config, --metrics-listen, --log-level and
+// the --kafka-* security flags), the logger, the signal-bound context and
+// the Prometheus endpoint.
 package cli
 
 import (
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -24,36 +26,108 @@ import (
 // DefaultBrokers is used when neither --brokers nor PORTCULLIS_BROKERS is set.
 const DefaultBrokers = "127.0.0.1:9092"
 
+// EnvBrokers is the environment variable naming the brokers.
+const EnvBrokers = "PORTCULLIS_BROKERS"
+
 // Common are the flags every binary accepts.
 type Common struct {
 	Brokers       string
 	Config        string
 	MetricsListen string
 	LogLevel      string
+	// Kafka are the --kafka-* security flags.
+	Kafka kafkaconn.Flags
+
+	fs *flag.FlagSet
 }
 
-// Register adds the common flags to fs. The broker default comes from the
-// PORTCULLIS_BROKERS environment variable when it is set.
+// Register adds the common flags to fs.
 func (c *Common) Register(fs *flag.FlagSet) {
-	def := os.Getenv("PORTCULLIS_BROKERS")
-	if def == "" {
-		def = DefaultBrokers
-	}
-	fs.StringVar(&c.Brokers, "brokers", def, "comma-separated Kafka bootstrap brokers (env PORTCULLIS_BROKERS)")
+	c.fs = fs
+	fs.StringVar(&c.Brokers, "brokers", DefaultBrokers, "comma-separated Kafka bootstrap brokers (env "+EnvBrokers+")")
 	fs.StringVar(&c.Config, "config", "", "YAML configuration file")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "address for the Prometheus /metrics endpoint (empty: off)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	c.Kafka.Register(fs)
 }
 
-// BrokerList returns the brokers as a list, empty entries dropped.
-func (c *Common) BrokerList() []string {
+// BrokerList returns the brokers of a program without a configuration
+// file: --brokers, else PORTCULLIS_BROKERS, else DefaultBrokers.
+func (c *Common) BrokerList() []string { return c.ResolveBrokers(nil) }
+
+// ResolveBrokers returns the brokers by the precedence of every setting:
+// --brokers when given, else PORTCULLIS_BROKERS when set, else file (the
+// configuration file's brokers) when not empty, else DefaultBrokers.
+func (c *Common) ResolveBrokers(file []string) []string {
+	if c.given("brokers") {
+		return splitList(c.Brokers)
+	}
+	if env := splitList(os.Getenv(EnvBrokers)); len(env) > 0 {
+		return env
+	}
+	if len(file) > 0 {
+		return file
+	}
+	return splitList(DefaultBrokers)
+}
+
+// given reports whether the flag was on the command line.
+func (c *Common) given(name string) bool {
+	found := false
+	if c.fs != nil {
+		c.fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	}
+	return found
+}
+
+func splitList(s string) []string {
 	var out []string
-	for _, b := range strings.Split(c.Brokers, ",") {
+	for _, b := range strings.Split(s, ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			out = append(out, b)
 		}
 	}
 	return out
+}
+
+// KafkaSecurity builds the Kafka security settings of the program: file
+// (its configuration's "kafka:" section, zero without one) overlaid by the
+// PORTCULLIS_KAFKA_* environment and the --kafka-* flags. It logs the
+// warnings an operator must see (insecure_skip_verify) and probes the
+// brokers once, so that a CA that does not match, refused credentials or a
+// listener that wants TLS or SASL is a one-line error at start. Brokers
+// that cannot be reached are only logged: the clients retry.
+func (c *Common) KafkaSecurity(ctx context.Context, file kafkaconn.Config, brokers []string, log *slog.Logger) (*kafkaconn.Security, error) {
+	cfg, err := c.ResolveKafka(file)
+	if err != nil {
+		return nil, err
+	}
+	return ConnectKafka(ctx, cfg, brokers, log)
+}
+
+// ResolveKafka returns file overlaid by the PORTCULLIS_KAFKA_* environment
+// and the --kafka-* flags, checked (kafkaconn.Config.Validate).
+func (c *Common) ResolveKafka(file kafkaconn.Config) (kafkaconn.Config, error) {
+	return c.Kafka.Resolve(file, os.Getenv)
+}
+
+// ConnectKafka builds the resolved settings cfg, logs their warnings and
+// probes the brokers once; see KafkaSecurity.
+func ConnectKafka(ctx context.Context, cfg kafkaconn.Config, brokers []string, log *slog.Logger) (*kafkaconn.Security, error) {
+	sec, err := kafkaconn.Build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range sec.Warnings() {
+		log.Warn(w)
+	}
+	if err := sec.Probe(ctx, brokers); err != nil {
+		if !errors.Is(err, kafkaconn.ErrUnreachable) {
+			return nil, err
+		}
+		log.Warn("kafka brokers not reachable yet; clients will retry", "err", err)
+	}
+	return sec, nil
 }
 
 // Logger returns a text logger on stderr at the configured level, scoped to component.

@@ -290,9 +290,15 @@ func (g *gen) script() {
 	g.decoys = append(g.decoys, "192.0.2.5", "2001:db8:101::49")
 	// WordPress brute force: 20 failed logins, one a second.
 	for i := range 20 {
+		g.http(g.at(min(8)+sec(i)), "203.0.113.100", "POST", "/wp-login.php", 200, browserUA)
+	}
+	g.expect("203.0.113.100", wordpress)
+	// The seed's own example of it comes from a private address, which the
+	// default whitelist (RFC 1918) keeps from ever being banned.
+	for i := range 20 {
 		g.http(g.at(min(8)+sec(i)), "192.168.1.100", "POST", "/wp-login.php", 200, browserUA)
 	}
-	g.expect("192.168.1.100", wordpress)
+	g.decoys = append(g.decoys, "192.168.1.100")
 	// Decoy: 9 failures in one second, then a successful login.
 	for range 9 {
 		g.http(g.at(min(9)), "192.0.2.9", "POST", "/wp-login.php", 200, browserUA)

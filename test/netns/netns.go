@@ -45,6 +45,22 @@ func RequireRoot(t testing.TB) {
 	t.Skip("needs root: network namespaces, veth pairs and firewall changes")
 }
 
+// RequireTool skips the test when a command it runs is not on PATH, or
+// fails it when CI=true, where every tool the tests need is installed
+// (scripts/deps.sh).
+func RequireTool(t testing.TB, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if _, err := exec.LookPath(name); err == nil {
+			continue
+		}
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("needs %s on PATH (CI=true; scripts/deps.sh installs it)", name)
+		}
+		t.Skipf("needs %s on PATH (scripts/deps.sh installs it)", name)
+	}
+}
+
 // NS is a named network namespace created for one test.
 type NS struct {
 	// Name is the name under /run/netns, usable with `ip netns exec`.

@@ -47,7 +47,8 @@ func TestLuaThroughNginx(t *testing.T) {
 	proxy := fmt.Sprintf("proxy_pass %s;", app.URL)
 	trusted := site{listen: freePort(t), realIP: true, check: "lua-server.conf", failMode: "lua-fail-closed.conf", content: proxy}
 	direct := site{listen: freePort(t), realIP: false, check: "lua-server.conf", failMode: "lua-fail-open.conf", content: proxy}
-	sites := []site{trusted, direct}
+	fwd := site{listen: freePort(t), realIP: true, check: "lua-server.conf", failMode: "lua-fail-open.conf", content: proxy}
+	sites := []site{trusted, direct, fwd}
 	conf := nginxConf(t, dir, b.addr, 2, sites)
 	addLuaCaptchaRoute(t, conf, app.URL)
 	startNginx(t, dir, conf, sites)
@@ -62,11 +63,10 @@ func TestLuaThroughNginx(t *testing.T) {
 	fd.publish(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "203.0.113.0/24", time.Hour, "crowdsecurity/ssh-bf")
 	fd.publish(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "2001:db8:bad::/48", time.Hour, "v6-range")
 	fd.publish(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "2001:db8::7/128", time.Hour, "v6-one")
-	fd.publish(t, decisionfeed.OpAdd, decisionfeed.TypeCaptcha, "192.0.2.0/24", time.Hour, "crowdsecurity/http-crawl")
-	fd.publish(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "127.0.0.2/32", time.Hour, "loopback-two")
-	waitUntil(t, 10*time.Second, "six decisions in the ban file", func() bool {
-		return b.metric(t, "portcullis_nginx_bouncer_prefixes") == 6 &&
-			c.get(t, ctx, "GET", url(trusted, "/"), xff("127.0.0.2")).status == 403
+	fd.publish(t, decisionfeed.OpAdd, decisionfeed.TypeCaptcha, "198.18.0.0/24", time.Hour, "crowdsecurity/http-crawl")
+	waitUntil(t, 10*time.Second, "five decisions in the ban file", func() bool {
+		return b.metric(t, "portcullis_nginx_bouncer_prefixes") == 5 &&
+			c.get(t, ctx, "GET", url(trusted, "/"), xff("198.51.100.7")).status == 403
 	})
 
 	t.Run("BannedIPGetsBanPage", func(t *testing.T) {
@@ -111,7 +111,7 @@ func TestLuaThroughNginx(t *testing.T) {
 	})
 
 	t.Run("CaptchaRoutesToChallenge", func(t *testing.T) {
-		r := c.get(t, ctx, "GET", url(trusted, "/shop"), xff("192.0.2.77"))
+		r := c.get(t, ctx, "GET", url(trusted, "/shop"), xff("198.18.0.77"))
 		want := "captcha challenge for captcha; reason=crowdsecurity/http-crawl; origin=test\n"
 		if r.status != 200 || r.body != want {
 			t.Errorf("captcha: %d %q, want 200 %q", r.status, r.body, want)
@@ -122,9 +122,14 @@ func TestLuaThroughNginx(t *testing.T) {
 		if r := c.get(t, ctx, "GET", url(direct, "/"), xff("198.51.100.7")); r.status != 200 {
 			t.Errorf("spoofed ban through a server that trusts no header: %d, want 200", r.status)
 		}
+		// From a peer nginx does not trust (127.0.0.2; set_real_ip_from
+		// names 127.0.0.1 only) the header is not read either. Loopback
+		// addresses are never banned (the shared policy), so a banned
+		// untrusted peer cannot be staged here: the header is shown to be
+		// ignored by the banned address it names not being judged.
 		for _, s := range []site{direct, trusted} {
-			if r := other.get(t, ctx, "GET", url(s, "/"), xff("198.51.100.8"), "X-Real-IP: 198.51.100.8"); r.status != 403 {
-				t.Errorf("spoofed allow from 127.0.0.2 via %s: %d, want 403", s.listen, r.status)
+			if r := other.get(t, ctx, "GET", url(s, "/"), xff("198.51.100.7"), "X-Real-IP: 198.51.100.7"); r.status != 200 {
+				t.Errorf("spoofed ban from untrusted 127.0.0.2 via %s: %d, want 200", s.listen, r.status)
 			}
 		}
 	})
@@ -184,7 +189,7 @@ func TestLuaThroughNginx(t *testing.T) {
 		if r := c.get(t, ctx, "GET", url(direct, "/")); r.status != 200 {
 			t.Errorf("fail open, bouncer down: %d, want 200", r.status)
 		}
-		if r := other.get(t, ctx, "GET", url(direct, "/")); r.status != 403 || r.body != "Access denied.\n" {
+		if r := c.get(t, ctx, "GET", url(fwd, "/"), xff("198.51.100.7")); r.status != 403 || r.body != "Access denied.\n" {
 			t.Errorf("fail open, bouncer down, banned client: %d %q, want 403 with the plain page", r.status, r.body)
 		}
 	})

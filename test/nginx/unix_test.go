@@ -32,7 +32,7 @@ func TestAuthRequestOverUnixSocket(t *testing.T) {
 		return err == nil
 	})
 	fd.publish(t, decisionfeed.OpAdd, decisionfeed.TypeBan, "198.51.100.7/32", time.Hour, "unix-ban")
-	fd.publish(t, decisionfeed.OpAdd, decisionfeed.TypeCaptcha, "192.0.2.0/24", time.Hour, "unix-captcha")
+	fd.publish(t, decisionfeed.OpAdd, decisionfeed.TypeCaptcha, "198.18.0.0/24", time.Hour, "unix-captcha")
 	waitUntil(t, 10*time.Second, "two decisions loaded", func() bool { return b.metric(t, "portcullis_nginx_bouncer_prefixes") == 2 })
 
 	s := site{listen: freePort(t), realIP: true, check: "check.conf", failMode: "fail-closed.conf", content: fmt.Sprintf("proxy_pass %s;", app.URL)}
@@ -41,12 +41,12 @@ func TestAuthRequestOverUnixSocket(t *testing.T) {
 	startNginx(t, dir, conf, []site{s})
 	c := newClient("127.0.0.1")
 	ctx := context.Background()
-	for ip, want := range map[string]int{"198.51.100.7": 403, "198.51.100.8": 200, "192.0.2.5": 200} {
+	for ip, want := range map[string]int{"198.51.100.7": 403, "198.51.100.8": 200, "198.18.0.5": 200} {
 		r := c.get(t, ctx, "GET", "http://"+s.listen+"/x", "X-Forwarded-For: "+ip)
 		if r.status != want {
 			t.Errorf("%s: %d %q, want %d", ip, r.status, r.body, want)
 		}
-		if ip == "192.0.2.5" && r.body != "captcha challenge for captcha; reason=unix-captcha; origin=test\n" {
+		if ip == "198.18.0.5" && r.body != "captcha challenge for captcha; reason=unix-captcha; origin=test\n" {
 			t.Errorf("captcha route: %q", r.body)
 		}
 	}
