@@ -264,7 +264,7 @@ func requireLua(t testing.TB) {
 
 // luaStaleAfter is the heartbeat age after which the tests' Lua check
 // counts the bouncer as down (the shipped default is 5 s).
-const luaStaleAfter = "2"
+const luaStaleAfter = "3"
 
 // banFile is where nginxConf points the Lua check: the bouncer of a Lua
 // site runs with --ban-file banFile(dir).

@@ -178,7 +178,7 @@ func TestLuaThroughNginx(t *testing.T) {
 
 	t.Run("BouncerDown", func(t *testing.T) {
 		b.stop(syscall.SIGTERM)
-		time.Sleep(2500 * time.Millisecond) // past luaStaleAfter
+		time.Sleep(3500 * time.Millisecond) // past luaStaleAfter
 		// Fail closed: everyone is refused.
 		r := c.get(t, ctx, "GET", url(trusted, "/"), xff("198.51.100.8"))
 		if r.status != 503 || r.body != "Service temporarily unavailable.\n" {
