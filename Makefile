@@ -33,7 +33,7 @@ GOLANGCI_LINT := .cache/bin/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # Commands `make demo` builds; the demo grows with the project.
 DEMO_CMDS ?= ./cmd/portcullis ./cmd/fw-bouncer ./test/demo/portcullis-demo
 
-.PHONY: all build generate generate-check test bench lint demo deps kafka-start kafka-stop clean
+.PHONY: all build generate generate-check test bench bench-nginx lint demo deps kafka-start kafka-stop clean
 
 all: build
 
@@ -79,6 +79,11 @@ test: deps
 ## bench: run the benchmarks once each, bounded ($(BENCH_FLAGS))
 bench:
 	$(GO) test $(BENCH_FLAGS) -bench '$(BENCH)' $(BENCH_PKGS)
+
+## bench-nginx: wrk against nginx alone and every protected mode with 1M bans,
+## side by side; one line per mode ending in ratio=N.NN (a few minutes)
+bench-nginx:
+	GO='$(GO)' scripts/bench-nginx.sh
 
 ## lint: gofmt -l empty, go vet clean, golangci-lint (.golangci.yml) clean, shellcheck clean
 lint: $(GOLANGCI_LINT)

@@ -6,6 +6,7 @@
 #   scripts/deps.sh          everything `make test` and `.ci/run` need
 #   scripts/deps.sh demo     only what `make demo` needs
 #   scripts/deps.sh lint     only what `make lint` needs beyond Go
+#   scripts/deps.sh nginx    only what `make bench-nginx` needs
 #
 # Go itself is not installed here (Debian's is too old); go.mod names the
 # toolchain.
@@ -16,6 +17,9 @@ want=${1:-test}
 # command:package pairs; a command found on PATH means its package is there.
 demo_cmds=(make:make ip:iproute2 nsenter:util-linux nginx:nginx-light) # make demo: namespaces, nginx
 lint_cmds=(make:make git:git shellcheck:shellcheck)
+nginx_cmds=(nginx:nginx-light wrk:wrk)
+# nginx's Lua module (LuaJIT) for the in-nginx check; brings no command.
+nginx_pkgs=(libnginx-mod-http-lua)
 test_cmds=(
 	make:make gcc:gcc git:git
 	clang:clang llvm-strip:llvm # bpf2go (make generate)
@@ -31,7 +35,7 @@ test_cmds=(
 	crowdsec-firewall-bouncer:crowdsec-firewall-bouncer crowdsec-custom-bouncer:crowdsec-custom-bouncer
 )
 # Packages that bring no command of their own: checked with dpkg.
-test_pkgs=(libbpf-dev libc6-dev python3-pip libsqlite3-0)
+test_pkgs=(libbpf-dev libc6-dev python3-pip libsqlite3-0 "${nginx_pkgs[@]}")
 
 die() { echo "deps.sh: $*" >&2; exit 1; }
 
@@ -42,8 +46,9 @@ command -v go >/dev/null ||
 case $want in
 demo) cmds=("${demo_cmds[@]}") pkgs=() ;;
 lint) cmds=("${lint_cmds[@]}") pkgs=() ;;
+nginx) cmds=("${nginx_cmds[@]}") pkgs=("${nginx_pkgs[@]}") ;;
 test) cmds=("${test_cmds[@]}") pkgs=("${test_pkgs[@]}") ;;
-*) die "usage: $0 [test|demo|lint]" ;;
+*) die "usage: $0 [test|demo|lint|nginx]" ;;
 esac
 
 missing=()

@@ -5,11 +5,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
+	"github.com/portcullis-ips/portcullis/enforcer/banfile"
 	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/internal/config"
 	"github.com/portcullis-ips/portcullis/internal/kafkaconn"
@@ -60,6 +63,9 @@ type Config struct {
 	// whitelist, types, origins, scenarios, protect_host_addresses,
 	// host_addresses_refresh).
 	Policy policy.Config `yaml:",inline"`
+	// BanFile is the file the in-nginx Lua check maps
+	// (contrib/nginx/portcullis/portcullis.lua); empty: auth_request only.
+	BanFile string `yaml:"ban_file"`
 }
 
 // supportedTypes are the decision types nginx-bouncer enforces.
@@ -86,8 +92,19 @@ func DefaultConfig() Config {
 
 // Validate checks the configuration without doing any I/O.
 func (c *Config) Validate() error {
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return fmt.Errorf("listen: %q is not host:port", c.Listen)
+	if path, ok := strings.CutPrefix(c.Listen, "unix:"); ok {
+		if !filepath.IsAbs(path) {
+			return fmt.Errorf("listen: %q is not unix:/absolute/path", c.Listen)
+		}
+	} else if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen: %q is neither host:port nor unix:/path", c.Listen)
+	}
+	if c.BanFile != "" {
+		bc := banfile.DefaultConfig()
+		bc.Path = c.BanFile
+		if err := bc.Validate(); err != nil {
+			return fmt.Errorf("ban_file: %w", err)
+		}
 	}
 	for i, p := range c.TrustedProxies {
 		if !p.IsValid() {

@@ -62,6 +62,8 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Group = "" }, "group: empty"},
 		{func(c *Config) { c.MetricsListen = "x" }, "metrics_listen:"},
 		{func(c *Config) { c.SweepInterval = 0 }, "sweep_interval:"},
+		{func(c *Config) { c.Listen = "unix:relative.sock" }, "listen:"},
+		{func(c *Config) { c.BanFile = "bans" }, "ban_file: path"},
 	} {
 		c := DefaultConfig()
 		c.Brokers = []string{"k:9092"}
@@ -69,6 +71,16 @@ func TestValidate(t *testing.T) {
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Validate: %v, want %q", err, tc.want)
 		}
+	}
+}
+
+func TestValidateAcceptsUnixAndBanFile(t *testing.T) {
+	c := DefaultConfig()
+	c.Brokers = []string{"k:9092"}
+	c.Listen = "unix:/run/portcullis/nginx-bouncer.sock"
+	c.BanFile = "/dev/shm/portcullis-nginx.bans"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
 

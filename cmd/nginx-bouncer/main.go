@@ -26,6 +26,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer"
+	"github.com/portcullis-ips/portcullis/enforcer/banfile"
 	"github.com/portcullis-ips/portcullis/enforcer/policy"
 	"github.com/portcullis-ips/portcullis/enforcer/prefixset"
 	"github.com/portcullis-ips/portcullis/enforcer/runner"
@@ -55,7 +56,12 @@ Examples:
   nginx-bouncer --listen 127.0.0.1:8090 --brokers kafka-1:9092,kafka-2:9092
   nginx-bouncer --config /etc/portcullis/nginx-bouncer.yaml --metrics-listen 127.0.0.1:9101
   nginx-bouncer --trusted-proxy 127.0.0.1,10.0.0.0/24 --fail-mode closed
+  nginx-bouncer --listen unix:/run/portcullis/nginx-bouncer.sock --ban-file /dev/shm/portcullis-nginx.bans
   nginx-bouncer --types captcha --whitelist 198.51.100.0/24 --origins engine,cli
+
+With --ban-file the decisions also go to a file that nginx's Lua module maps
+and searches in every worker (contrib/nginx/portcullis/lua-*.conf), so a
+check costs no subrequest; /ban and /ready are still served.
 
 Flags set on the command line override the configuration file.
 
@@ -88,12 +94,13 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *cli.Common, error) {
 	var o options
 	def := DefaultConfig()
 	o.common.Register(fs)
-	listen := fs.String("listen", def.Listen, "address of the auth_request service")
+	listen := fs.String("listen", def.Listen, "address of the auth_request service: host:port or unix:/path (a unix socket spares nginx TCP)")
 	trusted := fs.String("trusted-proxy", "127.0.0.0/8,::1", "comma-separated addresses or prefixes of proxies whose X-Real-IP / X-Forwarded-For are believed")
 	failMode := fs.String("fail-mode", string(def.FailMode), "answer before the decisions are loaded: open (allow) or closed (503)")
 	banTemplate := fs.String("ban-template", "", "html/template file for the ban page (default: built-in)")
 	topic := fs.String("topic", def.Topic, "decisions topic")
 	group := fs.String("group", def.Group, "per-host consumer group for lag reporting")
+	banFile := fs.String("ban-file", "", "also write the decisions to this file for the in-nginx Lua check (contrib/nginx/portcullis/portcullis.lua), e.g. /dev/shm/portcullis-nginx.bans")
 	heartbeatEvery := fs.Duration("heartbeat-interval", def.HeartbeatInterval, "time between heartbeats on "+heartbeat.Topic+" (0: none)")
 	polFlags := policy.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -132,6 +139,9 @@ func parseArgs(args []string, stderr io.Writer) (*Config, *cli.Common, error) {
 	}
 	if o.set["group"] {
 		cfg.Group = *group
+	}
+	if o.set["ban-file"] {
+		cfg.BanFile = *banFile
 	}
 	if o.set["heartbeat-interval"] {
 		cfg.HeartbeatInterval = *heartbeatEvery
@@ -215,7 +225,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer func() { _ = set.Close() }()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sub)
-	r, pol, err := newRunner(ctx, cfg, set, reg, logger)
+	var backend enforcer.Enforcer = set
+	if cfg.BanFile != "" {
+		bc := banfile.DefaultConfig()
+		bc.Path = cfg.BanFile
+		bc.OnError = func(err error) { logger.Error("write ban file", "err", err) }
+		file, err := banfile.New(bc)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = file.Close() }()
+		registerBanFileMetrics(reg, file)
+		backend = tee{set, file}
+	}
+	r, pol, err := newRunner(ctx, cfg, backend, reg, logger)
 	if err != nil {
 		return err
 	}
@@ -228,10 +251,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := cli.ServeMetrics(ctx, cfg.MetricsListen, reg, logger); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listen(cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return err
 	}
+	srv.unixPeer = strings.HasPrefix(cfg.Listen, "unix:")
 	httpSrv := &http.Server{
 		Handler:           srv.handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -246,7 +270,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var hb *heartbeat.Publisher
 	if cfg.HeartbeatInterval > 0 {
 		hb, err = heartbeat.New(heartbeat.Config{
-			Brokers: cfg.Brokers, Security: sec, Name: "nginx-bouncer", Mode: "auth_request", Interval: cfg.HeartbeatInterval,
+			Brokers: cfg.Brokers, Security: sec, Name: "nginx-bouncer", Mode: mode(cfg), Interval: cfg.HeartbeatInterval,
 			Stats: func() heartbeat.Stats {
 				return heartbeat.Stats{Decisions: r.Len(), Lag: sub.Stats().Lag, Refused: pol.RefusedCount()}
 			},
@@ -289,6 +313,40 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	wg.Wait()
 	logger.Info("stopped")
 	return runErr
+}
+
+// mode names the bouncer's enforcement for its heartbeat.
+func mode(cfg *Config) string {
+	if cfg.BanFile != "" {
+		return "auth_request+lua"
+	}
+	return "auth_request"
+}
+
+// listen opens the auth_request listener: TCP, or a unix socket (a stale
+// socket file is replaced) that nginx workers, running as another user,
+// may connect to.
+func listen(addr string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix:")
+	if !ok {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", addr, err)
+		}
+		return ln, nil
+	}
+	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return ln, nil
 }
 
 // newRunner builds the policy and the runner that drive backend: the

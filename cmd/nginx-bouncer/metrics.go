@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portcullis-ips/portcullis/enforcer/banfile"
 	"github.com/portcullis-ips/portcullis/enforcer/prefixset"
 )
 
@@ -53,4 +54,19 @@ func newMetrics(reg prometheus.Registerer, set *prefixset.Set) *metrics {
 		m.badAddress.WithLabelValues(h)
 	}
 	return m
+}
+
+// registerBanFileMetrics exports the ban file's last generation.
+func registerBanFileMetrics(reg prometheus.Registerer, f *banfile.File) {
+	const ns, sub = "portcullis", "nginx_bouncer"
+	gauge := func(name, help string, v func(banfile.Stats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help},
+			func() float64 { return v(f.Stats()) })
+	}
+	reg.MustRegister(
+		gauge("ban_file_generation", "Generation of the ban file last written.", func(s banfile.Stats) float64 { return float64(s.Generation) }),
+		gauge("ban_file_bytes", "Size of the ban file last written.", func(s banfile.Stats) float64 { return float64(s.Bytes) }),
+		gauge("ban_file_segments", "Address ranges in the ban file last written.", func(s banfile.Stats) float64 { return float64(s.Segments4 + s.Segments6) }),
+		gauge("ban_file_build_seconds", "Time taken to build and write the last ban file.", func(s banfile.Stats) float64 { return s.BuildDuration.Seconds() }),
+	)
 }

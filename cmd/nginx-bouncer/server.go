@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/portcullis-ips/portcullis/enforcer/prefixset"
 )
 
@@ -43,11 +45,19 @@ type server struct {
 	banPage  *template.Template
 	metrics  *metrics
 	logger   *slog.Logger
+	// unixPeer is set when nginx connects over a unix socket: the peer
+	// is then nginx itself and its X-Real-IP is believed.
+	unixPeer bool
 
 	// lastWarn rate-limits the log line about unusable client headers
 	// (Unix nanoseconds of the last one); every occurrence is counted.
 	lastWarn atomic.Int64
 	bufs     sync.Pool
+
+	// kinds caches the answer of each kind of decision (header value,
+	// per-scenario counter) so that a check allocates nothing.
+	kinds   atomic.Pointer[map[decisionKey]*decisionInfo]
+	kindsMu sync.Mutex
 }
 
 // warnEvery is the least time between two logged header warnings.
@@ -107,19 +117,70 @@ func (s *server) check(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	h.Set(HeaderDecision, decisionHeader(m))
+	d := s.decision(m)
+	// Set directly: the value slice is shared and never modified, which
+	// spares an allocation per answer (Header.Set would make one).
+	h[HeaderDecision] = d.header
 	if m.Remedy == prefixset.RemedyCaptcha {
 		s.metrics.captcha.Inc()
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
 	s.metrics.ban.Inc()
-	s.metrics.bansServed.WithLabelValues(m.Reason).Inc()
+	d.served.Inc()
 	w.WriteHeader(http.StatusForbidden)
 }
 
 func decisionHeader(m prefixset.Match) string {
 	return m.Remedy.String() + "; reason=" + m.Reason + "; origin=" + m.Origin
+}
+
+// decisionKey is one kind of decision a check can answer with.
+type decisionKey struct {
+	remedy         prefixset.Remedy
+	reason, origin string
+}
+
+// decisionInfo is what an answer for a kind of decision needs, made once.
+type decisionInfo struct {
+	header []string
+	served prometheus.Counter
+}
+
+// maxDecisionKinds bounds the cache of decision kinds; beyond it answers
+// are built per request.
+const maxDecisionKinds = 4096
+
+// decision returns the header value and counter for m's kind, from a
+// copy-on-write cache read without locks.
+func (s *server) decision(m prefixset.Match) *decisionInfo {
+	k := decisionKey{m.Remedy, m.Reason, m.Origin}
+	if cache := s.kinds.Load(); cache != nil {
+		if d, ok := (*cache)[k]; ok {
+			return d
+		}
+	}
+	d := &decisionInfo{header: []string{decisionHeader(m)}, served: s.metrics.bansServed.WithLabelValues(m.Reason)}
+	s.kindsMu.Lock()
+	defer s.kindsMu.Unlock()
+	old := s.kinds.Load()
+	if old != nil && len(*old) >= maxDecisionKinds {
+		return d
+	}
+	var prev map[decisionKey]*decisionInfo
+	if old != nil {
+		prev = *old
+		if cached, ok := prev[k]; ok {
+			return cached // another check added it meanwhile
+		}
+	}
+	next := make(map[decisionKey]*decisionInfo, len(prev)+1)
+	for kk, v := range prev {
+		next[kk] = v
+	}
+	next[k] = d
+	s.kinds.Store(&next)
+	return d
 }
 
 // banPageData is what the ban page template sees.
@@ -182,14 +243,17 @@ func (s *server) readiness(w http.ResponseWriter, _ *http.Request) {
 // only when the peer is a trusted proxy; an unusable header falls back to
 // the peer address with a counted warning.
 func (s *server) clientAddr(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		s.warn("peer", r.RemoteAddr, "not an address:port")
-		return netip.Addr{}
-	}
-	peer := ap.Addr().Unmap().WithZone("")
-	if !s.isTrusted(peer) {
-		return peer
+	var peer netip.Addr
+	if !s.unixPeer {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil {
+			s.warn("peer", r.RemoteAddr, "not an address:port")
+			return netip.Addr{}
+		}
+		peer = ap.Addr().Unmap().WithZone("")
+		if !s.isTrusted(peer) {
+			return peer
+		}
 	}
 	if v := r.Header.Values("X-Real-Ip"); len(v) > 0 {
 		if len(v) > 1 {

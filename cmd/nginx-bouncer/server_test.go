@@ -392,3 +392,38 @@ func FuzzClientAddr(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckAllocatesNothing checks that answering /check allocates
+// nothing once a kind of decision has been seen, for every verdict, over
+// TCP and over a unix socket (whose peer is nginx itself).
+func TestCheckAllocatesNothing(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("allocation counts are meaningless under -race")
+	}
+	for _, unixPeer := range []bool{false, true} {
+		f := newFixture(t, nil)
+		f.srv.unixPeer = unixPeer
+		f.add(t, "198.51.100.7/32", prefixset.RemedyBan, "ban-reason", time.Now().Add(time.Hour))
+		f.add(t, "192.0.2.0/24", prefixset.RemedyCaptcha, "captcha-reason", time.Now().Add(time.Hour))
+		for ip, want := range map[string]int{"198.51.100.7": 403, "192.0.2.9": 401, "203.0.113.1": 204} {
+			r := httptest.NewRequest(http.MethodGet, "/check", nil)
+			r.RemoteAddr = "127.0.0.1:40000"
+			if unixPeer {
+				r.RemoteAddr = "@"
+			}
+			r.Header["X-Real-Ip"] = []string{ip}
+			w := &statusWriter{h: http.Header{}}
+			f.h.ServeHTTP(w, r) // first sight of the kind fills the cache
+			if w.status != want {
+				t.Fatalf("unix %v, %s: status %d, want %d", unixPeer, ip, w.status, want)
+			}
+			allocs := testing.AllocsPerRun(200, func() {
+				clear(w.h)
+				f.h.ServeHTTP(w, r)
+			})
+			if allocs != 0 {
+				t.Errorf("unix %v, %s (%d): %v allocations per check, want 0", unixPeer, ip, want, allocs)
+			}
+		}
+	}
+}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer"
-	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // benchDecisions are 4096 add decisions from several origins and
@@ -74,17 +74,17 @@ func BenchmarkDecision(b *testing.B) {
 	b.Run("convert", func(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
-		cpu0 := enforcertest.CPUTime(b)
+		cpu0 := testenv.ProcessCPU(b)
 		for b.Loop() {
 			_ = convert(&ds[i&4095])
 			i++
 		}
-		b.ReportMetric(float64(enforcertest.CPUTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(testenv.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 	})
 	b.Run("convert+policy", func(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
-		cpu0 := enforcertest.CPUTime(b)
+		cpu0 := testenv.ProcessCPU(b)
 		for b.Loop() {
 			d := &ds[i&4095]
 			pf := convert(d)
@@ -93,7 +93,7 @@ func BenchmarkDecision(b *testing.B) {
 			}
 			i++
 		}
-		b.ReportMetric(float64(enforcertest.CPUTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(testenv.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 	})
 	b.Run("policy", func(b *testing.B) {
 		pfs := make([]netip.Prefix, len(ds))
@@ -102,13 +102,13 @@ func BenchmarkDecision(b *testing.B) {
 		}
 		b.ReportAllocs()
 		i := 0
-		cpu0 := enforcertest.CPUTime(b)
+		cpu0 := testenv.ProcessCPU(b)
 		for b.Loop() {
 			if p.Filter(&ds[i&4095]) != "" || p.Protected(pfs[i&4095]) != "" {
 				b.Fatal("a benchmark decision was refused")
 			}
 			i++
 		}
-		b.ReportMetric(float64(enforcertest.CPUTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(testenv.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 	})
 }

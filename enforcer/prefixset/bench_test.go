@@ -68,17 +68,25 @@ func BenchmarkLookup1M(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		ips  []netip.Addr
-	}{{"hit", hits}, {"random", misses}} {
+		// minHits and maxHits bound the share of lookups that find a ban: every
+		// one for "hit"; for "random" at most a few (1M of 2^32 are banned).
+		minHits, maxHits float64
+	}{{"hit", hits, 1, 1}, {"random", misses, 0, 0.01}} {
 		b.Run(bc.name, func(b *testing.B) {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
-			i := 0
+			i, found := 0, 0
 			cpu0 := testenv.ThreadCPU(b)
 			for b.Loop() {
-				s.Lookup(bc.ips[i&4095], now)
+				if m, ok := s.Lookup(bc.ips[i&4095], now); ok && m.Remedy == RemedyBan {
+					found++
+				}
 				i++
 			}
 			b.ReportMetric(float64(testenv.ThreadCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			if share := float64(found) / float64(i); share < bc.minHits || share > bc.maxHits {
+				b.Fatalf("%d of %d lookups found a ban, want a share in [%v, %v]", found, i, bc.minHits, bc.maxHits)
+			}
 		})
 	}
 }

@@ -3,8 +3,9 @@
 // (ban or captcha), a reason and an absolute expiry that lookups honor.
 //
 // Lookups are lock-free: they read an immutable routing table (a
-// github.com/gaissmai/bart table) through an atomic pointer, and writers
-// publish a modified copy. Set implements enforcer.Enforcer for ban entries;
+// github.com/gaissmai/bart Fast table, chosen over bart.Table for a banned
+// lookup about 20 % cheaper, bench/nginx.md) through an atomic pointer, and
+// writers publish a modified copy. Set implements enforcer.Enforcer for ban entries;
 // ApplyRemedies and ReconcileRemedies take entries that carry their remedy.
 package prefixset
 
@@ -86,7 +87,7 @@ const copyOnWriteMax = 4096
 // Set is a prefix set safe for concurrent use: any number of lookups run in
 // parallel with one writer at a time. The zero value is not usable; call New.
 type Set struct {
-	tbl atomic.Pointer[bart.Table[value]]
+	tbl atomic.Pointer[bart.Fast[value]]
 
 	mu         sync.Mutex // serializes writers
 	closed     bool
@@ -101,7 +102,7 @@ var (
 // New returns an empty set.
 func New() *Set {
 	s := &Set{}
-	s.tbl.Store(new(bart.Table[value]))
+	s.tbl.Store(new(bart.Fast[value]))
 	return s
 }
 
@@ -142,7 +143,7 @@ func (v value) match(p netip.Prefix) Match {
 
 // slowLookup walks every prefix covering host, most specific first, and
 // picks the best live one.
-func slowLookup(t *bart.Table[value], host netip.Prefix, now int64) (Match, bool) {
+func slowLookup(t *bart.Fast[value], host netip.Prefix, now int64) (Match, bool) {
 	var (
 		best    value
 		bestPfx netip.Prefix
@@ -219,7 +220,7 @@ func (s *Set) ApplyRemedies(ctx context.Context, b Batch) error {
 		return fmt.Errorf("apply: %w", enforcer.ErrClosed)
 	}
 	cur := s.tbl.Load()
-	var next *bart.Table[value]
+	var next *bart.Fast[value]
 	if len(adds)+len(dels) > copyOnWriteMax {
 		next = cur.Clone()
 		for _, p := range dels {
@@ -264,7 +265,7 @@ func (s *Set) ReconcileRemedies(ctx context.Context, entries []Entry) error {
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	now := time.Now().UnixNano()
-	next := new(bart.Table[value])
+	next := new(bart.Fast[value])
 	var min int64
 	for _, a := range adds {
 		if a.v.until <= now {
@@ -319,7 +320,7 @@ func (s *Set) Sweep(now time.Time) (int, error) {
 			min = v.until
 		}
 	}
-	var next *bart.Table[value]
+	var next *bart.Fast[value]
 	if len(expired) > copyOnWriteMax {
 		next = cur.Clone()
 		for _, p := range expired {
@@ -380,7 +381,7 @@ func (s *Set) Close() error {
 	defer s.mu.Unlock()
 	s.closed = true
 	s.nextExpiry = 0
-	s.tbl.Store(new(bart.Table[value]))
+	s.tbl.Store(new(bart.Fast[value]))
 	return nil
 }
 

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
-	"github.com/portcullis-ips/portcullis/enforcer/enforcertest"
 	"github.com/portcullis-ips/portcullis/enforcer/policy"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 )
 
 // BenchmarkChanges times one decision through Changes (conversion, policy,
@@ -55,12 +55,12 @@ func BenchmarkChanges(b *testing.B) {
 			}
 			b.ReportAllocs()
 			i := 0
-			cpu0 := enforcertest.CPUTime(b)
+			cpu0 := testenv.ProcessCPU(b)
 			for b.Loop() {
 				_ = r.Changes(context.Background(), ds[i&4095:i&4095+1])
 				i++
 			}
-			b.ReportMetric(float64(enforcertest.CPUTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(testenv.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 			if r.Pending() != 4096 {
 				b.Fatalf("pending %d, want 4096", r.Pending())
 			}

@@ -204,7 +204,7 @@ func TestFailingRestoreIsUnhealthy(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	if err := r.Snapshot(ctx, []decisionfeed.Decision{ban("192.0.2.7")}); err != nil {
+	if err := r.Snapshot(ctx, slices.Values([]decisionfeed.Decision{ban("192.0.2.7")})); err != nil {
 		t.Fatal(err)
 	}
 	h.drifts <- "set_removed"
@@ -256,7 +256,7 @@ func TestDriftBeforeSnapshotRestoresWithIt(t *testing.T) {
 		t.Fatalf("restored %v before any snapshot", got)
 	default:
 	}
-	if err := r.Snapshot(ctx, []decisionfeed.Decision{ban("192.0.2.7")}); err != nil {
+	if err := r.Snapshot(ctx, slices.Values([]decisionfeed.Decision{ban("192.0.2.7")})); err != nil {
 		t.Fatal(err)
 	}
 	if got := waitRestored(t, h); !slices.Equal(got, []string{"192.0.2.7/32"}) {
@@ -273,7 +273,7 @@ func TestDropsBySourceFromPerBanCounters(t *testing.T) {
 	r := startRunner(t, testConfig(clk), f, nil)
 	cli := ban("192.0.2.2")
 	cli.Origin, cli.Scenario = "cli", ""
-	if err := r.Snapshot(context.Background(), []decisionfeed.Decision{ban("192.0.2.1"), cli}); err != nil {
+	if err := r.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{ban("192.0.2.1"), cli})); err != nil {
 		t.Fatal(err)
 	}
 	p1, p2 := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.2/32")

@@ -474,7 +474,7 @@ func TestActiveByOrigin(t *testing.T) {
 	r := startRunner(t, testConfig(clk), newRecorder(), nil)
 	cli := ban("192.0.2.2")
 	cli.Origin = "cli"
-	if err := r.Snapshot(context.Background(), []decisionfeed.Decision{ban("192.0.2.1"), ban("192.0.2.3"), cli}); err != nil {
+	if err := r.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{ban("192.0.2.1"), ban("192.0.2.3"), cli})); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.ActiveByOrigin(); got["engine"] != 2 || got["cli"] != 1 || len(got) != 2 {

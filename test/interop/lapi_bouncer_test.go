@@ -23,6 +23,7 @@ import (
 	"github.com/portcullis-ips/portcullis/crowdsec"
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
 	"github.com/portcullis-ips/portcullis/internal/syncbuf"
+	"github.com/portcullis-ips/portcullis/internal/testenv"
 	"github.com/portcullis-ips/portcullis/test/netns"
 )
 
@@ -297,7 +298,7 @@ prometheus:
 // crowdsec-firewall-bouncer in nftables mode inside a network namespace
 // and looks at its nft set.
 func TestLAPIRestartFirewallBouncer(t *testing.T) {
-	netns.RequireRoot(t)
+	testenv.RequireRoot(t)
 	requireTool(t, "crowdsec-firewall-bouncer", "-V")
 	requireTool(t, "nft", "--version")
 	brokers := feedtest.Brokers(t)

@@ -240,10 +240,35 @@ const snippetDir = "../../contrib/nginx/portcullis"
 type site struct {
 	listen   string
 	realIP   bool   // set_real_ip_from 127.0.0.1 + real_ip_header X-Forwarded-For
-	check    string // "check.conf" or "check-cached.conf"; "" for no auth at all
-	failMode string // "fail-open.conf" or "fail-closed.conf"
+	check    string // "check.conf", "check-cached.conf" or "lua-server.conf"; "" for no check at all
+	failMode string // "fail-open.conf" or "fail-closed.conf"; "lua-fail-open.conf" or "lua-fail-closed.conf"
 	content  string // the protected location's content directives
 }
+
+// luaModules are Debian's libnginx-mod-http-lua and the NDK it needs.
+var luaModules = []string{"/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so"}
+
+// requireLua skips the test when Debian's Lua module for nginx is not
+// installed, except under CI=true where it must be.
+func requireLua(t testing.TB) {
+	t.Helper()
+	for _, m := range luaModules {
+		if _, err := os.Stat(m); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("needs nginx's Lua module (apt-get install libnginx-mod-http-lua): %v", err)
+			}
+			t.Skipf("needs nginx's Lua module (apt-get install libnginx-mod-http-lua): %v", err)
+		}
+	}
+}
+
+// luaStaleAfter is the heartbeat age after which the tests' Lua check
+// counts the bouncer as down (the shipped default is 5 s).
+const luaStaleAfter = "3"
+
+// banFile is where nginxConf points the Lua check: the bouncer of a Lua
+// site runs with --ban-file banFile(dir).
+func banFile(dir string) string { return filepath.Join(dir, "bans") }
 
 // nginxConf generates nginx.conf in dir around the shipped snippets, which
 // are copied unchanged except for the bouncer's address and the cache path.
@@ -268,12 +293,25 @@ func nginxConf(t testing.TB, dir, bouncerAddr string, workers int, sites []site)
 			s = mustReplace(t, s, "server 127.0.0.1:8090;", "server "+bouncerAddr+";")
 		case "cache-zone.conf":
 			s = mustReplace(t, s, "/dev/shm/nginx-portcullis", filepath.Join(dir, "cache"))
+		case "lua-http.conf":
+			s = mustReplace(t, s, "/etc/nginx/portcullis/?.lua", filepath.Join(conf, "portcullis", "?.lua"))
+			s = mustReplace(t, s, "/dev/shm/portcullis-nginx.bans", banFile(dir))
+			s = mustReplace(t, s, "stale_after = 5", "stale_after = "+luaStaleAfter)
 		}
 		if err := os.WriteFile(filepath.Join(conf, "portcullis", e.Name()), []byte(s), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	var w strings.Builder
+	lua := false
+	for _, s := range sites {
+		lua = lua || s.check == "lua-server.conf"
+	}
+	if lua {
+		for _, m := range luaModules {
+			fmt.Fprintf(&w, "load_module %s;\n", m)
+		}
+	}
 	if os.Geteuid() == 0 {
 		// Workers would otherwise run as nobody, unable to use the test's
 		// temporary directories.
@@ -294,12 +332,19 @@ http {
     include portcullis/upstream.conf;
     include portcullis/cache-zone.conf;
 `, workers, dir)
+	if lua {
+		w.WriteString("    include portcullis/lua-http.conf;\n")
+	}
 	for _, s := range sites {
 		fmt.Fprintf(&w, "    server {\n        listen %s;\n", s.listen)
 		if s.realIP {
 			w.WriteString("        set_real_ip_from 127.0.0.1;\n        real_ip_header X-Forwarded-For;\n")
 		}
-		if s.check != "" {
+		switch s.check {
+		case "":
+		case "lua-server.conf":
+			fmt.Fprintf(&w, "        include portcullis/%s;\n        include portcullis/%s;\n", s.check, s.failMode)
+		default:
 			fmt.Fprintf(&w, "        include portcullis/server.conf;\n        include portcullis/%s;\n        include portcullis/%s;\n", s.check, s.failMode)
 		}
 		fmt.Fprintf(&w, "        location / {\n            %s\n        }\n    }\n", s.content)
@@ -410,4 +455,45 @@ func replaceInFile(t testing.TB, path, old, new string) {
 	if err := os.WriteFile(path, []byte(mustReplace(t, string(b), old, new)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// workerPIDs returns the children of nginx's master process.
+func workerPIDs(t testing.TB, master int) []int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", master, master))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, pid)
+	}
+	if len(pids) == 0 {
+		t.Fatal("nginx has no workers")
+	}
+	return pids
+}
+
+// smapsRollup returns one field of /proc/PID/smaps_rollup, in bytes.
+func smapsRollup(t testing.TB, pid int, field string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatalf("smaps_rollup %s: %v", line, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/smaps_rollup", field, pid)
+	return 0
 }

@@ -167,8 +167,8 @@ func TestWrkBenchmark(t *testing.T) {
 }
 
 // publishBans publishes n ban decisions for random IPv4 addresses outside
-// 10.0.0.0/8, in batches.
-func publishBans(t *testing.T, fd *feed, n int) {
+// 10.0.0.0/8, in batches, and returns the addresses.
+func publishBans(t *testing.T, fd *feed, n int) []netip.Addr {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -176,6 +176,7 @@ func publishBans(t *testing.T, fd *feed, n int) {
 	now := time.Now()
 	const batch = 5000
 	ds := make([]decisionfeed.Decision, 0, batch)
+	addrs := make([]netip.Addr, 0, n)
 	for i := 0; i < n; {
 		v := rng.Uint32()
 		a := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
@@ -185,6 +186,7 @@ func publishBans(t *testing.T, fd *feed, n int) {
 		d := decisionfeed.NewDecision(decisionfeed.OpAdd, decisionfeed.TypeBan, netip.PrefixFrom(a, 32), 4*time.Hour, "bench", now)
 		d.Scenario = "bench/ban"
 		ds = append(ds, d)
+		addrs = append(addrs, a)
 		i++
 		if len(ds) == batch || i == n {
 			if err := fd.pub.Publish(ctx, ds...); err != nil {
@@ -193,4 +195,5 @@ func publishBans(t *testing.T, fd *feed, n int) {
 			ds = ds[:0]
 		}
 	}
+	return addrs
 }
