@@ -130,8 +130,17 @@ func TestConsoleInBrowser(t *testing.T) {
 			msgs = append(msgs, kafka.Message{Value: b})
 		}
 	}
-	if err := w.WriteMessages(t.Context(), msgs...); err != nil {
-		t.Fatal(err)
+	// A topic just created on a real broker may refuse writes for a moment
+	// (Unknown Topic Or Partition) until its leaders are known.
+	for attempt := 0; ; attempt++ {
+		err := w.WriteMessages(t.Context(), msgs...)
+		if err == nil {
+			break
+		}
+		if attempt == 40 {
+			t.Fatal(err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	_ = w.Close()
 	if _, err := portcullis(t, append([]string{"decisions", "add", "--ip", "192.0.2.200", "--duration", "24h", "--reason", "seen before start"}, common...)...); err != nil {

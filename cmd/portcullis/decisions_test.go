@@ -18,11 +18,13 @@ import (
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
 )
 
-// portcullis runs the command line args and returns its stdout.
+// portcullis runs the command line args and returns its stdout. The
+// bound is generous: a 100k-line blocklist import under -race on a busy
+// CI machine has needed more than a minute.
 func portcullis(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	err := run(ctx, args, &out)
 	return out.String(), err
