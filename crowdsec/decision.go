@@ -45,7 +45,7 @@ func PullOrigin(o string) string {
 	b := []byte(Origin + ":" + o)
 	for i := len(Origin) + 1; i < len(b); i++ {
 		c := b[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '.' && c != '_' && c != '-' {
 			b[i] = '_'
 		}
 	}

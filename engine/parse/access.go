@@ -209,7 +209,7 @@ func isVhost(s string) bool {
 	}
 	for k := 0; k < len(s); k++ {
 		c := s[k]
-		if !(isDigit(c) || c|0x20 >= 'a' && c|0x20 <= 'z' || c == '-' || c == '.' || c == '_' || c == ':') {
+		if !isDigit(c) && (c|0x20 < 'a' || c|0x20 > 'z') && c != '-' && c != '.' && c != '_' && c != ':' {
 			return false
 		}
 	}

@@ -57,7 +57,7 @@ func (p *Parser) haproxy(s string, ev *event.Event) string {
 	// Frontend, backend/server, timers.
 	var tok string
 	for range 3 {
-		if tok, s, ok = field(s); !ok {
+		if _, s, ok = field(s); !ok {
 			return "frontend/backend/timers: truncated"
 		}
 	}

@@ -67,7 +67,9 @@ func (p *lapiProc) stop(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		_ = p.cmd.Process.Kill()
-		<-p.done
+		if err := <-p.done; err != nil {
+			t.Logf("lapi killed: %v", err)
+		}
 		t.Errorf("lapi did not stop within 20s of SIGTERM:\n%s", p.out.String())
 	}
 }

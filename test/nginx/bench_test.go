@@ -93,7 +93,7 @@ func TestNginxBench(t *testing.T) {
 	}
 	w := bufio.NewWriter(list)
 	for _, a := range addrs {
-		fmt.Fprintln(w, a)
+		_, _ = fmt.Fprintln(w, a)
 	}
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)

@@ -372,11 +372,11 @@ func randomBans(n int) ([]prefixset.Entry, []netip.Addr) {
 			v ^= 1 << 30
 		}
 		a4 := [4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
-		switch {
-		case i%20 == 0:
+		switch i % 20 {
+		case 0:
 			a4[3] = 0
 			p = netip.PrefixFrom(netip.AddrFrom4(a4), 24)
-		case i%20 == 1:
+		case 1:
 			var a [16]byte
 			a[0], a[1] = 0x2a, 0x02
 			for j := 2; j < 8; j++ {
