@@ -77,8 +77,8 @@ func (s *Server) load() error {
 		if sd.ID <= 0 || sd.ID > st.Seq || (i > 0 && sd.ID == st.Decisions[i-1].ID) {
 			return fmt.Errorf("lapi state %s: decision %d: id %d repeated or outside 1..%d", s.state, i, sd.ID, st.Seq)
 		}
-		if _, dup := s.live[sd.D.Key()]; dup {
-			return fmt.Errorf("lapi state %s: decision %d: key %s twice", s.state, i, sd.D.Key())
+		if _, dup := s.live[sd.D.Target()]; dup {
+			return fmt.Errorf("lapi state %s: decision %d: key %s twice", s.state, i, sd.D.Target())
 		}
 		s.insertLocked(sd.D.Target(), &entry{d: sd.D, id: sd.ID})
 	}
@@ -165,7 +165,7 @@ func (s *Server) replayJournal() error {
 		if jl.ID <= s.saved {
 			continue // already in the state file
 		}
-		k := jl.D.Key()
+		k := jl.D.Target()
 		if old, ok := s.live[k]; ok {
 			if old.d.ID == jl.D.ID {
 				continue

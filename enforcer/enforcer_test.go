@@ -39,7 +39,7 @@ func TestFromDecision(t *testing.T) {
 		})
 	}
 	bad := decisionfeed.Decision{Scope: "host", Value: "x"}
-	if _, err := FromDecision(&bad); err == nil || err.Error() != `decision host:x: unknown scope "host"` {
+	if _, err := FromDecision(&bad); err == nil || err.Error() != `decision host:x@: unknown scope "host"` {
 		t.Errorf("bad scope: err = %v", err)
 	}
 }

@@ -96,13 +96,13 @@ func TestDryRunLogsAndTouchesNothing(t *testing.T) {
 	l.waitFor(t, "dry run: would reconcile", "bans=1")
 	// The refusals come before, in the feed's order; the blocklist's ban is
 	// outside --origins and only counted.
-	for _, want := range []string{`key=range:198.51.100.0/24 prefix=198.51.100.0/24 reason=whitelist`, `key=ip:127.0.0.1 prefix=127.0.0.1/32 reason=loopback`} {
+	for _, want := range []string{`key=range:198.51.100.0/24@cli prefix=198.51.100.0/24 reason=whitelist`, `key=ip:127.0.0.1@cli prefix=127.0.0.1/32 reason=loopback`} {
 		if !strings.Contains(l.all.String(), want) {
 			t.Fatalf("no refusal log with %q:\n%s", want, l.all.String())
 		}
 	}
 	l.waitFor(t, "dry run: would hold", "prefix=192.0.2.7/32", "reason=cli", "origin=cli")
-	l.waitFor(t, "reconciled to the feed's snapshot", "live=4", "bans=1")
+	l.waitFor(t, "reconciled to the feed's snapshot", "live=3", "bans=1")
 
 	del := decisionfeed.NewDecision(decisionfeed.OpDelete, decisionfeed.TypeBan, netip.MustParsePrefix("192.0.2.7/32"), 0, "cli", time.Now())
 	if err := pub.Publish(ctx, ban("2001:db8:7::/64", time.Hour), del); err != nil {

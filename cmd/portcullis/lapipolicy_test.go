@@ -56,13 +56,13 @@ func TestLAPIWithholdsProtected(t *testing.T) {
 	if err := f.Snapshot(context.Background(), slices.Values([]decisionfeed.Decision{add("203.0.113.7/32"), add("198.51.100.7/32"), add("192.0.2.0/24")})); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(rec.snapshot, []string{"add ip:203.0.113.7"}) {
+	if !slices.Equal(rec.snapshot, []string{"add ip:203.0.113.7@engine"}) {
 		t.Fatalf("snapshot served %v", rec.snapshot)
 	}
 	if err := f.Changes(context.Background(), []decisionfeed.Decision{add("127.0.0.1/32"), add("203.0.113.8/32")}); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(rec.changes, []string{"delete ip:127.0.0.1", "add ip:203.0.113.8"}) {
+	if !slices.Equal(rec.changes, []string{"delete ip:127.0.0.1@engine", "add ip:203.0.113.8@engine"}) {
 		t.Fatalf("changes served %v", rec.changes)
 	}
 	for reason, want := range map[string]float64{"whitelist": 1, "dependency": 1, "loopback": 1} {
