@@ -109,7 +109,10 @@ func testMode(t *testing.T, m modeSpec) {
 		}
 		e.requireAll(e.bystander(4), true)
 		e.requireAll(e.bystander(6), true)
-		e.publish(unban(v4Range), unban(v6Range))
+		// The CLI's bans are lifted by the operator's delete; a delete from
+		// another producer ("e2e") would withdraw only its own decisions.
+		e.cli("decisions", "delete", "--range", v4Range.String())
+		e.cli("decisions", "delete", "--range", v6Range.String())
 		e.waitState(e.attacker(1, 4), true, 5*time.Second)
 		e.waitState(e.attacker(1, 6), true, 5*time.Second)
 	})
