@@ -17,6 +17,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/enforcer"
 	"github.com/portcullis-ips/portcullis/enforcer/policy"
@@ -560,4 +562,29 @@ func publishRetrying(ctx context.Context, pub *decisionfeed.Publisher, log *slog
 
 // retryable tells a failure to reach the brokers from a decision that is
 // invalid, which no retry mends.
-func retryable(err error) bool { return !errors.Is(err, decisionfeed.ErrInvalid) }
+func retryable(err error) bool {
+	if errors.Is(err, decisionfeed.ErrInvalid) || refused(err) {
+		return false
+	}
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil && refused(e) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// refused reports a broker's refusal that waiting cannot change: the
+// credential lacks the right, or is not accepted at all.
+func refused(err error) bool {
+	for _, code := range []kafka.Error{kafka.TopicAuthorizationFailed, kafka.ClusterAuthorizationFailed,
+		kafka.GroupAuthorizationFailed, kafka.SASLAuthenticationFailed} {
+		if errors.Is(err, code) {
+			return true
+		}
+	}
+	return false
+}

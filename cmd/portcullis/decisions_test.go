@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/portcullis-ips/portcullis/decisionfeed"
 	"github.com/portcullis-ips/portcullis/decisionfeed/feedtest"
+	"github.com/segmentio/kafka-go"
 )
 
 // portcullis runs the command line args and returns its stdout. The
@@ -272,5 +274,23 @@ func TestDecisionsAddRetriesWhileBrokerDown(t *testing.T) {
 	out, err := portcullis(t, "decisions", "list", "--ip", "192.0.2.9", "--brokers", bp.Addr(), "--log-level", "error")
 	if err != nil || !strings.Contains(out, "192.0.2.9") {
 		t.Fatalf("list: %v\n%s", err, out)
+	}
+}
+
+// TestRetryable: a broker that is away is waited for; a refusal of the
+// credential or an invalid decision is reported at once.
+func TestRetryable(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("publish: %w", io.ErrUnexpectedEOF), true},
+		{fmt.Errorf("publish 1 decisions: %w", kafka.WriteErrors{kafka.TopicAuthorizationFailed}), false},
+		{fmt.Errorf("publish: %w", kafka.SASLAuthenticationFailed), false},
+		{fmt.Errorf("publish: %w", decisionfeed.ErrInvalid), false},
+	} {
+		if got := retryable(tc.err); got != tc.want {
+			t.Errorf("retryable(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
